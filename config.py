@@ -1,0 +1,40 @@
+"""Every setting of the pipeline, grouped by stage.
+
+Edit the values below to change the defaults. To change one value for a single run, pass
+`--set SECTION.FIELD=VALUE` to any stage script, for example:
+
+    python prepare_data.py --set data.max_records=50000 --set data.seed=7
+
+Values are Python literals (numbers, None, True/False, quoted or bare strings).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """prepare_data.py: read trn.json, clean, filter, dedupe, sample, split, build question->answer examples."""
+
+    raw_path: str = "sample_data.json"  # input: JSON Lines (.json/.jsonl), gzip (.gz) or a JSON array file
+    output_dir: str = "outputs/data"  # train/validation/test.jsonl and prep_report.json go here
+    max_records: int | None = None  # keep a uniform random sample of this many products (None: keep all)
+    seed: int = 42  # drives the sample and the question phrasing; same seed + input -> identical outputs
+    validation_fraction: float = 0.05  # share of products (by normalized-title hash) in validation.jsonl
+    test_fraction: float = 0.05  # share of products in test.jsonl, never seen in training
+    min_title_chars: int = 3  # shorter cleaned titles are dropped
+    max_title_chars: int = 300  # longer cleaned titles are dropped (usually keyword spam)
+    min_content_chars: int = 30  # shorter cleaned descriptions are dropped ("Book by", "VHS Tape")
+    max_content_chars: int = 5000  # longer descriptions are dropped: far past any training max_length
+    drop_content_equal_title: bool = True  # drop records whose description just repeats the title
+    drop_degenerate_content: bool = True  # drop placeholder descriptions ("Book by", "VHS Tape", "Audio CD")
+    dedupe_exact: bool = True  # drop records whose cleaned (title, description) was seen before
+    dedupe_titles: bool = True  # one record per normalized title: keep the richest (longest) description
+    workers: int = 0  # processes that parse and clean (0: one per CPU core, 1: no subprocesses)
+    block_mb: int = 4  # size of the blocks of lines handed to the workers
+    examples_per_reason: int = 5  # examples kept in the report for each drop / bad-input reason
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)

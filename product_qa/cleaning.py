@@ -1,0 +1,150 @@
+"""Cleaning rules for titles and descriptions: each one a named function that keeps meaning.
+
+Rules never strip accents or punctuation. Each rule has a cheap guard so clean text passes through fast.
+`CLEANING_RULES` lists them in the order `clean_text` applies them; the analysis stage imports it to
+report how many records each rule touches.
+"""
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from typing import Callable
+
+_MAX_UNESCAPE_PASSES = 3
+
+
+def decode_html_entities(text: str) -> str:
+    """Decode every entity form: decimal `&#8217;`, hex `&#x2019;`, named `&mdash;`, Windows-1252 code
+    points (`&#x92;` -> ’, via html.unescape's HTML5 table) and double-escaped `&amp;#8217;`."""
+    for _ in range(_MAX_UNESCAPE_PASSES):
+        if "&" not in text:
+            break
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+_BLOCK_TAG = re.compile(r"<(?:br|/?p|/?div|/?li|/?ul|/?ol|/?h[1-6]|/?tr)\b[^<>]*>", re.IGNORECASE)
+
+
+def strip_html_tags(text: str) -> str:
+    """Remove markup such as `<br>`, `<b>` and `<p class=x>`; block tags become a space so words don't merge.
+    A lone `<` or `a < b > c` is not a tag and stays."""
+    if "<" not in text:
+        return text
+    return _TAG.sub("", _BLOCK_TAG.sub(" ", text))
+
+
+# C1 control characters that raw text sometimes carries where Windows-1252 punctuation was meant.
+_C1_CHARS = re.compile("[\x80-\x9f]")
+
+
+def _cp1252_char(match: re.Match) -> str:
+    try:
+        return bytes([ord(match.group())]).decode("cp1252")
+    except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d have no character
+        return ""
+
+
+def repair_windows_1252(text: str) -> str:
+    """Map raw C1 control characters (U+0080-U+009F) to the Windows-1252 characters they stand for
+    (U+0092 -> ’, U+0097 -> —), as html.unescape already does for their entity forms."""
+    if not _C1_CHARS.search(text):
+        return text
+    return _C1_CHARS.sub(_cp1252_char, text)
+
+
+# Control and invisible format characters; tab, newline and carriage return are whitespace, handled later.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\ufeff\ufffe\uffff]")
+
+
+def remove_control_characters(text: str) -> str:
+    """Drop control characters, soft hyphens, zero-width spaces and stray byte-order marks."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub("", text)
+
+
+def normalize_unicode(text: str) -> str:
+    """Compose characters (NFC) so `e` + combining acute and `é` compare equal. NFC, not NFKC: NFKC would
+    turn `½` into `1⁄2` and `™` into `TM`."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFC", text)
+
+
+# Amazon's note about which edition a review belongs to, often with its words run together:
+# "--This text refers to thePaperbackedition.", "--This text refers to an out of print or unavailable edition of this title."
+_EDITION_NOTE = re.compile(r"\s*-{1,2}\s*This text refers to\b[^.]{0,80}?edition(?: of this title)?\.?", re.IGNORECASE)
+
+# Trade-review copyright lines glued to the end of a review:
+# "Copyright 1998 Reed Business Information, Inc.", "Copyright © Reed Business Information, a division of
+# Reed Elsevier Inc. All rights reserved.", "© Copyright 2010. Library Journals LLC, a wholly owned subsidiary
+# of Media Source, Inc. No redistribution permitted.", "(c) Copyright PWxyz, LLC. All rights reserved."
+_COPYRIGHT_LINE = re.compile(
+    r"\s*(?:\(c\)\s*|©\s*)?Copyright\s*(?:©|\(c\))?\s*(?:\d{4}[.,]?\s*)?"
+    r"(?:Reed Business Information|Cahners Business Information|American Library Association|"
+    r"Library Journals,? LLC|PWxyz|Media Source|Booklist|Kirkus)"
+    r"(?:[^.]{0,120}?(?:Inc|LLC|Ltd)\.)?"
+    r"(?:\s*All rights reserved\.?)?(?:\s*No redistribution permitted\.?)?",
+    re.IGNORECASE,
+)
+
+
+def remove_scraping_boilerplate(text: str) -> str:
+    """Remove Amazon's edition notes and trade-review copyright lines, which say nothing about the product."""
+    if "text refers" not in text and "opyright" not in text and "OPYRIGHT" not in text:
+        return text
+    return _COPYRIGHT_LINE.sub("", _EDITION_NOTE.sub("", text))
+
+
+# A sentence end glued to the next sentence: "in length.The tutu". Only after a word that ends in two
+# lowercase letters and before a capital + lowercase letter, so "U.S.A", "Ph.D", "Dr.Seuss", "3.5" and ".NET"
+# stay as they are; web addresses are skipped in _space_after_sentence.
+_GLUED_SENTENCE = re.compile(r"([A-Za-z]*[a-z][a-z])([.!?][\"”’)]?)(?=[A-Z][a-z])")
+
+
+def _space_after_sentence(match: re.Match) -> str:
+    text, start = match.string, match.start()
+    previous = text[start - 1] if start else " "
+    if previous in "./@:\\_-" or match.group(1).lower() == "www":
+        return match.group()
+    return f"{match.group(1)}{match.group(2)} "
+
+
+def fix_glued_sentences(text: str) -> str:
+    """Put the missing space back between glued sentences (`length.The` -> `length. The`) where it is safe."""
+    return _GLUED_SENTENCE.sub(_space_after_sentence, text)
+
+
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+def normalize_whitespace(text: str) -> str:
+    """Collapse runs of whitespace (double spaces, tabs, newlines, no-break spaces) into one space and trim."""
+    return _WHITESPACE_RUN.sub(" ", text).strip()
+
+
+CleaningRule = Callable[[str], str]
+
+CLEANING_RULES: tuple[tuple[str, CleaningRule], ...] = (
+    ("decode_html_entities", decode_html_entities),
+    ("strip_html_tags", strip_html_tags),
+    ("repair_windows_1252", repair_windows_1252),
+    ("remove_control_characters", remove_control_characters),
+    ("normalize_unicode", normalize_unicode),
+    ("remove_scraping_boilerplate", remove_scraping_boilerplate),
+    ("fix_glued_sentences", fix_glued_sentences),
+    ("normalize_whitespace", normalize_whitespace),
+)
+
+
+def clean_text(text: str) -> str:
+    """Apply every cleaning rule in order."""
+    for _, rule in CLEANING_RULES:
+        text = rule(text)
+    return text

@@ -1,0 +1,91 @@
+"""Command-line overrides of config.py, in the spirit of nanoGPT's configurator: `--set data.seed=7`."""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import hashlib
+import types
+import typing
+from typing import Any
+
+import orjson
+
+from product_qa.errors import UserError
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one value of config.py for this run (repeatable), e.g. --set data.max_records=50000",
+    )
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as outputs/data
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, annotation)
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """Set each `section.field=value` on the config dataclass tree, checking the field exists and the type fits."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected SECTION.FIELD=VALUE")
+        *path, name = key.strip().split(".")
+        target = config
+        for part in path:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                raise UserError(f"--set {item!r}: unknown section {part!r}; sections: {_field_names(config)}")
+            target = getattr(target, part)
+        if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+            raise UserError(f"--set {item!r}: unknown setting {name!r}; settings here: {_field_names(target)}")
+        annotation = typing.get_type_hints(type(target))[name]
+        value = _parse_value(raw.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and annotation is float:
+            value = float(value)
+        if not _accepts(annotation, value):
+            raise UserError(f"--set {item!r}: {value!r} is not a valid {_type_name(annotation)}")
+        setattr(target, name, value)
+    return config
+
+
+def _field_names(obj: Any) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(obj)) if dataclasses.is_dataclass(obj) else "(none)"
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def config_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-serializable parts (configs, input file stats, pipeline versions)."""
+    blob = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(blob, digest_size=12).hexdigest()

@@ -1,0 +1,24 @@
+"""User-facing errors: one clear line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input or configuration that the user can fix; its message is the whole story."""
+
+
+def run_cli(main: Callable[[], int | None]) -> None:
+    """Run a script's main function, turning a UserError into one line and exit code 2."""
+    try:
+        code = main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,320 @@
+"""The preparation stage: stream trn.json, clean, filter, dedupe, sample, split by product, build examples.
+
+Pass 1 parses and cleans blocks of lines in worker processes and spools the surviving records to a temp
+file, keeping only three 64-bit numbers per record in memory. Dedupe, sampling and the split are then
+array operations on those numbers. Pass 2 streams the spool into train/validation/test.jsonl, written
+atomically. Memory stays flat whatever the input size, and the same input and config give identical files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import resource
+import time
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+from tqdm import tqdm
+
+from product_qa.cleaning import clean_text
+from product_qa.configurator import config_dict, fingerprint
+from product_qa.errors import UserError
+from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
+from product_qa.hashing import key_hash, mix64, mix64_array, unit_interval
+from product_qa.io_utils import atomic_outputs, remove_stale_temps, temp_path_for, write_json_atomic
+from product_qa.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
+from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, Record, describe_source, parse_block,
+                                strict_error)
+
+PIPELINE_VERSION = 1  # bump when a change to cleaning, filters or examples changes the outputs
+SPLITS = ("train", "validation", "test")
+REPORT_NAME = "prep_report.json"
+# Settings that change speed, not outputs, stay out of the fingerprint.
+_RUNTIME_ONLY = ("workers", "block_mb", "output_dir")
+
+
+@dataclass
+class BlockResult:
+    """What a worker sends back for one block: the kept records already encoded, and per-record numbers."""
+
+    spool: bytes = b""
+    lines: array = field(default_factory=lambda: array("Q"))
+    title_keys: array = field(default_factory=lambda: array("Q"))  # hash of the normalized title
+    exact_keys: array = field(default_factory=lambda: array("Q"))  # hash of the cleaned (title, content)
+    richness: array = field(default_factory=lambda: array("Q"))  # description length: dedupe keeps the longest
+    drops: dict[str, int] = field(default_factory=dict)
+    drop_examples: dict[str, list[dict]] = field(default_factory=dict)
+    bad: list[BadLine] = field(default_factory=list)  # the first few of each reason, in order
+    bad_counts: dict[str, int] = field(default_factory=dict)
+
+
+_worker_cfg = None
+
+
+def _init_worker(cfg) -> None:
+    global _worker_cfg
+    _worker_cfg = cfg
+
+
+def clean_record(record: Record) -> tuple[str, str]:
+    return clean_text(record.title), clean_text(record.content)
+
+
+def process_block(block: Block) -> BlockResult:
+    """Parse, clean and filter one block of lines (runs in a worker process)."""
+    cfg = _worker_cfg
+    keep = cfg.examples_per_reason
+    result = BlockResult()
+    spool_lines = []
+    for item in parse_block(block):
+        if isinstance(item, BadLine):
+            count = result.bad_counts.get(item.reason, 0)
+            if count < keep:
+                result.bad.append(item)
+            result.bad_counts[item.reason] = count + 1
+            continue
+        title, content = clean_record(item)
+        reason = drop_reason(title, content, cfg)
+        if reason is not None:
+            count = result.drops.get(reason, 0)
+            if count < keep:
+                result.drop_examples.setdefault(reason, []).append(
+                    {"line": item.line, "title": title[:120], "content": content[:200]})
+            result.drops[reason] = count + 1
+            continue
+        spool_lines.append(orjson.dumps((item.uid, title, content)))
+        result.lines.append(item.line)
+        result.title_keys.append(key_hash(normalize_title(title)))
+        result.exact_keys.append(key_hash(f"{title}\x00{content}"))
+        result.richness.append(len(content))
+    if spool_lines:
+        result.spool = b"\n".join(spool_lines) + b"\n"
+    return result
+
+
+@dataclass
+class Survivors:
+    """Per-record numbers of every record that passed the filters, in file order (index = spool line)."""
+
+    lines: np.ndarray
+    title_keys: np.ndarray
+    exact_keys: np.ndarray
+    richness: np.ndarray
+
+
+def first_of_each(keys: np.ndarray, candidates: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
+    """Indices (among `candidates`) of one record per key: the largest `prefer`, then the earliest."""
+    sub_keys = keys[candidates]
+    order = np.lexsort((candidates, -prefer[candidates].astype(np.int64)) if prefer is not None else (candidates,))
+    order = order[np.argsort(sub_keys[order], kind="stable")]
+    sorted_keys = sub_keys[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return np.sort(candidates[order[first]])
+
+
+def duplicate_examples(keys: np.ndarray, lines: np.ndarray, before: np.ndarray, after: np.ndarray,
+                       limit: int) -> list[dict]:
+    """Line numbers of the first few dropped duplicates and of the record kept in their place."""
+    examples = []
+    for index in np.setdiff1d(before, after)[:limit]:
+        kept = after[np.flatnonzero(keys[after] == keys[index])[0]]
+        examples.append({"line": int(lines[index]), "kept_line": int(lines[kept])})
+    return examples
+
+
+def select_and_split(survivors: Survivors, cfg) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Dedupe, sample and split. Returns the selected spool indices, their split codes, the count after each
+    step and examples of the duplicates dropped."""
+    kept = np.arange(len(survivors.lines))
+    steps = {"after_filters": len(kept)}
+    examples = {}
+    for reason, step, enabled, keys, prefer in (
+        ("exact_duplicate", "after_exact_dedupe", cfg.dedupe_exact, survivors.exact_keys, None),
+        ("duplicate_title", "after_title_dedupe", cfg.dedupe_titles, survivors.title_keys, survivors.richness),
+    ):
+        if enabled:
+            deduped = first_of_each(keys, kept, prefer)
+            examples[reason] = duplicate_examples(keys, survivors.lines, kept, deduped, cfg.examples_per_reason)
+            kept = deduped
+        steps[step] = len(kept)
+    if cfg.max_records is not None and len(kept) > cfg.max_records:
+        # A uniform sample from the whole file: the records with the smallest seeded hash rank.
+        rank = mix64_array(survivors.title_keys[kept] ^ np.uint64(mix64(cfg.seed)) ^ survivors.exact_keys[kept])
+        kept = np.sort(kept[np.lexsort((kept, rank))[: cfg.max_records]])
+    steps["after_sampling"] = len(kept)
+    # The split depends on the normalized title alone: a product and its near-identical titles share a side,
+    # and the test products stay the same whatever the seed or sample size.
+    position = unit_interval(mix64_array(survivors.title_keys[kept]))
+    codes = np.zeros(len(kept), dtype=np.uint8)
+    codes[position < cfg.test_fraction + cfg.validation_fraction] = 1
+    codes[position < cfg.test_fraction] = 2
+    return kept, codes, steps, examples
+
+
+def data_fingerprint(cfg, source) -> str:
+    settings = {k: v for k, v in config_dict(cfg).items() if k not in _RUNTIME_ONLY}
+    stats = {"path": os.path.abspath(source.path), "size": source.size_bytes, "mtime_ns": source.mtime_ns}
+    return fingerprint(PIPELINE_VERSION, settings, stats)
+
+
+def output_paths(cfg) -> dict[str, Path]:
+    out = Path(cfg.output_dir)
+    return {split: out / f"{split}.jsonl" for split in SPLITS}
+
+
+def up_to_date(cfg, fp: str) -> dict | None:
+    """The previous report if the outputs were made from the same input and settings, else None."""
+    report_path = Path(cfg.output_dir) / REPORT_NAME
+    if not report_path.exists() or not all(p.exists() for p in output_paths(cfg).values()):
+        return None
+    try:
+        report = orjson.loads(report_path.read_bytes())
+    except orjson.JSONDecodeError:
+        return None
+    return report if report.get("fingerprint") == fp else None
+
+
+def _validate(cfg) -> None:
+    for name in ("validation_fraction", "test_fraction"):
+        value = getattr(cfg, name)
+        if not 0 <= value < 1:
+            raise UserError(f"data.{name} must be in [0, 1), got {value}")
+    if cfg.validation_fraction + cfg.test_fraction >= 1:
+        raise UserError("data.validation_fraction + data.test_fraction must leave room for training (< 1)")
+    if cfg.max_records is not None and cfg.max_records < 1:
+        raise UserError(f"data.max_records must be a positive number or None, got {cfg.max_records}")
+
+
+def _peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports kilobytes
+
+
+class _BlockRunner:
+    """Runs process_block over blocks in order, in worker processes, with a bounded number in flight so
+    memory stays flat (Pool.imap would read the whole file ahead)."""
+
+    def __init__(self, cfg):
+        self.workers = cfg.workers or os.cpu_count() or 1
+        self.cfg = cfg
+
+    def map(self, blocks):
+        if self.workers == 1:
+            _init_worker(self.cfg)
+            yield from map(process_block, blocks)
+            return
+        with multiprocessing.get_context().Pool(self.workers, _init_worker, (self.cfg,)) as pool:
+            pending = deque()
+            for block in blocks:
+                pending.append(pool.apply_async(process_block, (block,)))
+                if len(pending) >= 2 * self.workers:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
+
+
+def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = True) -> dict:
+    """Run the preparation stage; returns its report (also written to output_dir/prep_report.json)."""
+    _validate(cfg)
+    source = describe_source(cfg.raw_path)
+    fp = data_fingerprint(cfg, source)
+    if not force and (previous := up_to_date(cfg, fp)) is not None:
+        return {**previous, "skipped": True}
+
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    reader = BlockReader(source, cfg.block_mb << 20)
+    bad_log = BadInputLog(keep=cfg.examples_per_reason)
+    drops = {reason: 0 for reason in FILTER_REASONS}
+    drop_examples: dict[str, list[dict]] = {}
+    numbers = {name: array("Q") for name in ("lines", "title_keys", "exact_keys", "richness")}
+    spool_path = temp_path_for(out_dir / "spool.jsonl")
+    parsed = 0
+    try:
+        with open(spool_path, "wb") as spool, tqdm(total=source.size_bytes, unit="B", unit_scale=True,
+                                                   desc="clean+filter", disable=not progress) as bar:
+            for result in _BlockRunner(cfg).map(reader):
+                if strict and result.bad:
+                    raise strict_error(source.path, result.bad[0])
+                bad_log.merge(result.bad, result.bad_counts)
+                for reason, count in result.drops.items():
+                    drops[reason] += count
+                for reason, examples in result.drop_examples.items():
+                    kept = drop_examples.setdefault(reason, [])
+                    kept.extend(examples[: cfg.examples_per_reason - len(kept)])
+                spool.write(result.spool)
+                for name, values in numbers.items():
+                    values.extend(getattr(result, name))
+                parsed += len(result.lines) + sum(result.drops.values())
+                bar.update(reader.bytes_read - bar.n)
+        timings["read_clean_filter"] = time.perf_counter() - started
+        if parsed == 0:
+            raise UserError(f"{source.path}: no valid records "
+                            f"({bad_log.total} bad lines: {', '.join(bad_log.counts) or 'none'})")
+
+        t0 = time.perf_counter()
+        survivors = Survivors(**{name: np.frombuffer(values, dtype=np.uint64) for name, values in numbers.items()})
+        selected, codes, steps, duplicate_drops = select_and_split(survivors, cfg)
+        timings["dedupe_sample_split"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        split_counts = _write_examples(cfg, spool_path, survivors, selected, codes, progress)
+        timings["write_examples"] = time.perf_counter() - t0
+    finally:
+        spool_path.unlink(missing_ok=True)
+    timings["total"] = time.perf_counter() - started
+
+    report = {
+        "fingerprint": fp,
+        "pipeline_version": PIPELINE_VERSION,
+        "input": dataclasses.asdict(source),
+        "config": config_dict(cfg),
+        "steps": {"lines_with_data": parsed + bad_log.total, "bad_input": bad_log.total, "records_parsed": parsed,
+                  **steps, **{f"{split}_examples": split_counts[split] for split in SPLITS}},
+        "bad_input": bad_log.as_dict(),
+        "dropped": {reason: {"count": count, "examples": drop_examples.get(reason, [])}
+                    for reason, count in drops.items()},
+        "duplicates_dropped": {
+            "exact_duplicate": {"count": steps["after_filters"] - steps["after_exact_dedupe"],
+                                "examples": duplicate_drops.get("exact_duplicate", [])},
+            "duplicate_title": {"count": steps["after_exact_dedupe"] - steps["after_title_dedupe"],
+                                "examples": duplicate_drops.get("duplicate_title", [])},
+        },
+        "outputs": {split: str(path) for split, path in output_paths(cfg).items()},
+        "timings_s": {name: round(value, 3) for name, value in timings.items()},
+        "records_per_s": round((parsed + bad_log.total) / max(timings["total"], 1e-9)),
+        "peak_rss_mb": {"main": round(_peak_rss_mb(resource.RUSAGE_SELF), 1),
+                        "workers": round(_peak_rss_mb(resource.RUSAGE_CHILDREN), 1)},
+    }
+    write_json_atomic(out_dir / REPORT_NAME, report)
+    return {**report, "skipped": False}
+
+
+def _write_examples(cfg, spool_path: Path, survivors: Survivors, selected: np.ndarray, codes: np.ndarray,
+                    progress: bool) -> dict[str, int]:
+    """Stream the spool, turning each selected record into an example of its split (atomic writes)."""
+    split_of = np.full(len(survivors.lines), 255, dtype=np.uint8)
+    split_of[selected] = codes
+    counts = dict.fromkeys(SPLITS, 0)
+    with atomic_outputs(output_paths(cfg)) as handles, open(spool_path, "rb") as spool:
+        for index, raw in enumerate(tqdm(spool, total=len(split_of), unit="rec", desc="write examples",
+                                         disable=not progress)):
+            code = split_of[index]
+            if code == 255:
+                continue
+            split = SPLITS[code]
+            uid, title, content = orjson.loads(raw)
+            title_key = int(survivors.title_keys[index])
+            phrasing = pick_phrasing(SPLIT_PHRASINGS[split], title_key, cfg.seed)
+            handles[split].write(orjson.dumps(build_example(uid, title, content, phrasing)) + b"\n")
+            counts[split] += 1
+    return counts

@@ -1,0 +1,51 @@
+"""Question phrasings: how a person asks about a product title.
+
+Training examples use the TRAINING phrasings; validation and test examples use the HELD_OUT ones, which
+training never sees, so evaluation measures whether the model answers new wordings, not memorized ones.
+The phrasing of each example is picked deterministically from its product key and the seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from product_qa.hashing import mix64
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    id: str
+    language: str
+    template: str  # contains {title}
+
+    def question(self, title: str) -> str:
+        return self.template.format(title=title)
+
+
+TRAINING_PHRASINGS: tuple[Phrasing, ...] = (
+    Phrasing("what_is", "en", "What is {title}?"),
+    Phrasing("describe", "en", "Describe {title}."),
+    Phrasing("tell_me_product", "en", "Tell me about the product {title}."),
+    Phrasing("description_of", "en", "What is the description of {title}?"),
+    Phrasing("can_you_describe", "en", "Can you describe {title}?"),
+    Phrasing("pt_o_que_e", "pt", "O que é {title}?"),
+    Phrasing("pt_descreva", "pt", "Descreva o produto {title}."),
+)
+
+HELD_OUT_PHRASINGS: tuple[Phrasing, ...] = (
+    Phrasing("info_about", "en", "I'd like some information about {title}."),
+    Phrasing("what_know", "en", "What do you know about {title}?"),
+    Phrasing("pt_fale_sobre", "pt", "Fale-me sobre {title}."),
+)
+
+SPLIT_PHRASINGS = {"train": TRAINING_PHRASINGS, "validation": HELD_OUT_PHRASINGS, "test": HELD_OUT_PHRASINGS}
+
+
+def pick_phrasing(pool: tuple[Phrasing, ...], product_hash: int, seed: int) -> Phrasing:
+    """The same product and seed always get the same phrasing; products spread evenly over the pool."""
+    return pool[mix64(product_hash ^ mix64(seed)) % len(pool)]
+
+
+def build_example(uid: str, title: str, answer: str, phrasing: Phrasing) -> dict:
+    """One question->answer example; the chat template is applied later, by the training stage."""
+    return {"uid": uid, "title": title, "question": phrasing.question(title), "answer": answer,
+            "phrasing": phrasing.id, "language": phrasing.language}

@@ -1,0 +1,260 @@
+"""Streaming reader for trn.json-style files: JSON Lines (.json/.jsonl), gzip, or one JSON array.
+
+Memory stays flat whatever the file size: the file is read in blocks of whole lines. A block is parsed by
+`parse_block`, which validates each line and sorts it into records or bad input by reason; preparation runs
+it in worker processes, analysis in-process through `iter_records`.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ijson
+import orjson
+
+from product_qa.errors import UserError
+
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+# Bad-input reasons, in the order the report lists them.
+MALFORMED_JSON = "malformed_json"
+INVALID_UTF8 = "invalid_utf8"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+BAD_TYPE = "wrong_type"
+BAD_INPUT_REASONS = (MALFORMED_JSON, INVALID_UTF8, NOT_AN_OBJECT, MISSING_FIELD, BAD_TYPE)
+
+
+@dataclass(frozen=True)
+class Record:
+    line: int  # 1-based line number (item number in a JSON array file)
+    uid: str
+    title: str
+    content: str
+
+
+@dataclass(frozen=True)
+class BadLine:
+    line: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Block:
+    data: bytes  # whole JSON Lines
+    first_line: int
+
+
+@dataclass
+class SourceInfo:
+    path: str
+    format: str  # "jsonl" or "json-array"
+    compressed: bool
+    size_bytes: int
+    mtime_ns: int
+
+
+def stable_uid(title: str, content: str) -> str:
+    """An id for records without uid: a hash of their content, the same on every run and machine."""
+    digest = hashlib.blake2b(f"{title}\x00{content}".encode("utf-8", "surrogatepass"), digest_size=8)
+    return "h" + digest.hexdigest()
+
+
+def validate(obj: object, line: int) -> Record | BadLine:
+    """Check one decoded JSON value has a string title and content; tolerate extra fields and a missing uid."""
+    if not isinstance(obj, dict):
+        return BadLine(line, NOT_AN_OBJECT, f"expected an object, got {type(obj).__name__}")
+    title, content = obj.get("title", ...), obj.get("content", ...)
+    for name, value in (("title", title), ("content", content)):
+        if value is ...:
+            return BadLine(line, MISSING_FIELD, f"no {name!r} field")
+        if not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            return BadLine(line, BAD_TYPE, f"{name!r} is {kind}, expected a string")
+    uid = obj.get("uid")
+    if uid is None or uid == "":
+        uid = stable_uid(title, content)
+    elif isinstance(uid, (str, int)) and not isinstance(uid, bool):
+        uid = str(uid)
+    else:
+        return BadLine(line, BAD_TYPE, f"'uid' is {type(uid).__name__}, expected a string")
+    return Record(line, uid, title, content)
+
+
+def parse_line(raw: bytes, line: int) -> Record | BadLine | None:
+    """Decode one JSON line; None for a blank line."""
+    if not raw.strip():
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        message = str(err)
+        if "utf-8" in message.lower() or "surrogate" in message.lower():
+            return BadLine(line, INVALID_UTF8, "not valid UTF-8")
+        return BadLine(line, MALFORMED_JSON, message.split(": line")[0])
+    return validate(obj, line)
+
+
+def parse_block(block: Block) -> Iterator[Record | BadLine]:
+    """Records and bad lines of a block, in file order; blank lines are skipped."""
+    line = block.first_line
+    for raw in block.data.split(b"\n"):
+        parsed = parse_line(raw, line)
+        if parsed is not None:
+            yield parsed
+        line += 1
+
+
+def describe_source(path: str | os.PathLike) -> SourceInfo:
+    """Check the file exists, is readable, non-empty JSON, and tell its format; else raise one clear UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a trn.json file")
+    try:
+        with path.open("rb") as handle:
+            compressed = handle.read(2) == GZIP_MAGIC
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    stat = path.stat()
+    if stat.st_size == 0:
+        raise UserError(f"{path}: file is empty")
+    with _open_binary(path, compressed) as handle:
+        try:
+            head = handle.read(65536)
+        except (OSError, EOFError) as err:
+            raise UserError(f"{path}: cannot decompress ({err})") from None
+    first = head.removeprefix(UTF8_BOM).lstrip()[:1]
+    if not first:
+        raise UserError(f"{path}: file holds no data (only whitespace)")
+    if first == b"{":
+        fmt = "jsonl"
+    elif first == b"[":
+        fmt = "json-array"
+    else:
+        raise UserError(f"{path}: not JSON: expected JSON Lines (one object per line) or a JSON array, "
+                        f"found {head[:40]!r} at the start")
+    return SourceInfo(str(path), fmt, compressed, stat.st_size, stat.st_mtime_ns)
+
+
+def _open_binary(path: Path, compressed: bool) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if compressed else path.open("rb")
+
+
+class BlockReader:
+    """Iterate over blocks of whole lines; `bytes_read` follows the (compressed) file position for progress bars."""
+
+    def __init__(self, source: SourceInfo, block_bytes: int = 4 << 20):
+        self.source = source
+        self.block_bytes = block_bytes
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[Block]:
+        with open(self.source.path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if self.source.compressed else raw
+            blocks = self._array_blocks(stream) if self.source.format == "json-array" else self._line_blocks(stream)
+            for block in blocks:
+                self.bytes_read = raw.tell()
+                yield block
+
+    def _line_blocks(self, stream: io.BufferedIOBase) -> Iterator[Block]:
+        line, carry, first = 1, b"", True
+        while True:
+            try:
+                chunk = stream.read(self.block_bytes)
+            except (OSError, EOFError) as err:
+                raise UserError(f"{self.source.path}: cannot read past line {line} ({err})") from None
+            if first:
+                chunk, first = chunk.removeprefix(UTF8_BOM), False
+            if not chunk:
+                break
+            data = carry + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            carry = data[cut + 1:]
+            block = Block(data[:cut], line)
+            line += block.data.count(b"\n") + 1
+            yield block
+        if carry.strip():
+            yield Block(carry, line)
+
+    def _array_blocks(self, stream: io.BufferedIOBase) -> Iterator[Block]:
+        """Re-encode the array's items as JSON Lines so the same parser handles both formats."""
+        lines: list[bytes] = []
+        size, item = 0, 0
+        first_item = 1
+        try:
+            for item, obj in enumerate(ijson.items(stream, "item", use_float=True), start=1):
+                encoded = orjson.dumps(obj)
+                lines.append(encoded)
+                size += len(encoded)
+                if size >= self.block_bytes:
+                    yield Block(b"\n".join(lines), first_item)
+                    lines, size, first_item = [], 0, item + 1
+        except (ijson.JSONError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.source.path}: item {item + 1}: malformed JSON array ({err})") from None
+        if lines:
+            yield Block(b"\n".join(lines), first_item)
+
+
+@dataclass
+class BadInputLog:
+    """Bad input counted per reason, with the first few line numbers of each."""
+
+    keep: int = 5
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+
+    def add(self, bad: BadLine) -> None:
+        self.merge([bad], {bad.reason: 1})
+
+    def merge(self, first_few: list[BadLine], counts: dict[str, int]) -> None:
+        """Add a block's counts per reason and its first few bad lines (blocks arrive in file order)."""
+        for bad in first_few:
+            shown = self.lines.setdefault(bad.reason, [])
+            if len(shown) < self.keep:
+                shown.append(bad.line)
+                self.details.setdefault(bad.reason, bad.detail)
+        for reason, count in counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + count
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict:
+        return {
+            reason: {"count": self.counts[reason], "first_lines": self.lines[reason], "example": self.details[reason]}
+            for reason in BAD_INPUT_REASONS
+            if reason in self.counts
+        }
+
+
+def strict_error(path: str, bad: BadLine) -> UserError:
+    return UserError(f"{path}:{bad.line}: {bad.reason.replace('_', ' ')}: {bad.detail}")
+
+
+def iter_records(path: str | os.PathLike, *, strict: bool = False, bad_log: BadInputLog | None = None,
+                 reader: BlockReader | None = None) -> Iterator[Record]:
+    """Every valid record of a file, in order, in one process. Bad input is skipped and counted in `bad_log`,
+    or raises a UserError naming file:line and the reason when `strict`."""
+    reader = reader or BlockReader(describe_source(path))
+    for block in reader:
+        for item in parse_block(block):
+            if isinstance(item, Record):
+                yield item
+            elif strict:
+                raise strict_error(reader.source.path, item)
+            elif bad_log is not None:
+                bad_log.add(item)
