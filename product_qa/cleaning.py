@@ -89,7 +89,7 @@ _COPYRIGHT_LINE = re.compile(
     r"\s*(?:\(c\)\s*|©\s*)?Copyright\s*(?:©|\(c\))?\s*(?:\d{4}[.,]?\s*)?"
     r"(?:Reed Business Information|Cahners Business Information|American Library Association|"
     r"Library Journals,? LLC|PWxyz|Media Source|Booklist|Kirkus)"
-    r"(?:[^.]{0,120}?(?:Inc|LLC|Ltd)\.)?"
+    r"(?:[^.]{0,120}?(?:Inc|LLC|Ltd)\.|\.)?"
     r"(?:\s*All rights reserved\.?)?(?:\s*No redistribution permitted\.?)?",
     re.IGNORECASE,
 )
@@ -104,8 +104,9 @@ def remove_scraping_boilerplate(text: str) -> str:
 
 # A sentence end glued to the next sentence: "in length.The tutu". Only after a word that ends in two
 # lowercase letters and before a capital + lowercase letter, so "U.S.A", "Ph.D", "Dr.Seuss", "3.5" and ".NET"
-# stay as they are; web addresses are skipped in _space_after_sentence.
-_GLUED_SENTENCE = re.compile(r"([A-Za-z]*[a-z][a-z])([.!?][\"”’)]?)(?=[A-Z][a-z])")
+# stay as they are; web addresses are skipped in _space_after_sentence. A straight quote after the stop could
+# open or close a quotation, so that case is left alone.
+_GLUED_SENTENCE = re.compile(r"([A-Za-z]*[a-z][a-z])([.!?][”’)]?)(?=[A-Z][a-z])")
 
 
 def _space_after_sentence(match: re.Match) -> str:

@@ -1,0 +1,27 @@
+# The two commands: `make run` (the main job on the bundled sample) and `make test`.
+# Both create .venv and install the pinned requirements on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test prepare bench-prepare clean
+
+$(INSTALLED): requirements_fine_tuning.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements_fine_tuning.txt
+	touch $(INSTALLED)
+
+run: prepare
+
+prepare: $(INSTALLED)
+	$(PY) prepare_data.py
+
+test: $(INSTALLED)
+	$(PY) -m pytest -q
+
+bench-prepare: $(INSTALLED)
+	$(PY) benchmarks/bench_prepare.py
+
+clean:
+	rm -rf outputs

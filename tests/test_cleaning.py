@@ -1,0 +1,117 @@
+"""Each cleaning rule on real-looking catalog text, and the whole pipeline on the genuine records."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from product_qa.cleaning import (CLEANING_RULES, clean_text, decode_html_entities, fix_glued_sentences,
+                                 normalize_unicode, normalize_whitespace, remove_control_characters,
+                                 remove_scraping_boilerplate, repair_windows_1252, strip_html_tags)
+
+REAL_RECORDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_trn_dev.jsonl"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Judith Kerr&#8217;s best&#8211;selling cat", "Judith Kerr’s best–selling cat"),  # decimal
+    ("&#x201C;A delight&#x2026;&#x201D;", "“A delight…”"),  # hex, upper and lower case
+    ("HMS &quot;Ulysses&quot; &mdash; a novel &amp; more", "HMS \"Ulysses\" — a novel & more"),  # named
+    ("It&#x92;s a classic &#151; truly &#147;great&#148;", "It’s a classic — truly “great”"),  # Windows-1252
+    ("Don&amp;#8217;t miss it &amp;quot;now&amp;quot;", "Don’t miss it \"now\""),  # double-escaped
+    ("Caf&eacute; &copy; 2001 &#169; and&#160;more", "Café © 2001 © and\xa0more"),
+    ("AT&T and R&D stay", "AT&T and R&D stay"),  # a bare ampersand is not an entity
+])
+def test_decode_html_entities(raw, expected):
+    assert decode_html_entities(raw) == expected
+
+
+def test_decoding_leaves_no_entity_residue_or_stray_code_points():
+    text = decode_html_entities("Kerr&#8217;s &amp;#8217; &#x2019; &#x92;")
+    assert "8217" not in text and "&" not in text and "x2019" not in text
+    assert not any(0x80 <= ord(ch) <= 0x9F for ch in text)  # no C1 control characters from naive chr()
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Soft cotton.<br>Machine washable.<br/>", "Soft cotton. Machine washable. "),
+    ("<p>A <b>bold</b> <i class=\"x\">tale</i></p>", " A bold tale "),
+    ("Sizes 2 < 4 > 1 and a<b", "Sizes 2 < 4 > 1 and a<b"),  # comparisons are not tags
+])
+def test_strip_html_tags(raw, expected):
+    assert strip_html_tags(raw) == expected
+
+
+def test_repair_windows_1252_maps_raw_c1_controls():
+    assert repair_windows_1252("It\x92s a \x93classic\x94 \x97 truly") == "It’s a “classic” — truly"
+    assert repair_windows_1252("undefined\x81byte") == "undefinedbyte"
+    assert repair_windows_1252("plain ascii") == "plain ascii"
+
+
+def test_remove_control_characters_keeps_whitespace_and_letters():
+    assert remove_control_characters("Blue\x00 tutu\x07\u200b size\u00ad 4\ufeff\tok\n") == "Blue tutu size 4\tok\n"
+    assert remove_control_characters("Niño café naïve") == "Niño café naïve"
+
+
+def test_normalize_unicode_composes_but_keeps_meaning():
+    assert normalize_unicode("Cafe\u0301") == "Café"
+    assert normalize_unicode("½ cup™") == "½ cup™"  # not NFKC
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("A fine tale.--This text refers to thePaperbackedition.", "A fine tale."),
+    ("Gripping.--This text refers to an out of print or unavailable edition of this title.", "Gripping."),
+    ("Moving.--This text refers to an alternatePaperbackedition.", "Moving."),
+    ("A caper.Copyright 2002 Cahners Business Information, Inc.--This text refers to theHardcoveredition.",
+     "A caper."),
+    ("Iraq.Copyright © Reed Business Information, a division of Reed Elsevier Inc. All rights reserved.", "Iraq."),
+    ("Photos.Copyright 1988 Reed Business Information, Inc.", "Photos."),
+    ("Roland GreenCopyright © American Library Association. All rights reserved", "Roland Green"),
+    ("Castle Rock, CO© Copyright 2010. Library Journals LLC, a wholly owned subsidiary of Media Source, Inc. "
+     "No redistribution permitted.", "Castle Rock, CO"),
+    ("widowhood. (Feb.)(c) Copyright PWxyz, LLC. All rights reserved.", "widowhood. (Feb.)"),
+    ("Copyright law explained for authors.", "Copyright law explained for authors."),  # a topic, not boilerplate
+])
+def test_remove_scraping_boilerplate(raw, expected):
+    assert remove_scraping_boilerplate(raw) == expected
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("12 inches in length.The tutu is pink", "12 inches in length. The tutu is pink"),
+    ("Highly recommended!Ages 4 up", "Highly recommended! Ages 4 up"),
+    ("she said.”The end", "she said.” The end"),
+    ("she said.\"The end", "she said.\"The end"),  # a straight quote may open or close: left alone
+    ("made in the U.S.A and Ph.D.Thesis", "made in the U.S.A and Ph.D.Thesis"),  # abbreviations stay
+    ("Dr.Seuss Classic and St.Louis", "Dr.Seuss Classic and St.Louis"),
+    ("version 3.5 of ASP.Net at www.Amazon.com", "version 3.5 of ASP.Net at www.Amazon.com"),
+])
+def test_fix_glued_sentences(raw, expected):
+    assert fix_glued_sentences(raw) == expected
+
+
+def test_normalize_whitespace():
+    assert normalize_whitespace("  Two  spaces.\tA tab\nand\xa0no-break  ") == "Two spaces. A tab and no-break"
+
+
+def test_clean_text_keeps_accents_and_punctuation():
+    text = "¡Qué bonito! Niño's “best” toy — 50% off; (ages 3–5) & more…"
+    assert clean_text(text) == text
+
+
+def test_clean_text_applies_every_rule_in_order():
+    raw = ("Mog&#8217;s  Kittens<br>A delight.The best&amp;#8217;s\x92 here.--This text refers to thePaperbackedition.")
+    assert clean_text(raw) == "Mog’s Kittens A delight. The best’s’ here."
+    assert [name for name, _ in CLEANING_RULES][0] == "decode_html_entities"
+
+
+RESIDUE = re.compile(r"&#|&amp;|&[a-z]{2,8};|8217|x2019|This text refers to|Reed Business Information|"
+                     r"Cahners Business|[\x00-\x08\x0b-\x1f\x7f-\x9f]|  ")
+
+
+@pytest.mark.skipif(not REAL_RECORDS.exists(), reason="../shared/data/real_trn_dev.jsonl not available")
+def test_real_records_clean_without_residue():
+    records = [json.loads(line) for line in REAL_RECORDS.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 700
+    for record in records:
+        for name in ("title", "content"):
+            cleaned = clean_text(record[name])
+            assert not RESIDUE.search(cleaned), (name, RESIDUE.search(cleaned).group(), cleaned[:200])
+            assert clean_text(cleaned) == cleaned  # idempotent

@@ -1,0 +1,208 @@
+"""The preparation stage end to end: filters, dedupe, sampling, split, examples, determinism, atomic writes."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REAL_RECORDS, REPO, write_jsonl
+from product_qa.filtering import normalize_title
+from product_qa.preparation import SPLITS, prepare
+from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+
+
+def catalog(n: int, start: int = 0) -> list[dict]:
+    return [{"uid": f"B{i:09d}", "title": f"Acme Kettle Model {i}",
+             "content": f"A stainless steel kettle, model {i}, holds {i % 7 + 1} litres and boils fast."}
+            for i in range(start, start + n)]
+
+
+def read_split(cfg, split):
+    return [json.loads(line) for line in (Path(cfg.output_dir) / f"{split}.jsonl").read_text().splitlines()]
+
+
+def outputs_bytes(cfg) -> dict[str, bytes]:
+    return {split: (Path(cfg.output_dir) / f"{split}.jsonl").read_bytes() for split in SPLITS}
+
+
+def test_filters_and_dedupe_are_counted_per_reason(tmp_path, data_config):
+    records = catalog(20) + [
+        {"uid": "e1", "title": "", "content": "A description without any title at all."},
+        {"uid": "e2", "title": "Empty Box", "content": ""},
+        {"uid": "e3", "title": "Rightly Dividing the Word", "content": "--This text refers to thePaperbackedition."},
+        {"uid": "e4", "title": "Worship with Don Moen [VHS]", "content": "Worship with Don Moen [VHS]"},
+        {"uid": "e5", "title": "Some Movie", "content": "VHS Tape"},
+        {"uid": "e6", "title": "Short", "content": "Too short"},
+        {"uid": "e7", "title": "Huge", "content": "word " * 2000},
+        {**catalog(1, 3)[0], "uid": "dup-exact"},  # same title and content as model 3
+        {"uid": "dup-title", "title": "ACME kettle model 4 (Paperback)",
+         "content": "A longer description of the stainless steel kettle model 4, which holds five litres."},
+    ]
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", records))
+    report = prepare(data_config, progress=False)
+    dropped = {reason: info["count"] for reason, info in report["dropped"].items() if info["count"]}
+    assert dropped == {"empty_title": 1, "empty_content": 2, "content_equals_title": 1, "degenerate_content": 1,
+                       "content_too_short": 1, "content_too_long": 1}
+    assert report["duplicates_dropped"]["exact_duplicate"]["count"] == 1
+    assert report["duplicates_dropped"]["exact_duplicate"]["examples"] == [{"line": 28, "kept_line": 4}]
+    assert report["duplicates_dropped"]["duplicate_title"]["count"] == 1
+    steps = report["steps"]
+    assert steps["records_parsed"] == len(records) == steps["lines_with_data"]
+    assert steps["after_filters"] == len(records) - sum(dropped.values())
+    assert sum(steps[f"{s}_examples"] for s in SPLITS) == steps["after_sampling"] == 20
+    examples = [e for s in SPLITS for e in read_split(data_config, s)]
+    kettle_4 = [e for e in examples if normalize_title(e["title"]) == "acme kettle model 4"]
+    assert len(kettle_4) == 1 and "five litres" in kettle_4[0]["answer"]  # the richest description won
+
+
+def test_examples_use_training_phrasings_in_train_and_held_out_ones_elsewhere(tmp_path, data_config):
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(2000)))
+    data_config.validation_fraction = data_config.test_fraction = 0.1
+    prepare(data_config, progress=False)
+    train_ids = {p.id for p in TRAINING_PHRASINGS}
+    held_ids = {p.id for p in HELD_OUT_PHRASINGS}
+    train = read_split(data_config, "train")
+    assert {e["phrasing"] for e in train} == train_ids  # every phrasing used, none held out
+    for split in ("validation", "test"):
+        assert {e["phrasing"] for e in read_split(data_config, split)} == held_ids
+    example = train[0]
+    assert set(example) == {"uid", "title", "question", "answer", "phrasing", "language"}
+    assert example["title"] in example["question"] and example["answer"].startswith("A stainless steel kettle")
+    assert {e["language"] for e in train} == {"en", "pt"}
+
+
+def test_near_identical_titles_never_land_on_two_sides(tmp_path, data_config):
+    records = []
+    for i in range(1500):
+        base = f"The Silent Harbor Volume {i}"
+        for j, variant in enumerate([base, f"{base} (Paperback)", f"the silent harbor, volume {i}!",
+                                     f"THE SILENT HARBOR  VOLUME {i} [VHS]", f"The Silent Harbor Volume {i} "
+                                                                               f"(Spanish Edition)"]):
+            records.append({"uid": f"{i}-{j}", "title": variant, "content": f"Story number {i}, told at length {j}."})
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", records))
+    data_config.dedupe_titles = False
+    data_config.validation_fraction = data_config.test_fraction = 0.15
+    prepare(data_config, progress=False)
+    sides = {}
+    for split in SPLITS:
+        for example in read_split(data_config, split):
+            sides.setdefault(normalize_title(example["title"]), set()).add(split)
+    assert len(sides) == 1500
+    assert all(len(s) == 1 for s in sides.values())
+    counts = {split: sum(1 for s in sides.values() if split in s) for split in SPLITS}
+    assert 0.10 * 1500 < counts["test"] < 0.20 * 1500 and 0.10 * 1500 < counts["validation"] < 0.20 * 1500
+
+
+def test_sampling_is_uniform_over_the_whole_file(tmp_path, data_config):
+    total, wanted = 20000, 1000
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(total)))
+    data_config.max_records = wanted
+    report = prepare(data_config, progress=False)
+    assert report["steps"]["after_sampling"] == wanted
+    picked = np.array([int(e["uid"][1:]) for s in SPLITS for e in read_split(data_config, s)])
+    assert len(picked) == wanted and len(set(picked)) == wanted
+    per_decile = np.bincount(picked * 10 // total, minlength=10)
+    assert per_decile.min() > 60 and per_decile.max() < 140, per_decile  # ~100 each, not the file's head
+    assert picked.max() > 0.95 * total
+
+
+def test_same_input_and_config_give_byte_identical_outputs(tmp_path, data_config):
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(3000)))
+    data_config.max_records = 2000
+    prepare(data_config, progress=False)
+    first = outputs_bytes(data_config)
+    data_config.output_dir = str(tmp_path / "again")
+    data_config.workers = 2
+    data_config.block_mb = 1
+    prepare(data_config, progress=False)
+    assert outputs_bytes(data_config) == first
+    data_config.output_dir = str(tmp_path / "other-seed")
+    data_config.seed = 7
+    prepare(data_config, progress=False)
+    assert outputs_bytes(data_config) != first
+
+
+def test_rerun_is_a_no_op_unless_forced_or_changed(tmp_path, data_config):
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(50)))
+    assert prepare(data_config, progress=False)["skipped"] is False
+    train = Path(data_config.output_dir) / "train.jsonl"
+    stamp = train.stat().st_mtime_ns
+    assert prepare(data_config, progress=False)["skipped"] is True
+    assert train.stat().st_mtime_ns == stamp
+    assert prepare(data_config, progress=False, force=True)["skipped"] is False
+    data_config.min_title_chars = 4
+    assert prepare(data_config, progress=False)["skipped"] is False
+
+
+def test_a_failure_mid_write_leaves_previous_outputs_intact(tmp_path, data_config, monkeypatch):
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(500)))
+    prepare(data_config, progress=False)
+    before = outputs_bytes(data_config)
+    import product_qa.preparation as preparation
+    calls = {"n": 0}
+    real_build = preparation.build_example
+
+    def failing_build(*args):
+        calls["n"] += 1
+        if calls["n"] == 100:
+            raise RuntimeError("disk on fire")
+        return real_build(*args)
+
+    monkeypatch.setattr(preparation, "build_example", failing_build)
+    with pytest.raises(RuntimeError):
+        prepare(data_config, progress=False, force=True)
+    assert outputs_bytes(data_config) == before
+    assert sorted(p.name for p in Path(data_config.output_dir).iterdir()) == [
+        "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+
+
+def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):
+    out = tmp_path / "out"
+    small = write_jsonl(tmp_path / "small.json", catalog(300))
+    big = write_jsonl(tmp_path / "big.json", catalog(300000, start=10**6))
+    args = ["--set", f"data.output_dir={out}", "--set", "data.workers=1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), *args], cwd=REPO, env=env, check=True,
+                   capture_output=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    process = subprocess.Popen([sys.executable, "prepare_data.py", "--data", str(big), *args], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("train.jsonl.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert process.poll() is None, "the run ended before it started writing: make the input bigger"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.kill()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if ".tmp-" not in p.name} == before
+    # The next run removes the dead run's temp files and completes.
+    result = subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), "--force", *args], cwd=REPO,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_bad_split_fractions_are_rejected(data_config):
+    from product_qa.errors import UserError
+    data_config.validation_fraction, data_config.test_fraction = 0.6, 0.5
+    with pytest.raises(UserError, match="leave room"):
+        prepare(data_config, progress=False)
+
+
+@pytest.mark.skipif(not REAL_RECORDS.exists(), reason="../shared/data/real_trn_dev.jsonl not available")
+def test_real_records_leave_no_entity_residue_or_boilerplate(tmp_path, data_config):
+    data_config.raw_path = str(REAL_RECORDS)
+    report = prepare(data_config, progress=False)
+    assert report["steps"]["records_parsed"] == 700
+    residue = re.compile(r"&#|&amp;|&[a-z]{2,8};|8217|This text refers to|Reed Business Information|Cahners")
+    texts = [e[f] for s in SPLITS for e in read_split(data_config, s) for f in ("title", "question", "answer")]
+    assert len(texts) > 3 * 600
+    assert not [t for t in texts if residue.search(t)]

@@ -1,0 +1,144 @@
+"""The streaming reader: formats, tolerated quirks, and every class of bad input."""
+import gzip
+import json
+
+import pytest
+
+from conftest import run_script, write_jsonl
+from product_qa.errors import UserError
+from product_qa.reading import BadInputLog, BlockReader, describe_source, iter_records, stable_uid
+
+GOOD = [{"uid": f"B{i:09d}", "title": f"Product {i}", "content": f"Description of product {i}."} for i in range(5)]
+
+
+def read_all(path, **kwargs):
+    log = BadInputLog()
+    return list(iter_records(path, bad_log=log, **kwargs)), log
+
+
+@pytest.mark.parametrize("name, compress", [("trn.json", False), ("trn.jsonl", False), ("trn.json.gz", True)])
+def test_reads_json_lines_plain_and_gzip(tmp_path, name, compress):
+    records, log = read_all(write_jsonl(tmp_path / name, GOOD, compress=compress))
+    assert [r.uid for r in records] == [g["uid"] for g in GOOD]
+    assert [r.line for r in records] == [1, 2, 3, 4, 5]
+    assert log.total == 0
+
+
+def test_reads_json_array_file(tmp_path):
+    path = tmp_path / "trn.json"
+    path.write_text(json.dumps(GOOD, indent=2))
+    records, _ = read_all(path)
+    assert [r.title for r in records] == [g["title"] for g in GOOD]
+    assert describe_source(path).format == "json-array"
+
+
+def test_tolerates_bom_crlf_blank_lines_and_extra_fields(tmp_path):
+    lines = [json.dumps({**g, "target_ind": [1, 2], "target_rel": [1, 1], "extra": {"x": 1}}) for g in GOOD]
+    path = tmp_path / "trn.json"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\r\n\r\n".join(lines) + "\r\n\n").encode())
+    records, log = read_all(path)
+    assert [r.content for r in records] == [g["content"] for g in GOOD]
+    assert [r.line for r in records] == [1, 3, 5, 7, 9]  # blank lines count as lines
+    assert log.total == 0
+
+
+def test_lines_across_block_boundaries_keep_their_numbers(tmp_path):
+    many = [{"uid": str(i), "title": f"T{i}", "content": "x" * (i % 97)} for i in range(3000)]
+    path = write_jsonl(tmp_path / "trn.json", many)
+    records = list(iter_records(path, reader=BlockReader(describe_source(path), block_bytes=1000)))
+    assert [r.uid for r in records] == [str(i) for i in range(3000)]
+    assert all(r.line == int(r.uid) + 1 for r in records)
+
+
+def test_missing_uid_gets_a_stable_content_hash(tmp_path):
+    path = write_jsonl(tmp_path / "trn.json", [{"title": "A", "content": "B"}, {"uid": None, "title": "A",
+                                                                              "content": "B"}, {"uid": 7, "title": "C",
+                                                                                                "content": "D"}])
+    records, _ = read_all(path)
+    assert records[0].uid == records[1].uid == stable_uid("A", "B")
+    assert records[0].uid.startswith("h") and len(records[0].uid) == 17
+    assert records[2].uid == "7"
+
+
+def test_bad_input_is_skipped_and_counted_per_reason(tmp_path):
+    path = tmp_path / "trn.json"
+    lines = [
+        json.dumps(GOOD[0]).encode(),
+        b'{"uid": "1", "title": "broken", "content": ',  # malformed_json, line 2
+        json.dumps({"uid": "2", "title": 12345, "content": "x"}).encode(),  # wrong_type, line 3
+        json.dumps({"uid": "3", "title": ["a"], "content": "x"}).encode(),  # wrong_type, line 4
+        json.dumps({"uid": "4", "title": None, "content": "x"}).encode(),  # wrong_type, line 5
+        '{"uid": "5", "title": "caf\xe9", "content": "x"}'.encode("latin-1"),  # invalid_utf8, line 6
+        b'["not", "an", "object"]',  # not_an_object, line 7
+        json.dumps({"uid": "6", "content": "no title"}).encode(),  # missing_field, line 8
+        json.dumps(GOOD[1]).encode(),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    records, log = read_all(path)
+    assert [r.uid for r in records] == [GOOD[0]["uid"], GOOD[1]["uid"]]
+    assert log.counts == {"malformed_json": 1, "wrong_type": 3, "invalid_utf8": 1, "not_an_object": 1,
+                          "missing_field": 1}
+    assert log.lines["wrong_type"] == [3, 4, 5]
+    assert log.lines["invalid_utf8"] == [6]
+    assert "null" in log.as_dict()["wrong_type"]["example"] or "int" in log.as_dict()["wrong_type"]["example"]
+
+
+def test_strict_stops_at_first_bad_line_with_file_line_and_reason(tmp_path):
+    path = tmp_path / "trn.json"
+    path.write_text(json.dumps(GOOD[0]) + "\n" + json.dumps({"title": 5, "content": "x"}) + "\n")
+    with pytest.raises(UserError, match=r"trn\.json:2: wrong type: 'title' is int"):
+        list(iter_records(path, strict=True))
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_bytes(b""), "file is empty"),
+    (lambda p: p.write_text("   \n\n"), "no data"),
+    (lambda p: p.write_text("uid,title,content\n1,a,b\n"), "not JSON"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(b"\x1f\x8b" + b"garbage"), "cannot decompress"),
+])
+def test_unusable_files_raise_one_clear_error(tmp_path, setup, message):
+    path = tmp_path / "trn.json"
+    setup(path)
+    with pytest.raises(UserError, match=message):
+        describe_source(path)
+
+
+def test_unreadable_file(tmp_path):
+    import os
+    path = write_jsonl(tmp_path / "trn.json", GOOD)
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything
+        pytest.skip("running as root: permissions do not stop reads")
+    with pytest.raises(UserError, match="cannot read"):
+        describe_source(path)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not json at all\n"])
+def test_cli_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path, content):
+    path = tmp_path / "trn.json"
+    if content is not None:
+        path.write_bytes(content)
+    result = run_script("prepare_data.py", "--data", str(path), "--set", f"data.output_dir={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    assert str(path) in result.stderr
+
+
+def test_cli_strict_names_file_line_and_reason(tmp_path):
+    path = tmp_path / "trn.json"
+    path.write_text(json.dumps(GOOD[0]) + "\n{broken\n")
+    result = run_script("prepare_data.py", "--data", str(path), "--strict", "--no-progress",
+                        "--set", f"data.output_dir={tmp_path / 'out'}", "--set", "data.workers=1")
+    assert result.returncode == 2, result.stderr
+    assert f"{path}:2: malformed json" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gzip_json_array(tmp_path):
+    path = tmp_path / "trn.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(GOOD).encode()))
+    records, _ = read_all(path)
+    assert len(records) == 5
