@@ -53,7 +53,7 @@ def _cp1252_char(match: re.Match) -> str:
 def repair_windows_1252(text: str) -> str:
     """Map raw C1 control characters (U+0080-U+009F) to the Windows-1252 characters they stand for
     (U+0092 -> ’, U+0097 -> —), as html.unescape already does for their entity forms."""
-    if not _C1_CHARS.search(text):
+    if text.isprintable() or not _C1_CHARS.search(text):  # isprintable: a fast scan that C1 characters fail
         return text
     return _C1_CHARS.sub(_cp1252_char, text)
 
@@ -64,7 +64,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\uf
 
 def remove_control_characters(text: str) -> str:
     """Drop control characters, soft hyphens, zero-width spaces and stray byte-order marks."""
-    if not _CONTROL.search(text):
+    if text.isprintable() or not _CONTROL.search(text):  # every character _CONTROL matches is unprintable
         return text
     return _CONTROL.sub("", text)
 
@@ -79,14 +79,16 @@ def normalize_unicode(text: str) -> str:
 
 # Amazon's note about which edition a review belongs to, often with its words run together:
 # "--This text refers to thePaperbackedition.", "--This text refers to an out of print or unavailable edition of this title."
-_EDITION_NOTE = re.compile(r"\s*-{1,2}\s*This text refers to\b[^.]{0,80}?edition(?: of this title)?\.?", re.IGNORECASE)
+_EDITION_NOTE = re.compile(r"-{1,2}\s*This text refers to\b[^.]{0,80}?edition(?: of this title)?\.?", re.IGNORECASE)
 
 # Trade-review copyright lines glued to the end of a review:
 # "Copyright 1998 Reed Business Information, Inc.", "Copyright © Reed Business Information, a division of
 # Reed Elsevier Inc. All rights reserved.", "© Copyright 2010. Library Journals LLC, a wholly owned subsidiary
 # of Media Source, Inc. No redistribution permitted.", "(c) Copyright PWxyz, LLC. All rights reserved."
+_COPYRIGHT_HOLDERS = ("Business Information", "Library Association", "Library Journals", "PWxyz", "Media Source",
+                      "Booklist", "Kirkus")
 _COPYRIGHT_LINE = re.compile(
-    r"\s*(?:\(c\)\s*|©\s*)?Copyright\s*(?:©|\(c\))?\s*(?:\d{4}[.,]?\s*)?"
+    r"(?:\(c\)\s*|©\s*)?Copyright\s*(?:©|\(c\))?\s*(?:\d{4}[.,]?\s*)?"
     r"(?:Reed Business Information|Cahners Business Information|American Library Association|"
     r"Library Journals,? LLC|PWxyz|Media Source|Booklist|Kirkus)"
     r"(?:[^.]{0,120}?(?:Inc|LLC|Ltd)\.|\.)?"
@@ -97,24 +99,26 @@ _COPYRIGHT_LINE = re.compile(
 
 def remove_scraping_boilerplate(text: str) -> str:
     """Remove Amazon's edition notes and trade-review copyright lines, which say nothing about the product."""
-    if "text refers" not in text and "opyright" not in text and "OPYRIGHT" not in text:
-        return text
-    return _COPYRIGHT_LINE.sub("", _EDITION_NOTE.sub("", text))
+    if "text refers" in text:
+        text = _EDITION_NOTE.sub("", text)
+    if "opyright" in text and any(name in text for name in _COPYRIGHT_HOLDERS):
+        text = _COPYRIGHT_LINE.sub("", text)
+    return text
 
 
-# A sentence end glued to the next sentence: "in length.The tutu". Only after a word that ends in two
-# lowercase letters and before a capital + lowercase letter, so "U.S.A", "Ph.D", "Dr.Seuss", "3.5" and ".NET"
-# stay as they are; web addresses are skipped in _space_after_sentence. A straight quote after the stop could
+# A sentence end glued to the next sentence: "in length.The tutu". Only after two lowercase letters and
+# before a capital + lowercase letter, so "U.S.A", "Ph.D", "Dr.Seuss", "3.5" and ".NET" stay as they are;
+# web addresses and file names are skipped in _space_after_sentence. A straight quote after the stop could
 # open or close a quotation, so that case is left alone.
-_GLUED_SENTENCE = re.compile(r"([A-Za-z]*[a-z][a-z])([.!?][”’)]?)(?=[A-Z][a-z])")
+_GLUED_SENTENCE = re.compile(r"[.!?](?<=[a-z][a-z][.!?])[”’)]?(?=[A-Z][a-z])")  # stop first: fast scan
 
 
 def _space_after_sentence(match: re.Match) -> str:
     text, start = match.string, match.start()
-    previous = text[start - 1] if start else " "
-    if previous in "./@:\\_-" or match.group(1).lower() == "www":
+    word = text[text.rfind(" ", 0, start) + 1:start]
+    if any(mark in word for mark in "./@:_") or word.lower().startswith("www"):
         return match.group()
-    return f"{match.group(1)}{match.group(2)} "
+    return match.group() + " "
 
 
 def fix_glued_sentences(text: str) -> str:
@@ -122,12 +126,10 @@ def fix_glued_sentences(text: str) -> str:
     return _GLUED_SENTENCE.sub(_space_after_sentence, text)
 
 
-_WHITESPACE_RUN = re.compile(r"\s+")
-
 
 def normalize_whitespace(text: str) -> str:
     """Collapse runs of whitespace (double spaces, tabs, newlines, no-break spaces) into one space and trim."""
-    return _WHITESPACE_RUN.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 CleaningRule = Callable[[str], str]

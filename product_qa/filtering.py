@@ -31,6 +31,8 @@ def _comparable(text: str) -> str:
 
 def content_equals_title(title: str, content: str) -> bool:
     """The description only repeats the title, ignoring case and punctuation."""
+    if len(content) > 2 * len(title) + 20:  # cheap reject: most descriptions are much longer than their title
+        return False
     return _comparable(title) == _comparable(content)
 
 
@@ -73,7 +75,8 @@ def normalize_title(title: str) -> str:
     """The key that groups a product with its near-identical titles: format and edition qualifiers removed,
     case, accents, punctuation and spacing ignored. Used for dedupe and for the train/validation/test split."""
     key = _FORMAT_QUALIFIER.sub(" ", title)
-    key = unicodedata.normalize("NFKD", key.casefold())
-    key = "".join(ch for ch in key if not unicodedata.combining(ch))
+    key = key.casefold()
+    if not key.isascii():
+        key = "".join(ch for ch in unicodedata.normalize("NFKD", key) if not unicodedata.combining(ch))
     key = _comparable(key)
     return key or _comparable(title)

@@ -165,7 +165,7 @@ def test_a_failure_mid_write_leaves_previous_outputs_intact(tmp_path, data_confi
 def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):
     out = tmp_path / "out"
     small = write_jsonl(tmp_path / "small.json", catalog(300))
-    big = write_jsonl(tmp_path / "big.json", catalog(300000, start=10**6))
+    big = write_jsonl(tmp_path / "big.json", catalog(150000, start=10**6))
     args = ["--set", f"data.output_dir={out}", "--set", "data.workers=1", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), *args], cwd=REPO, env=env, check=True,
