@@ -53,7 +53,7 @@ def _cp1252_char(match: re.Match) -> str:
 def repair_windows_1252(text: str) -> str:
     """Map raw C1 control characters (U+0080-U+009F) to the Windows-1252 characters they stand for
     (U+0092 -> ’, U+0097 -> —), as html.unescape already does for their entity forms."""
-    if text.isprintable() or not _C1_CHARS.search(text):  # isprintable: a fast scan that C1 characters fail
+    if text.isascii() or not _C1_CHARS.search(text):
         return text
     return _C1_CHARS.sub(_cp1252_char, text)
 
@@ -129,6 +129,8 @@ def fix_glued_sentences(text: str) -> str:
 
 def normalize_whitespace(text: str) -> str:
     """Collapse runs of whitespace (double spaces, tabs, newlines, no-break spaces) into one space and trim."""
+    if "  " not in text and text[:1] != " " and text[-1:] != " " and text.isprintable():
+        return text  # isprintable is False for every whitespace character but the plain space
     return " ".join(text.split())
 
 

@@ -31,7 +31,7 @@ def _comparable(text: str) -> str:
 
 def content_equals_title(title: str, content: str) -> bool:
     """The description only repeats the title, ignoring case and punctuation."""
-    if len(content) > 2 * len(title) + 20:  # cheap reject: most descriptions are much longer than their title
+    if abs(len(content) - len(title)) > len(title) // 2 + 10:  # cheap reject: lengths far apart
         return False
     return _comparable(title) == _comparable(content)
 
@@ -74,7 +74,7 @@ _FORMAT_QUALIFIER = re.compile(
 def normalize_title(title: str) -> str:
     """The key that groups a product with its near-identical titles: format and edition qualifiers removed,
     case, accents, punctuation and spacing ignored. Used for dedupe and for the train/validation/test split."""
-    key = _FORMAT_QUALIFIER.sub(" ", title)
+    key = _FORMAT_QUALIFIER.sub(" ", title) if "(" in title or "[" in title else title
     key = key.casefold()
     if not key.isascii():
         key = "".join(ch for ch in unicodedata.normalize("NFKD", key) if not unicodedata.combining(ch))

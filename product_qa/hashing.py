@@ -28,8 +28,3 @@ def mix64_array(values: np.ndarray) -> np.ndarray:
         values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return values ^ (values >> np.uint64(31))
-
-
-def unit_interval(hashes: np.ndarray) -> np.ndarray:
-    """Map 64-bit hashes to floats in [0, 1) using their top 53 bits."""
-    return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53)

@@ -25,7 +25,7 @@ from product_qa.cleaning import clean_text
 from product_qa.configurator import config_dict, fingerprint
 from product_qa.errors import UserError
 from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
-from product_qa.hashing import key_hash, mix64, mix64_array, unit_interval
+from product_qa.hashing import key_hash, mix64, mix64_array
 from product_qa.io_utils import atomic_outputs, remove_stale_temps, temp_path_for, write_json_atomic
 from product_qa.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
 from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, Record, describe_source, parse_block,
@@ -47,6 +47,7 @@ class BlockResult:
     title_keys: array = field(default_factory=lambda: array("Q"))  # hash of the normalized title
     exact_keys: array = field(default_factory=lambda: array("Q"))  # hash of the cleaned (title, content)
     richness: array = field(default_factory=lambda: array("Q"))  # description length: dedupe keeps the longest
+    splits: array = field(default_factory=lambda: array("B"))  # index into SPLITS
     drops: dict[str, int] = field(default_factory=dict)
     drop_examples: dict[str, list[dict]] = field(default_factory=dict)
     bad: list[BadLine] = field(default_factory=list)  # the first few of each reason, in order
@@ -62,11 +63,24 @@ def _init_worker(cfg) -> None:
 
 
 def clean_record(record: Record) -> tuple[str, str]:
+    """Clean title and description; an empty one leaves the other as it is, since the record will be dropped."""
+    if not record.title or not record.content:
+        return record.title, record.content
     return clean_text(record.title), clean_text(record.content)
 
 
+def split_code(title_key: int, cfg) -> int:
+    """The split of a product, from its normalized title alone: a product and its near-identical titles share a
+    side, and the test products stay the same whatever the seed or sample size. 0 train, 1 validation, 2 test."""
+    position = (mix64(title_key) >> 11) / float(1 << 53)
+    if position < cfg.test_fraction:
+        return 2
+    return 1 if position < cfg.test_fraction + cfg.validation_fraction else 0
+
+
 def process_block(block: Block) -> BlockResult:
-    """Parse, clean and filter one block of lines (runs in a worker process)."""
+    """Parse, clean and filter one block of lines, and render each kept record as the example of its split
+    (runs in a worker process; dedupe and sampling later decide which examples are written)."""
     cfg = _worker_cfg
     keep = cfg.examples_per_reason
     result = BlockResult()
@@ -87,11 +101,15 @@ def process_block(block: Block) -> BlockResult:
                     {"line": item.line, "title": title[:120], "content": content[:200]})
             result.drops[reason] = count + 1
             continue
-        spool_lines.append(orjson.dumps((item.uid, title, content)))
+        title_key = key_hash(normalize_title(title))
+        split = split_code(title_key, cfg)
+        phrasing = pick_phrasing(SPLIT_PHRASINGS[SPLITS[split]], title_key, cfg.seed)
+        spool_lines.append(orjson.dumps(build_example(item.uid, title, content, phrasing)))
         result.lines.append(item.line)
-        result.title_keys.append(key_hash(normalize_title(title)))
+        result.title_keys.append(title_key)
         result.exact_keys.append(key_hash(f"{title}\x00{content}"))
         result.richness.append(len(content))
+        result.splits.append(split)
     if spool_lines:
         result.spool = b"\n".join(spool_lines) + b"\n"
     return result
@@ -105,6 +123,7 @@ class Survivors:
     title_keys: np.ndarray
     exact_keys: np.ndarray
     richness: np.ndarray
+    splits: np.ndarray
 
 
 def first_of_each(keys: np.ndarray, candidates: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
@@ -128,9 +147,9 @@ def duplicate_examples(keys: np.ndarray, lines: np.ndarray, before: np.ndarray, 
     return examples
 
 
-def select_and_split(survivors: Survivors, cfg) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    """Dedupe, sample and split. Returns the selected spool indices, their split codes, the count after each
-    step and examples of the duplicates dropped."""
+def select(survivors: Survivors, cfg) -> tuple[np.ndarray, dict, dict]:
+    """Dedupe and sample. Returns the selected spool indices, the count after each step and examples of the
+    duplicates dropped."""
     kept = np.arange(len(survivors.lines))
     steps = {"after_filters": len(kept)}
     examples = {}
@@ -148,13 +167,7 @@ def select_and_split(survivors: Survivors, cfg) -> tuple[np.ndarray, np.ndarray,
         rank = mix64_array(survivors.title_keys[kept] ^ np.uint64(mix64(cfg.seed)) ^ survivors.exact_keys[kept])
         kept = np.sort(kept[np.lexsort((kept, rank))[: cfg.max_records]])
     steps["after_sampling"] = len(kept)
-    # The split depends on the normalized title alone: a product and its near-identical titles share a side,
-    # and the test products stay the same whatever the seed or sample size.
-    position = unit_interval(mix64_array(survivors.title_keys[kept]))
-    codes = np.zeros(len(kept), dtype=np.uint8)
-    codes[position < cfg.test_fraction + cfg.validation_fraction] = 1
-    codes[position < cfg.test_fraction] = 2
-    return kept, codes, steps, examples
+    return kept, steps, examples
 
 
 def data_fingerprint(cfg, source) -> str:
@@ -227,7 +240,10 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
         return {**previous, "skipped": True}
 
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out_dir}: cannot create the output directory ({err.strerror})") from None
     remove_stale_temps(out_dir)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -236,7 +252,7 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     bad_log = BadInputLog(keep=cfg.examples_per_reason)
     drops = {reason: 0 for reason in FILTER_REASONS}
     drop_examples: dict[str, list[dict]] = {}
-    numbers = {name: array("Q") for name in ("lines", "title_keys", "exact_keys", "richness")}
+    numbers = {name: array("B" if name == "splits" else "Q") for name in Survivors.__dataclass_fields__}
     spool_path = temp_path_for(out_dir / "spool.jsonl")
     parsed = 0
     try:
@@ -262,12 +278,13 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
                             f"({bad_log.total} bad lines: {', '.join(bad_log.counts) or 'none'})")
 
         t0 = time.perf_counter()
-        survivors = Survivors(**{name: np.frombuffer(values, dtype=np.uint64) for name, values in numbers.items()})
-        selected, codes, steps, duplicate_drops = select_and_split(survivors, cfg)
-        timings["dedupe_sample_split"] = time.perf_counter() - t0
+        survivors = Survivors(**{name: np.frombuffer(values, dtype=np.uint8 if name == "splits" else np.uint64)
+                                 for name, values in numbers.items()})
+        selected, steps, duplicate_drops = select(survivors, cfg)
+        timings["dedupe_sample"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        split_counts = _write_examples(cfg, spool_path, survivors, selected, codes, progress)
+        split_counts = _write_examples(cfg, spool_path, survivors, selected, progress)
         timings["write_examples"] = time.perf_counter() - t0
     finally:
         spool_path.unlink(missing_ok=True)
@@ -299,22 +316,15 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     return {**report, "skipped": False}
 
 
-def _write_examples(cfg, spool_path: Path, survivors: Survivors, selected: np.ndarray, codes: np.ndarray,
+def _write_examples(cfg, spool_path: Path, survivors: Survivors, selected: np.ndarray,
                     progress: bool) -> dict[str, int]:
-    """Stream the spool, turning each selected record into an example of its split (atomic writes)."""
+    """Copy each selected example from the spool to its split's file (atomic writes)."""
     split_of = np.full(len(survivors.lines), 255, dtype=np.uint8)
-    split_of[selected] = codes
-    counts = dict.fromkeys(SPLITS, 0)
+    split_of[selected] = survivors.splits[selected]
+    counts = np.bincount(split_of[selected], minlength=len(SPLITS))
     with atomic_outputs(output_paths(cfg)) as handles, open(spool_path, "rb") as spool:
-        for index, raw in enumerate(tqdm(spool, total=len(split_of), unit="rec", desc="write examples",
-                                         disable=not progress)):
-            code = split_of[index]
-            if code == 255:
-                continue
-            split = SPLITS[code]
-            uid, title, content = orjson.loads(raw)
-            title_key = int(survivors.title_keys[index])
-            phrasing = pick_phrasing(SPLIT_PHRASINGS[split], title_key, cfg.seed)
-            handles[split].write(orjson.dumps(build_example(uid, title, content, phrasing)) + b"\n")
-            counts[split] += 1
-    return counts
+        writers = [handles[split].write for split in SPLITS]
+        for code, raw in zip(tqdm(split_of.tolist(), unit="rec", desc="write examples", disable=not progress), spool):
+            if code != 255:
+                writers[code](raw)
+    return {split: int(count) for split, count in zip(SPLITS, counts)}

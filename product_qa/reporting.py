@@ -10,7 +10,7 @@ def print_prep_summary(report: dict, console: Console | None = None) -> None:
     if report.get("skipped"):
         console.print(f"[bold]Up to date[/]: outputs in {report['config']['output_dir']} were made from the same "
                       "input and settings (use --force to redo).")
-    steps = Table(title=f"prepare_data: {report['input']['path']}", show_header=True, header_style="bold")
+    steps = Table(title="prepare_data", caption=report["input"]["path"], header_style="bold")
     steps.add_column("step")
     steps.add_column("records", justify="right")
     for step, count in report["steps"].items():

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -145,17 +146,25 @@ def test_a_failure_mid_write_leaves_previous_outputs_intact(tmp_path, data_confi
     prepare(data_config, progress=False)
     before = outputs_bytes(data_config)
     import product_qa.preparation as preparation
-    calls = {"n": 0}
-    real_build = preparation.build_example
+    real_outputs = preparation.atomic_outputs
 
-    def failing_build(*args):
-        calls["n"] += 1
-        if calls["n"] == 100:
-            raise RuntimeError("disk on fire")
-        return real_build(*args)
+    class FailingWriter:
+        def __init__(self, handle):
+            self.handle, self.calls = handle, 0
 
-    monkeypatch.setattr(preparation, "build_example", failing_build)
-    with pytest.raises(RuntimeError):
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 100:
+                raise OSError("No space left on device")
+            return self.handle.write(data)
+
+    @contextmanager
+    def failing_outputs(paths):
+        with real_outputs(paths) as handles:
+            yield {name: FailingWriter(handle) for name, handle in handles.items()}
+
+    monkeypatch.setattr(preparation, "atomic_outputs", failing_outputs)
+    with pytest.raises(OSError, match="No space"):
         prepare(data_config, progress=False, force=True)
     assert outputs_bytes(data_config) == before
     assert sorted(p.name for p in Path(data_config.output_dir).iterdir()) == [
