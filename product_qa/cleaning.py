@@ -121,8 +121,20 @@ def _space_after_sentence(match: re.Match) -> str:
     return match.group() + " "
 
 
+def _every_stop_spaced(text: str) -> bool:
+    """True when each '.', '!' and '?' is followed by a space or ends the text: nothing can be glued.
+    str.count is a fast scan, so most texts skip the regex."""
+    for stop in ".!?":
+        count = text.count(stop)
+        if count and count != text.count(stop + " ") + text.endswith(stop):
+            return False
+    return True
+
+
 def fix_glued_sentences(text: str) -> str:
     """Put the missing space back between glued sentences (`length.The` -> `length. The`) where it is safe."""
+    if _every_stop_spaced(text):
+        return text
     return _GLUED_SENTENCE.sub(_space_after_sentence, text)
 
 

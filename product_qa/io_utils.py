@@ -3,6 +3,7 @@ leaves the previous outputs intact and never a half-written file."""
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -26,8 +27,6 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
     try:
         yield handles
         for handle in handles.values():
-            handle.flush()
-            os.fsync(handle.fileno())
             handle.close()
         for name, temp in temps.items():
             os.replace(temp, paths[name])
@@ -47,9 +46,12 @@ def remove_stale_temps(directory: Path) -> None:
     if not directory.is_dir():
         return
     for leftover in directory.glob(f"*{TEMP_MARK}*"):
-        pid = leftover.name.rpartition(TEMP_MARK)[2]
+        pid = leftover.name.rpartition(TEMP_MARK)[2].split("-")[0]  # name.tmp-PID or name.tmp-PID-suffix
         if pid.isdigit() and not _process_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def _process_alive(pid: int) -> bool:

@@ -1,9 +1,11 @@
 """The preparation stage: stream trn.json, clean, filter, dedupe, sample, split by product, build examples.
 
-Pass 1 parses and cleans blocks of lines in worker processes and spools the surviving records to a temp
-file, keeping only three 64-bit numbers per record in memory. Dedupe, sampling and the split are then
-array operations on those numbers. Pass 2 streams the spool into train/validation/test.jsonl, written
-atomically. Memory stays flat whatever the input size, and the same input and config give identical files.
+Pass 1 hands blocks of lines to worker processes, which read them (from the file itself when it is plain
+JSON Lines), parse, clean and filter them, and spool each surviving record, already rendered as the example
+of its split, to a temp file of their own. The main process keeps only a few numbers per record; dedupe and
+sampling are array operations on them. Pass 2 streams the selected examples from the spool files into
+train/validation/test.jsonl, written atomically. Memory stays flat whatever the input size, and the same
+input and config give identical files whatever the number of workers.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import dataclasses
 import multiprocessing
 import os
 import resource
+import shutil
+import tempfile
 import time
 from array import array
 from collections import deque
@@ -26,10 +30,10 @@ from product_qa.configurator import config_dict, fingerprint
 from product_qa.errors import UserError
 from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
 from product_qa.hashing import key_hash, mix64, mix64_array
-from product_qa.io_utils import atomic_outputs, remove_stale_temps, temp_path_for, write_json_atomic
+from product_qa.io_utils import TEMP_MARK, atomic_outputs, remove_stale_temps, write_json_atomic
 from product_qa.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
-from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, Record, describe_source, parse_block,
-                                strict_error)
+from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, ByteRange, Record, describe_source,
+                                parse_block, strict_error)
 
 PIPELINE_VERSION = 1  # bump when a change to cleaning, filters or examples changes the outputs
 SPLITS = ("train", "validation", "test")
@@ -40,9 +44,10 @@ _RUNTIME_ONLY = ("workers", "block_mb", "output_dir")
 
 @dataclass
 class BlockResult:
-    """What a worker sends back for one block: the kept records already encoded, and per-record numbers."""
+    """What a worker sends back for one block: counts and per-record numbers, line numbers counted from the
+    block's first line (the main process knows where the block starts). The examples go to a spool file."""
 
-    spool: bytes = b""
+    line_count: int = 0
     lines: array = field(default_factory=lambda: array("Q"))
     title_keys: array = field(default_factory=lambda: array("Q"))  # hash of the normalized title
     exact_keys: array = field(default_factory=lambda: array("Q"))  # hash of the cleaned (title, content)
@@ -55,11 +60,16 @@ class BlockResult:
 
 
 _worker_cfg = None
+_worker_spool_dir = None
 
 
-def _init_worker(cfg) -> None:
-    global _worker_cfg
-    _worker_cfg = cfg
+def _init_worker(cfg, spool_dir: Path) -> None:
+    global _worker_cfg, _worker_spool_dir
+    _worker_cfg, _worker_spool_dir = cfg, spool_dir
+
+
+def spool_path(spool_dir: Path, index: int) -> Path:
+    return spool_dir / f"{index:08d}.jsonl"
 
 
 def clean_record(record: Record) -> tuple[str, str]:
@@ -78,13 +88,14 @@ def split_code(title_key: int, cfg) -> int:
     return 1 if position < cfg.test_fraction + cfg.validation_fraction else 0
 
 
-def process_block(block: Block) -> BlockResult:
-    """Parse, clean and filter one block of lines, and render each kept record as the example of its split
-    (runs in a worker process; dedupe and sampling later decide which examples are written)."""
+def process_block(index: int, task: Block | ByteRange) -> BlockResult:
+    """Parse, clean and filter one block of lines, and spool each kept record rendered as the example of its
+    split (runs in a worker process; dedupe and sampling later decide which examples are written)."""
     cfg = _worker_cfg
     keep = cfg.examples_per_reason
-    result = BlockResult()
-    spool_lines = []
+    block = task.load() if isinstance(task, ByteRange) else task._replace(first_line=1)
+    result = BlockResult(line_count=block.line_count)
+    spool = bytearray()  # one growing buffer: thousands of separate bytes objects cost more in allocation
     for item in parse_block(block):
         if isinstance(item, BadLine):
             count = result.bad_counts.get(item.reason, 0)
@@ -104,14 +115,14 @@ def process_block(block: Block) -> BlockResult:
         title_key = key_hash(normalize_title(title))
         split = split_code(title_key, cfg)
         phrasing = pick_phrasing(SPLIT_PHRASINGS[SPLITS[split]], title_key, cfg.seed)
-        spool_lines.append(orjson.dumps(build_example(item.uid, title, content, phrasing)))
+        spool += orjson.dumps(build_example(item.uid, title, content, phrasing))
+        spool += b"\n"
         result.lines.append(item.line)
         result.title_keys.append(title_key)
         result.exact_keys.append(key_hash(f"{title}\x00{content}"))
         result.richness.append(len(content))
         result.splits.append(split)
-    if spool_lines:
-        result.spool = b"\n".join(spool_lines) + b"\n"
+    spool_path(_worker_spool_dir, index).write_bytes(spool)
     return result
 
 
@@ -141,7 +152,9 @@ def duplicate_examples(keys: np.ndarray, lines: np.ndarray, before: np.ndarray, 
                        limit: int) -> list[dict]:
     """Line numbers of the first few dropped duplicates and of the record kept in their place."""
     examples = []
-    for index in np.setdiff1d(before, after)[:limit]:
+    survived = np.zeros(len(keys), dtype=bool)
+    survived[after] = True
+    for index in before[~survived[before]][:limit]:
         kept = after[np.flatnonzero(keys[after] == keys[index])[0]]
         examples.append({"line": int(lines[index]), "kept_line": int(lines[kept])})
     return examples
@@ -212,19 +225,19 @@ class _BlockRunner:
     """Runs process_block over blocks in order, in worker processes, with a bounded number in flight so
     memory stays flat (Pool.imap would read the whole file ahead)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, spool_dir: Path):
         self.workers = cfg.workers or os.cpu_count() or 1
-        self.cfg = cfg
+        self.init_args = (cfg, spool_dir)
 
-    def map(self, blocks):
+    def map(self, tasks):
         if self.workers == 1:
-            _init_worker(self.cfg)
-            yield from map(process_block, blocks)
+            _init_worker(*self.init_args)
+            yield from (process_block(index, task) for index, task in enumerate(tasks))
             return
-        with multiprocessing.get_context().Pool(self.workers, _init_worker, (self.cfg,)) as pool:
+        with multiprocessing.get_context().Pool(self.workers, _init_worker, self.init_args) as pool:
             pending = deque()
-            for block in blocks:
-                pending.append(pool.apply_async(process_block, (block,)))
+            for index, task in enumerate(tasks):
+                pending.append(pool.apply_async(process_block, (index, task)))
                 if len(pending) >= 2 * self.workers:
                     yield pending.popleft().get()
             while pending:
@@ -249,27 +262,33 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     timings: dict[str, float] = {}
 
     reader = BlockReader(source, cfg.block_mb << 20)
+    tasks = reader.ranges() if source.format == "jsonl" and not source.compressed else iter(reader)
     bad_log = BadInputLog(keep=cfg.examples_per_reason)
     drops = {reason: 0 for reason in FILTER_REASONS}
     drop_examples: dict[str, list[dict]] = {}
-    numbers = {name: array("B" if name == "splits" else "Q") for name in Survivors.__dataclass_fields__}
-    spool_path = temp_path_for(out_dir / "spool.jsonl")
-    parsed = 0
+    numbers: dict[str, list[np.ndarray]] = {name: [] for name in Survivors.__dataclass_fields__}
+    spool_dir = Path(tempfile.mkdtemp(prefix=f"spool{TEMP_MARK}{os.getpid()}-", dir=out_dir))
+    parsed, blocks, next_line = 0, 0, 1
     try:
-        with open(spool_path, "wb") as spool, tqdm(total=source.size_bytes, unit="B", unit_scale=True,
-                                                   desc="clean+filter", disable=not progress) as bar:
-            for result in _BlockRunner(cfg).map(reader):
-                if strict and result.bad:
-                    raise strict_error(source.path, result.bad[0])
-                bad_log.merge(result.bad, result.bad_counts)
+        with tqdm(total=source.size_bytes, unit="B", unit_scale=True, desc="clean+filter",
+                  disable=not progress) as bar:
+            for result in _BlockRunner(cfg, spool_dir).map(tasks):
+                offset = next_line - 1  # workers number lines from their block's start
+                next_line += result.line_count
+                blocks += 1
+                bad = [b._replace(line=b.line + offset) for b in result.bad]
+                if strict and bad:
+                    raise strict_error(source.path, bad[0])
+                bad_log.merge(bad, result.bad_counts)
                 for reason, count in result.drops.items():
                     drops[reason] += count
                 for reason, examples in result.drop_examples.items():
                     kept = drop_examples.setdefault(reason, [])
-                    kept.extend(examples[: cfg.examples_per_reason - len(kept)])
-                spool.write(result.spool)
+                    room = cfg.examples_per_reason - len(kept)
+                    kept.extend({**example, "line": example["line"] + offset} for example in examples[:room])
                 for name, values in numbers.items():
-                    values.extend(getattr(result, name))
+                    column = np.frombuffer(getattr(result, name), dtype=np.uint8 if name == "splits" else np.uint64)
+                    values.append(column + np.uint64(offset) if name == "lines" else column)
                 parsed += len(result.lines) + sum(result.drops.values())
                 bar.update(reader.bytes_read - bar.n)
         timings["read_clean_filter"] = time.perf_counter() - started
@@ -278,16 +297,15 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
                             f"({bad_log.total} bad lines: {', '.join(bad_log.counts) or 'none'})")
 
         t0 = time.perf_counter()
-        survivors = Survivors(**{name: np.frombuffer(values, dtype=np.uint8 if name == "splits" else np.uint64)
-                                 for name, values in numbers.items()})
+        survivors = Survivors(**{name: np.concatenate(values) for name, values in numbers.items()})
         selected, steps, duplicate_drops = select(survivors, cfg)
         timings["dedupe_sample"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        split_counts = _write_examples(cfg, spool_path, survivors, selected, progress)
+        split_counts = _write_examples(cfg, spool_dir, blocks, survivors, selected, progress)
         timings["write_examples"] = time.perf_counter() - t0
     finally:
-        spool_path.unlink(missing_ok=True)
+        shutil.rmtree(spool_dir, ignore_errors=True)
     timings["total"] = time.perf_counter() - started
 
     report = {
@@ -316,15 +334,18 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     return {**report, "skipped": False}
 
 
-def _write_examples(cfg, spool_path: Path, survivors: Survivors, selected: np.ndarray,
+def _write_examples(cfg, spool_dir: Path, blocks: int, survivors: Survivors, selected: np.ndarray,
                     progress: bool) -> dict[str, int]:
-    """Copy each selected example from the spool to its split's file (atomic writes)."""
+    """Copy each selected example from the spool files, in order, to its split's file (atomic writes)."""
     split_of = np.full(len(survivors.lines), 255, dtype=np.uint8)
     split_of[selected] = survivors.splits[selected]
     counts = np.bincount(split_of[selected], minlength=len(SPLITS))
-    with atomic_outputs(output_paths(cfg)) as handles, open(spool_path, "rb") as spool:
+    codes = iter(split_of.tolist())
+    with atomic_outputs(output_paths(cfg)) as handles:
         writers = [handles[split].write for split in SPLITS]
-        for code, raw in zip(tqdm(split_of.tolist(), unit="rec", desc="write examples", disable=not progress), spool):
-            if code != 255:
-                writers[code](raw)
+        for index in tqdm(range(blocks), unit="block", desc="write examples", disable=not progress):
+            with open(spool_path(spool_dir, index), "rb") as spool:
+                for raw, code in zip(spool, codes):  # spool first: zip must not take a code past its end
+                    if code != 255:
+                        writers[code](raw)
     return {split: int(count) for split, count in zip(SPLITS, counts)}

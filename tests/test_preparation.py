@@ -215,3 +215,24 @@ def test_real_records_leave_no_entity_residue_or_boilerplate(tmp_path, data_conf
     texts = [e[f] for s in SPLITS for e in read_split(data_config, s) for f in ("title", "question", "answer")]
     assert len(texts) > 3 * 600
     assert not [t for t in texts if residue.search(t)]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_line_numbers_stay_global_across_blocks_and_workers(tmp_path, data_config, compress):
+    records = catalog(30000)
+    bad_at = {1234: b"{broken", 17777: b'{"title": 5, "content": "x"}', 29999: b"[1, 2]"}
+    lines = [json.dumps(r).encode() for r in records]
+    for line, raw in bad_at.items():
+        lines[line - 1] = raw
+    records[20000 - 1]["content"] = ""
+    lines[20000 - 1] = json.dumps(records[20000 - 1]).encode()
+    data = b"\n".join(lines) + b"\n"
+    path = tmp_path / ("trn.json.gz" if compress else "trn.json")
+    path.write_bytes(__import__("gzip").compress(data) if compress else data)
+    assert len(data) > 3 << 20  # several 1 MB blocks
+    data_config.raw_path, data_config.workers, data_config.block_mb = str(path), 2, 1
+    report = prepare(data_config, progress=False)
+    assert {reason: info["first_lines"] for reason, info in report["bad_input"].items()} == {
+        "malformed_json": [1234], "wrong_type": [17777], "not_an_object": [29999]}
+    assert [e["line"] for e in report["dropped"]["empty_content"]["examples"]] == [20000]
+    assert report["steps"]["records_parsed"] == 30000 - 3
