@@ -109,7 +109,7 @@ def process_block(index: int, task: Block | ByteRange) -> BlockResult:
             count = result.drops.get(reason, 0)
             if count < keep:
                 result.drop_examples.setdefault(reason, []).append(
-                    {"line": item.line, "title": title[:120], "content": content[:200]})
+                    {"line": item.line, "title": clean_text(title)[:120], "content": clean_text(content)[:200]})
             result.drops[reason] = count + 1
             continue
         title_key = key_hash(normalize_title(title))

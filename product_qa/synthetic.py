@@ -342,7 +342,7 @@ class _Generator:
             title += self.rng.choice((f", Volume {self.rng.randint(1, 9)}", f" - {self.rng.choice(PLACES)} Edition",
                                       f": {self.rng.choice(ADJECTIVES)} {self.rng.choice(NOUNS)}s",
                                       f" by {product.author or _person(self.rng)}"))
-        return _fit(title, target)
+        return _fit(title, max(target, len(product.title)))  # never cut into the product's own name
 
     def records(self) -> Iterator[dict]:
         rng = self.rng
