@@ -54,6 +54,44 @@ class AnalysisConfig:
     top_k: int = 30  # top words, bigrams and title patterns listed
     max_length_coverage: float = 0.95  # share of question+answer token lengths the recommended max_length covers
     seed: int = 0  # reservoir sampling
+    counter_capacity: int = 20_000  # words, bigrams or title qualifiers each top-k counter keeps (bounds memory)
+
+
+@dataclass
+class TrainConfig:
+    """fine_tuning_project.py: fine-tune the model on the prepared examples. Defaults fit a laptop CPU."""
+
+    run_name: str = "smollm2-lora"  # outputs go to output_dir/run_name
+    output_dir: str = "outputs/runs"
+    method: str = "lora"  # lora (default), full (every weight), qlora (4-bit base + LoRA; CUDA only)
+    prompt_template: str = "auto"  # auto: the model's chat template if it has one, else plain "Question: ...\nAnswer:"
+    system_prompt: str | None = "Answer with the product's description."  # short: every token costs training time
+    max_length: int = 160  # tokens per example (prompt + answer + EOS); longer answers lose their tail
+    max_train_examples: int | None = None  # cap on training examples, a seeded uniform sample (None: all)
+    max_eval_examples: int | None = 200  # validation examples used for eval loss / perplexity
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8  # examples per step per device, padded to the longest in the batch
+    eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 3e-4  # suits LoRA; full fine-tuning wants about 5e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "all-linear"  # or a comma-separated list such as "q_proj,v_proj"
+    precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has AVX512-BF16/AMX else fp32), bf16, fp16, fp32
+    group_by_length: bool = True  # batch examples of similar length together: less padding
+    gradient_checkpointing: bool = False  # less memory, about 30% more compute
+    eval_steps: int = 20  # evaluate (and checkpoint) every this many optimizer steps
+    save_total_limit: int = 2  # checkpoints kept (the best one is kept too)
+    early_stopping_patience: int | None = 3  # stop after this many evaluations without improvement (None: never)
+    logging_steps: int = 5
+    seed: int = 42
+    base_answer_examples: int = 3  # validation questions the base model answers before training
+    max_new_tokens: int = 96  # answer length when the script shows answers
 
 
 @dataclass
@@ -61,3 +99,4 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

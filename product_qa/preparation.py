@@ -10,14 +10,12 @@ input and config give identical files whatever the number of workers.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import resource
 import shutil
 import tempfile
 import time
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from product_qa.errors import UserError
 from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
 from product_qa.hashing import key_hash, mix64, mix64_array
 from product_qa.io_utils import TEMP_MARK, atomic_outputs, remove_stale_temps, write_json_atomic
+from product_qa.parallel import BlockRunner
 from product_qa.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
 from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, ByteRange, Record, describe_source,
                                 parse_block, strict_error)
@@ -79,6 +78,12 @@ def clean_record(record: Record) -> tuple[str, str]:
     return clean_text(record.title), clean_text(record.content)
 
 
+def dedupe_keys(title: str, content: str) -> tuple[int, int]:
+    """The hashes dedupe works on, for a cleaned record that passed the filters: of its normalized title (which
+    also picks its split and phrasing) and of the exact (title, content)."""
+    return key_hash(normalize_title(title)), key_hash(f"{title}\x00{content}")
+
+
 def split_code(title_key: int, cfg) -> int:
     """The split of a product, from its normalized title alone: a product and its near-identical titles share a
     side, and the test products stay the same whatever the seed or sample size. 0 train, 1 validation, 2 test."""
@@ -112,14 +117,14 @@ def process_block(index: int, task: Block | ByteRange) -> BlockResult:
                     {"line": item.line, "title": clean_text(title)[:120], "content": clean_text(content)[:200]})
             result.drops[reason] = count + 1
             continue
-        title_key = key_hash(normalize_title(title))
+        title_key, exact_key = dedupe_keys(title, content)
         split = split_code(title_key, cfg)
         phrasing = pick_phrasing(SPLIT_PHRASINGS[SPLITS[split]], title_key, cfg.seed)
         spool += orjson.dumps(build_example(item.uid, title, content, phrasing))
         spool += b"\n"
         result.lines.append(item.line)
         result.title_keys.append(title_key)
-        result.exact_keys.append(key_hash(f"{title}\x00{content}"))
+        result.exact_keys.append(exact_key)
         result.richness.append(len(content))
         result.splits.append(split)
     spool_path(_worker_spool_dir, index).write_bytes(spool)
@@ -221,29 +226,6 @@ def _peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports kilobytes
 
 
-class _BlockRunner:
-    """Runs process_block over blocks in order, in worker processes, with a bounded number in flight so
-    memory stays flat (Pool.imap would read the whole file ahead)."""
-
-    def __init__(self, cfg, spool_dir: Path):
-        self.workers = cfg.workers or os.cpu_count() or 1
-        self.init_args = (cfg, spool_dir)
-
-    def map(self, tasks):
-        if self.workers == 1:
-            _init_worker(*self.init_args)
-            yield from (process_block(index, task) for index, task in enumerate(tasks))
-            return
-        with multiprocessing.get_context().Pool(self.workers, _init_worker, self.init_args) as pool:
-            pending = deque()
-            for index, task in enumerate(tasks):
-                pending.append(pool.apply_async(process_block, (index, task)))
-                if len(pending) >= 2 * self.workers:
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
-
-
 def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Run the preparation stage; returns its report (also written to output_dir/prep_report.json)."""
     _validate(cfg)
@@ -272,7 +254,7 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     try:
         with tqdm(total=source.size_bytes, unit="B", unit_scale=True, desc="clean+filter",
                   disable=not progress) as bar:
-            for result in _BlockRunner(cfg, spool_dir).map(tasks):
+            for result in BlockRunner(process_block, cfg.workers, _init_worker, (cfg, spool_dir)).map(tasks):
                 offset = next_line - 1  # workers number lines from their block's start
                 next_line += result.line_count
                 blocks += 1

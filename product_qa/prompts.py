@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from product_qa.errors import UserError
 from product_qa.hashing import mix64
 
 
@@ -49,3 +50,30 @@ def build_example(uid: str, title: str, answer: str, phrasing: Phrasing) -> dict
     """One question->answer example; the chat template is applied later, by the training stage."""
     return {"uid": uid, "title": title, "question": phrasing.question(title), "answer": answer,
             "phrasing": phrasing.id, "language": phrasing.language}
+
+
+PLAIN_TEMPLATE = "Question: {question}\nAnswer:"  # for base models without a chat template
+
+
+def resolve_template(tokenizer, requested: str) -> str:
+    """"chat" (the model's own chat template) or "plain" (PLAIN_TEMPLATE); "auto" picks chat when there is one."""
+    if requested not in ("auto", "chat", "plain"):
+        raise UserError(f"train.prompt_template must be auto, chat or plain, not {requested!r}")
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    if requested == "chat" and not has_chat:
+        raise UserError("the model's tokenizer has no chat template: set train.prompt_template=plain (or auto)")
+    return "chat" if requested == "chat" or (requested == "auto" and has_chat) else "plain"
+
+
+def prompt_text(tokenizer, question: str, template: str, system_prompt: str | None) -> str:
+    """The text the model sees before its answer."""
+    if template == "plain":
+        return PLAIN_TEMPLATE.format(question=question)
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": question})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def answer_text(answer: str, template: str) -> str:
+    """The answer as it follows the prompt (after "Answer:" a space separates the words)."""
+    return f" {answer}" if template == "plain" else answer

@@ -28,3 +28,55 @@ def data_config(tmp_path):
     """A DataConfig writing under tmp_path, one process, keeping every record by default."""
     from config import DataConfig
     return DataConfig(output_dir=str(tmp_path / "out"), workers=1, min_content_chars=10)
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def packaged_checkpoint(tmp_path_factory) -> Path:
+    """The packaged SmolLM2 GGUF converted to a plain checkpoint (once per test session)."""
+    from product_qa.modeling import resolve_model_path
+    return Path(resolve_model_path("smollm2-135m-instruct", str(tmp_path_factory.mktemp("models"))))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(packaged_checkpoint):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(packaged_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    """A two-layer Llama built from a config, with the real SmolLM2 tokenizer: trains in seconds on a CPU."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def raw_sample(tmp_path_factory) -> Path:
+    """A small generated trn.json: about 250 usable products."""
+    from product_qa.synthetic import generate_records, write_records
+    path = tmp_path_factory.mktemp("raw") / "trn.json"
+    write_records(str(path), generate_records(400, seed=5))
+    return path
+
+
+def tiny_run_overrides(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> list[str]:
+    """--set overrides for a fast fine-tuning run of the tiny model in `root`."""
+    settings = {"data.raw_path": raw, "data.output_dir": root / "data", "data.workers": 1,
+                "model.name": tiny_model_dir, "train.output_dir": root / "runs", "train.max_length": 96,
+                "train.max_steps": 6, "train.eval_steps": 2, "train.logging_steps": 1, "train.batch_size": 4,
+                "train.max_eval_examples": 8, "train.learning_rate": 3e-3, "train.base_answer_examples": 2,
+                "train.max_new_tokens": 8, "train.early_stopping_patience": None, **extra}
+    return [f"{key}={value}" for key, value in settings.items()]

@@ -1,0 +1,45 @@
+"""The main job: fine-tune a foundation model so that a question about a product title gets its description.
+
+    python fine_tuning_project.py                       # LoRA on the bundled sample, on this machine's CPU/GPU
+    python fine_tuning_project.py --resume              # continue the last run from its latest checkpoint
+    python fine_tuning_project.py --set train.method=full --set train.epochs=2 --run-name full-2ep
+    torchrun --nproc_per_node 2 fine_tuning_project.py  # several processes (DDP); see README_FINE_TUNING.md
+
+Prepares the data if needed, shows a few base-model answers, measures validation loss and perplexity,
+trains, measures again, and saves the adapter, the merged model and a report under outputs/runs/<run name>/.
+"""
+from __future__ import annotations
+
+import argparse
+
+from config import Config
+from product_qa.configurator import add_override_argument, apply_overrides
+from product_qa.errors import run_cli
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    parser.add_argument("--run-name", help="name of the run (default: train.run_name in config.py)")
+    parser.add_argument("--data", help="raw input file (default: data.raw_path)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_override_argument(parser)
+    args = parser.parse_args()
+
+    cfg = apply_overrides(Config(), args.overrides)
+    if args.run_name:
+        cfg.train.run_name = args.run_name
+    if args.data:
+        cfg.data.raw_path = args.data
+
+    from product_qa.finetune import fine_tune  # heavy imports (torch, transformers) after argument checks
+    from product_qa.reporting import print_training_summary
+
+    report = fine_tune(cfg, resume=args.resume, progress=not args.no_progress)
+    if report:
+        print_training_summary(report)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

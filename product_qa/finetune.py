@@ -1,0 +1,115 @@
+"""The fine-tuning workflow, top to bottom: prepare the data, load the model, show the base model's answers,
+measure, train, measure again, save, report. Runs the same on a CPU, one GPU, or several processes under
+`torchrun` / `accelerate launch` (data preparation, answers and saving happen on the main process only)."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import orjson
+import torch
+from accelerate import PartialState
+
+from product_qa.errors import UserError
+from product_qa.generation import generate_answers
+from product_qa.io_utils import write_json_atomic
+from product_qa.modeling import load_tokenizer, resolve_model_path
+from product_qa.preparation import output_paths, prepare
+from product_qa.prompts import resolve_template
+from product_qa.reporting import plot_loss_curves
+from product_qa.training import (build_trainer, count_parameters, encode_examples, load_model, loss_history,
+                                 perplexity, prepare_run_dir, read_examples, save_outputs, select_precision,
+                                 training_arguments, training_device)
+
+
+def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
+    state = PartialState()  # knows this process's rank under torchrun / accelerate launch
+    main = state.is_main_process
+    train_cfg, model_cfg = cfg.train, cfg.model
+    run_dir = Path(train_cfg.output_dir) / train_cfg.run_name
+
+    # 1. Data and model files: made once, by the main process, while the others wait.
+    with state.main_process_first():
+        prepare(cfg.data, progress=progress and main)
+        model_path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
+        checkpoint = prepare_run_dir(run_dir, resume) if main else None
+    if resume and not main:
+        checkpoint = prepare_run_dir(run_dir, resume)
+    tokenizer = load_tokenizer(model_cfg.name, model_cfg.cache_dir, model_cfg.trust_remote_code)
+    template = resolve_template(tokenizer, train_cfg.prompt_template)
+    paths = output_paths(cfg.data)
+    train_examples = read_examples(paths["train"], train_cfg.max_train_examples, train_cfg.seed)
+    eval_examples = read_examples(paths["validation"], train_cfg.max_eval_examples, train_cfg.seed)
+    encoding = {"template": template, "system_prompt": train_cfg.system_prompt, "max_length": train_cfg.max_length}
+    train_set = encode_examples(tokenizer, train_examples, **encoding)
+    eval_set = encode_examples(tokenizer, eval_examples, **encoding)
+
+    # 2. The model, at the precision this device does best.
+    device = training_device()
+    precision = select_precision(train_cfg.precision, device)
+    model = load_model(model_path, method=train_cfg.method, precision=precision, device=device,
+                       train_cfg=train_cfg, trust_remote_code=model_cfg.trust_remote_code)
+    trainable, total = count_parameters(model)
+    args = training_arguments(train_cfg, run_dir, precision, device, len(train_set))
+    trainer = build_trainer(model, tokenizer, train_set, eval_set, args, train_cfg, progress and main)
+
+    # 3. Before training: the base model's answers and validation loss (kept for a resumed run).
+    questions = eval_examples[: train_cfg.base_answer_examples]
+    baseline_path = run_dir / "baseline.json"
+    if checkpoint is None:
+        base_answers = _answers(trainer.model, tokenizer, questions, template, train_cfg) if main else []
+        baseline = {"eval_loss": trainer.evaluate()["eval_loss"], "answers": base_answers}
+        if main:
+            write_json_atomic(baseline_path, baseline)
+    else:
+        baseline = orjson.loads(baseline_path.read_bytes())
+
+    # 4. Train.
+    started = time.perf_counter()
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except torch.cuda.OutOfMemoryError:
+        raise UserError("CUDA out of memory: lower train.batch_size (raise train.gradient_accumulation_steps to "
+                        "keep the effective batch), set train.gradient_checkpointing=True, or use "
+                        "train.method=qlora") from None
+    train_seconds = time.perf_counter() - started
+    after = trainer.evaluate()["eval_loss"]
+
+    # 5. Save and report (main process).
+    if not main:
+        return {}
+    save_outputs(trainer, tokenizer, run_dir, train_cfg.method, model_path, precision,
+                 model_cfg.trust_remote_code)
+    tuned_answers = _answers(trainer.model, tokenizer, questions, template, train_cfg)
+    history = loss_history(trainer.state.log_history)
+    plot_loss_curves(history, run_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
+                                                         f"{model_cfg.name}")
+    epochs_done = trainer.state.epoch or 0.0
+    answer_tokens = sum(train_set["answer_tokens"])
+    report = {
+        "run_name": train_cfg.run_name, "run_dir": str(run_dir), "model": model_cfg.name, "model_path": model_path,
+        "method": train_cfg.method, "precision": precision, "device": device, "template": template,
+        "processes": state.num_processes, "trainable_parameters": trainable, "total_parameters": total,
+        "train_examples": len(train_set), "eval_examples": len(eval_set),
+        "truncated_examples": sum(train_set["truncated"]),
+        "steps": trainer.state.global_step, "epochs": round(epochs_done, 3),
+        "answer_tokens_seen": round(answer_tokens * epochs_done),
+        "tokens_seen": round(sum(train_set["length"]) * epochs_done),
+        "train_seconds": round(train_seconds, 1),
+        "tokens_per_second": round(sum(train_set["length"]) * epochs_done / max(result.metrics["train_runtime"], 1e-9), 1),
+        "eval_loss_before": baseline["eval_loss"], "eval_loss_after": after,
+        "perplexity_before": perplexity(baseline["eval_loss"]), "perplexity_after": perplexity(after),
+        "best_checkpoint": trainer.state.best_model_checkpoint, "resumed_from": checkpoint,
+        "losses": history,
+        "sample_answers": [{"question": q["question"], "reference": q["answer"], "base": base, "fine_tuned": tuned}
+                           for q, base, tuned in zip(questions, baseline["answers"], tuned_answers)],
+    }
+    write_json_atomic(run_dir / "config.json", dataclasses.asdict(cfg))
+    write_json_atomic(run_dir / "training_report.json", report)
+    return report
+
+
+def _answers(model, tokenizer, examples: list[dict], template: str, train_cfg) -> list[str]:
+    return generate_answers(model, tokenizer, [e["question"] for e in examples], template=template,
+                            system_prompt=train_cfg.system_prompt, max_new_tokens=train_cfg.max_new_tokens)

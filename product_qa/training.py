@@ -1,0 +1,305 @@
+"""Fine-tuning with the Hugging Face Trainer: answer-only loss, length-grouped dynamic padding, LoRA / full /
+QLoRA, checkpoints, resume, early stopping, and a report of what happened.
+
+Each example is the prompt (the question in the model's chat template) followed by the answer and the EOS
+token. Only the answer and its EOS count in the loss, and the EOS is labelled explicitly, so the model
+learns to stop even when the pad token is the EOS token. Batches are padded to their longest example, never
+to max_length, and examples of similar length are batched together.
+"""
+from __future__ import annotations
+
+import math
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import torch
+from tqdm import tqdm
+from transformers import TrainerCallback
+
+from product_qa.errors import UserError
+from product_qa.prompts import answer_text, prompt_text
+
+IGNORE_INDEX = -100  # label of tokens that do not count in the loss
+
+
+# ----------------------------------------------------------------------------------------------- examples
+def read_examples(path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """The examples of one split; with `limit`, a seeded uniform sample of them in file order."""
+    if not path.exists():
+        raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
+    examples = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    if not examples:
+        raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
+    if limit is not None and len(examples) > limit:
+        keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+        examples = [examples[i] for i in keep]
+    return examples
+
+
+def encode_example(tokenizer, example: dict, *, template: str, system_prompt: str | None, max_length: int) -> dict:
+    """Token ids and labels: the prompt is masked, the answer and its EOS are learned. An example longer than
+    max_length loses the tail of its answer (and then has no EOS: the answer did not end there)."""
+    prompt_ids = tokenizer(prompt_text(tokenizer, example["question"], template, system_prompt),
+                           add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer_text(example["answer"], template), add_special_tokens=False)["input_ids"]
+    answer_ids = answer_ids + [tokenizer.eos_token_id]
+    room = max_length - len(prompt_ids)
+    if room < 1:
+        raise UserError(f"train.max_length={max_length} is shorter than the question of {example['uid']} "
+                        f"({len(prompt_ids)} prompt tokens): raise train.max_length")
+    truncated = len(answer_ids) > room
+    answer_ids = answer_ids[:room]
+    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
+            "length": len(prompt_ids) + len(answer_ids), "answer_tokens": len(answer_ids), "truncated": truncated}
+
+
+def encode_examples(tokenizer, examples: list[dict], **kwargs):
+    """A datasets.Dataset of encoded examples (the Trainer's length-grouped sampler reads its "length")."""
+    from datasets import Dataset
+
+    return Dataset.from_list([encode_example(tokenizer, example, **kwargs) for example in examples])
+
+
+@dataclass
+class AnswerOnlyCollator:
+    """Pads a batch to its longest example: input ids with the pad token, labels with IGNORE_INDEX (by
+    position, never by comparing with the pad id, which would mask an EOS that equals it)."""
+
+    pad_token_id: int
+    pad_to: int | None = None  # fixed length instead (the pad-to-max_length baseline of the benchmark)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = self.pad_to or max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            input_ids[row, :n] = torch.tensor(feature["input_ids"])
+            labels[row, :n] = torch.tensor(feature["labels"])
+            attention_mask[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+# ---------------------------------------------------------------------------------------------- precision
+def cpu_supports_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX). Without them bf16 autocast
+    is emulated and far slower than fp32."""
+    try:
+        flags = Path(cpuinfo_path).read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def select_precision(requested: str, device: str) -> str:
+    """bf16, fp16 or fp32 for this device. auto: on CUDA bf16 where supported, else fp16; on CPU bf16 where
+    the processor has native bf16, else fp32."""
+    if requested not in ("auto", "bf16", "fp16", "fp32"):
+        raise UserError(f"train.precision must be auto, bf16, fp16 or fp32, not {requested!r}")
+    if device == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if requested == "auto":
+            return "bf16" if bf16_ok else "fp16"
+        if requested == "bf16" and not bf16_ok:
+            raise UserError("this GPU does not support bf16: use train.precision=fp16 or auto")
+        return requested
+    if requested == "fp16":
+        raise UserError("fp16 needs a CUDA GPU; on CPU use train.precision=bf16 (with AVX512-BF16) or fp32")
+    if requested == "auto":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    return requested
+
+
+def training_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ------------------------------------------------------------------------------------------------- model
+def load_model(model_path: str, *, method: str, precision: str, device: str, train_cfg, trust_remote_code: bool):
+    """The model to train: the full model, or the base wrapped with LoRA adapters (4-bit base for QLoRA).
+    On CUDA a LoRA base is loaded in half precision (the float16 loading users expect); the trained
+    weights stay in fp32 (master weights) and the forward pass runs under autocast."""
+    from transformers import AutoModelForCausalLM
+
+    if method not in ("lora", "full", "qlora"):
+        raise UserError(f"train.method must be lora, full or qlora, not {method!r}")
+    if method == "qlora" and device != "cuda":
+        raise UserError("QLoRA (4-bit) needs a CUDA GPU with bitsandbytes; on CPU use train.method=lora")
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_use_double_quant=True,
+                                                           bnb_4bit_compute_dtype=half or torch.float16)
+    elif method == "lora" and device == "cuda" and half is not None:
+        kwargs["dtype"] = half
+    else:
+        kwargs["dtype"] = torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model {model_path!r} could not be loaded: {str(err).splitlines()[0][:200]}") from None
+    if method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train_cfg.gradient_checkpointing)
+    targets = train_cfg.lora_target_modules
+    lora = LoraConfig(r=train_cfg.lora_r, lora_alpha=train_cfg.lora_alpha, lora_dropout=train_cfg.lora_dropout,
+                      target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- training
+def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_examples: int):
+    from transformers import TrainingArguments
+
+    steps_per_epoch = math.ceil(train_examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=round(cfg.warmup_ratio * total_steps),
+        lr_scheduler_type=cfg.lr_scheduler,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        length_column_name="length",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        activation_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.eval_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=cfg.early_stopping_patience is not None,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+        disable_tqdm=True,  # LossProgressCallback draws the bar, with the loss
+        dataloader_num_workers=0,
+    )
+
+
+def _model_columns(dataset):
+    return dataset.remove_columns([c for c in dataset.column_names if c not in ("input_ids", "labels", "length")])
+
+
+class LossProgressCallback(TrainerCallback):
+    """One progress bar with the latest train and eval loss and the ETA (instead of printed log dicts)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.bar = enabled, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.enabled and state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        shown = {key: f"{logs[key]:.3f}" for key in ("loss", "eval_loss") if key in (logs or {})}
+        if self.bar is not None and shown:
+            self.bar.set_postfix(shown, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def build_trainer(model, tokenizer, train_set, eval_set, args, cfg, progress: bool):
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
+
+    callbacks = [LossProgressCallback(enabled=progress)]
+    if cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = Trainer(model=model, args=args, train_dataset=_model_columns(train_set),
+                      eval_dataset=_model_columns(eval_set), data_collator=AnswerOnlyCollator(tokenizer.pad_token_id),
+                      processing_class=tokenizer, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # the bar shows the losses; the report keeps the whole history
+    return trainer
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while saving
+    leaves a folder without it (or with it cut short): such folders are removed, and the one before is used."""
+    folders = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rpartition("-")[2]),
+                     reverse=True)
+    for folder in folders:
+        try:
+            orjson.loads((folder / "trainer_state.json").read_bytes())
+            return str(folder)
+        except (OSError, orjson.JSONDecodeError):
+            shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from (None to start fresh). A fresh start clears the old checkpoints."""
+    checkpoint = latest_checkpoint(run_dir)
+    if resume:
+        if checkpoint is None:
+            raise UserError(f"--resume: no checkpoint in {run_dir / 'checkpoints'} to resume from")
+        return checkpoint
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return None
+
+
+def save_outputs(trainer, tokenizer, run_dir: Path, method: str, model_path: str, precision: str,
+                 trust_remote_code: bool) -> None:
+    """The adapter (LoRA/QLoRA) and the merged model, both safetensors, each with the tokenizer."""
+    model = trainer.model
+    if method == "full":
+        model.save_pretrained(run_dir / "merged", safe_serialization=True)
+        tokenizer.save_pretrained(run_dir / "merged")
+        return
+    model.save_pretrained(run_dir / "adapter", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "adapter")
+    if method == "qlora":  # merge into a half-precision copy of the base: a 4-bit base cannot hold the merge
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if precision == "bf16"
+                                                    else torch.float16, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(base, run_dir / "adapter")
+    merged = model.merge_and_unload()
+    merged.save_pretrained(run_dir / "merged", safe_serialization=True)
+    tokenizer.save_pretrained(run_dir / "merged")
+
+
+def loss_history(log_history: list[dict]) -> dict[str, list]:
+    """(step, loss) pairs of the training and validation losses; a repeated evaluation at one step counts once."""
+    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
+    evals = {entry["step"]: entry["eval_loss"] for entry in log_history if "eval_loss" in entry}
+    return {"train": train, "eval": sorted(evals.items())}
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))

@@ -1,0 +1,229 @@
+"""The fine-tuning stage: masking, truncation, batching, precision, errors, resume, multi-process, the packaged
+model. Tiny models built from a config with the real SmolLM2 tokenizer; no network."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from config import Config
+from conftest import REPO, run_script, tiny_run_overrides
+from product_qa.configurator import apply_overrides
+from product_qa.errors import UserError
+from product_qa.prompts import resolve_template
+from product_qa.training import (IGNORE_INDEX, AnswerOnlyCollator, encode_example, latest_checkpoint,
+                                 select_precision)
+
+EXAMPLE = {"uid": "B1", "question": "What is Acme Kettle Model 4?",
+           "answer": "A stainless steel kettle that holds two litres and boils fast."}
+CHAT = {"template": "chat", "system_prompt": "Answer with the product's description."}
+
+
+def test_only_the_answer_and_its_eos_are_learned_even_when_pad_is_eos(tokenizer):
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # SmolLM2: the case that breaks naive masking
+    encoded = encode_example(tokenizer, EXAMPLE, max_length=256, **CHAT)
+    labels, ids = encoded["labels"], encoded["input_ids"]
+    prompt_len = labels.count(IGNORE_INDEX)
+    assert labels[:prompt_len] == [IGNORE_INDEX] * prompt_len and IGNORE_INDEX not in labels[prompt_len:]
+    assert tokenizer.decode(ids[:prompt_len]).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(labels[prompt_len:-1]) == EXAMPLE["answer"]
+    assert labels[-1] == tokenizer.eos_token_id and not encoded["truncated"]
+    batch = AnswerOnlyCollator(tokenizer.pad_token_id)([encoded, encode_example(tokenizer, {
+        **EXAMPLE, "answer": EXAMPLE["answer"] + " It also whistles."}, max_length=256, **CHAT)])
+    first = batch["labels"][0]
+    assert (first == tokenizer.eos_token_id).sum() == 1  # the EOS survives padding with the same id
+    assert (first[len(ids):] == IGNORE_INDEX).all() and batch["attention_mask"][0, len(ids):].sum() == 0
+
+
+def test_long_examples_lose_the_answer_tail_never_the_question(tokenizer):
+    long = {**EXAMPLE, "answer": "It boils water quickly and quietly. " * 40}
+    full_prompt = encode_example(tokenizer, EXAMPLE, max_length=256, **CHAT)["labels"].count(IGNORE_INDEX)
+    encoded = encode_example(tokenizer, long, max_length=64, **CHAT)
+    assert encoded["length"] == len(encoded["input_ids"]) == 64 and encoded["truncated"]
+    assert encoded["labels"].count(IGNORE_INDEX) == full_prompt  # the whole question is there
+    assert encoded["labels"][-1] != tokenizer.eos_token_id  # the answer did not end: no EOS to learn
+    with pytest.raises(UserError, match="shorter than the question"):
+        encode_example(tokenizer, EXAMPLE, max_length=full_prompt, **CHAT)
+
+
+def test_plain_template_for_models_without_a_chat_template(tokenizer):
+    encoded = encode_example(tokenizer, EXAMPLE, template="plain", system_prompt=None, max_length=256)
+    prompt_len = encoded["labels"].count(IGNORE_INDEX)
+    assert tokenizer.decode(encoded["input_ids"][:prompt_len]) == f"Question: {EXAMPLE['question']}\nAnswer:"
+    no_template = type("Tok", (), {"chat_template": None})()
+    assert resolve_template(no_template, "auto") == "plain"
+    with pytest.raises(UserError, match="no chat template"):
+        resolve_template(no_template, "chat")
+
+
+def test_batches_pad_to_their_longest_example_and_examples_do_not_attend_to_each_other(tokenizer, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    answers = ["Short.", "A much longer description of a kettle that holds two litres and boils very fast."]
+    features = [encode_example(tokenizer, {**EXAMPLE, "answer": a}, max_length=256, **CHAT) for a in answers]
+    batch = AnswerOnlyCollator(tokenizer.pad_token_id)(features)
+    assert batch["input_ids"].shape[1] == max(f["length"] for f in features)  # not max_length
+    with torch.no_grad():
+        batched = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        for row, feature in enumerate(features):
+            alone = model(input_ids=torch.tensor([feature["input_ids"]])).logits[0]
+            torch.testing.assert_close(batched[row, :feature["length"]], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_precision_selection(tmp_path, monkeypatch):
+    import product_qa.training as training
+    with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
+    with_bf16.write_text("flags\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
+    without.write_text("flags\t: fpu sse avx2\n")
+    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: True)
+    assert select_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: False)
+    assert select_precision("auto", "cpu") == "fp32"
+    assert select_precision("bf16", "cpu") == "bf16"  # asked for explicitly: allowed, if slow
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        select_precision("fp16", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert select_precision("auto", "cuda") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert select_precision("auto", "cuda") == "fp16"
+    with pytest.raises(UserError, match="does not support bf16"):
+        select_precision("bf16", "cuda")
+    monkeypatch.undo()
+    assert training.cpu_supports_bf16(str(with_bf16)) and not training.cpu_supports_bf16(str(without))
+    assert not training.cpu_supports_bf16(str(tmp_path / "missing"))
+
+
+def fine_tune_cfg(tiny_model_dir, raw_sample, root, **extra):
+    return apply_overrides(Config(), tiny_run_overrides(tiny_model_dir, raw_sample, root, **extra))
+
+
+def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
+    from product_qa.finetune import fine_tune
+    cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path)
+    report = fine_tune(cfg, progress=False)
+    run = Path(report["run_dir"])
+    assert report["steps"] == 6 and report["method"] == "lora" and report["precision"] in ("fp32", "bf16")
+    assert report["eval_loss_after"] < report["eval_loss_before"]
+    assert 0 < report["trainable_parameters"] < report["total_parameters"]
+    assert (run / "adapter" / "adapter_model.safetensors").exists()
+    assert (run / "merged" / "model.safetensors").exists() and (run / "merged" / "tokenizer.json").exists()
+    assert (run / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((run / "training_report.json").read_text())
+    assert [step for step, _ in saved["losses"]["eval"]] == [2, 4, 6]
+    assert len(saved["sample_answers"]) == 2 and json.loads((run / "config.json").read_text())["train"]["max_steps"] == 6
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(run / "merged")  # the merged model reloads as a plain model
+
+
+def test_full_fine_tuning_saves_the_model(tmp_path, tiny_model_dir, raw_sample):
+    from product_qa.finetune import fine_tune
+    cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path, **{"train.method": "full", "train.max_steps": 2})
+    report = fine_tune(cfg, progress=False)
+    assert report["trainable_parameters"] == report["total_parameters"]
+    assert (Path(report["run_dir"]) / "merged" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.method=qlora", "QLoRA .* needs a CUDA GPU"),
+    ("model.name=no-such-org/no-such-model", "could not be loaded"),
+    ("train.max_length=8", "shorter than the question"),
+    ("train.prompt_template=jinja", "must be auto, chat or plain"),
+])
+def test_bad_settings_give_one_clear_line(tmp_path, tiny_model_dir, raw_sample, override, message):
+    overrides = [*tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path), override]
+    result = run_script("fine_tuning_project.py", "--no-progress", *sum((["--set", s] for s in overrides), []))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert re.search(message, result.stderr.strip().splitlines()[-1])
+
+
+def test_empty_prepared_data_is_a_clear_error(tmp_path, tiny_model_dir):
+    raw = tmp_path / "trn.json"
+    raw.write_text(json.dumps({"uid": "1", "title": "A", "content": ""}) + "\n")
+    result = run_script("fine_tuning_project.py", "--no-progress",
+                        *sum((["--set", s] for s in tiny_run_overrides(tiny_model_dir, raw, tmp_path)), []))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no examples" in result.stderr or "no valid records" in result.stderr
+
+
+def _adapter(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_model_dir, raw_sample):
+    overrides = tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 40,
+                                                                            "train.eval_steps": 4})
+    args = [sys.executable, "fine_tuning_project.py", "--no-progress", *sum((["--set", s] for s in overrides), [])]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    uninterrupted = subprocess.run([*args, "--run-name", "whole"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    process = subprocess.Popen([*args, "--run-name", "killed"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        if (checkpoints / "checkpoint-12").exists():
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "runs" / "killed" / "adapter").exists()
+    resumed = subprocess.run([*args, "--run-name", "killed", "--resume"], cwd=REPO, env=env, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads((tmp_path / "runs" / "killed" / "training_report.json").read_text())
+    assert report["resumed_from"] is not None and report["steps"] == 40
+    whole, killed = _adapter(tmp_path / "runs" / "whole"), _adapter(tmp_path / "runs" / "killed")
+    assert whole.keys() == killed.keys()
+    for name in whole:
+        torch.testing.assert_close(killed[name], whole[name], atol=0, rtol=0)
+
+
+def test_incomplete_checkpoints_are_skipped(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == str(checkpoints / "checkpoint-4")
+    assert not (checkpoints / "checkpoint-6").exists()
+
+
+def test_two_processes_on_cpu(tmp_path, tiny_model_dir, raw_sample):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    overrides = tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 4})
+    result = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", "fine_tuning_project.py",
+                             "--no-progress", "--run-name", "ddp", *sum((["--set", s] for s in overrides), [])],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "runs" / "ddp" / "training_report.json").read_text())
+    assert report["processes"] == 2 and report["steps"] == 4
+    assert (tmp_path / "runs" / "ddp" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_packaged_gguf_model_converts_and_trains(tmp_path, packaged_checkpoint, raw_sample):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(packaged_checkpoint)
+    assert getattr(model.config, "quantization_config", None) is None  # a plain model: it can be saved
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
+    from product_qa.finetune import fine_tune
+    cfg = fine_tune_cfg(packaged_checkpoint.parent, raw_sample, tmp_path, **{
+        "model.name": "smollm2-135m-instruct", "model.cache_dir": packaged_checkpoint.parent,
+        "train.max_steps": 2, "train.max_eval_examples": 4, "train.batch_size": 2, "train.learning_rate": 3e-4,
+        "train.base_answer_examples": 1, "train.max_new_tokens": 12})
+    report = fine_tune(cfg, progress=False)
+    assert report["steps"] == 2 and report["total_parameters"] > 130_000_000
+    answer = report["sample_answers"][0]["fine_tuned"]
+    assert sum(ch.isalpha() for ch in answer) > 10  # words, not noise
