@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import torch
 from accelerate import PartialState
+from transformers import set_seed
 
 from product_qa.errors import UserError
 from product_qa.generation import generate_answers
@@ -48,6 +49,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     # 2. The model, at the precision this device does best.
     device = training_device()
     precision = select_precision(train_cfg.precision, device)
+    set_seed(train_cfg.seed)  # LoRA's initial weights
     model = load_model(model_path, method=train_cfg.method, precision=precision, device=device,
                        train_cfg=train_cfg, trust_remote_code=model_cfg.trust_remote_code)
     trainable, total = count_parameters(model)
@@ -65,7 +67,9 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     else:
         baseline = orjson.loads(baseline_path.read_bytes())
 
-    # 4. Train.
+    # 4. Train. Seeded again here: the evaluation above draws random numbers (its length-grouped sampler), and a
+    # resumed run skips it, yet both must see the training data in the same order.
+    set_seed(train_cfg.seed)
     started = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -87,10 +87,10 @@ AUDIENCES = ("Girls", "Boys", "Women's", "Men's", "Toddler", "Adult", "Unisex")
 SIZES = ("Small", "Medium", "Large", "X-Large", "2T", "4T", "One Size")
 TOYS = {"Wooden Train Set": ("{count} wooden pieces", "build tracks and bridges"),
         "Building Blocks": ("{count} interlocking blocks", "stack towers, houses and spaceships"),
-        "Plush Bear": ("a soft plush bear and a matching blanket", "cuddle at bedtime"),
+        "Plush Bear": ("a matching blanket and a gift box", "cuddle at bedtime"),
         "Puzzle": ("{count} puzzle pieces", "build a colourful scene"),
-        "Art Easel": ("an easel with a chalkboard and {count} chalks", "draw, paint and learn letters"),
-        "Remote Control Car": ("a rechargeable car and a remote", "race over grass and gravel"),
+        "Art Easel": ("a chalkboard, a paper roll and {count} chalks", "draw, paint and learn letters"),
+        "Remote Control Car": ("a rechargeable battery and a remote", "race over grass and gravel"),
         "Doctor Play Kit": ("{count} play instruments", "role-play a visit to the doctor")}
 HOME = {"Water Bottle": ("stainless steel", "750 ml", "keeps drinks cold for 24 hours and hot for 12"),
         "Chef's Knife": ("high-carbon steel", "8-inch", "slices, dices and minces with ease"),
@@ -223,7 +223,7 @@ def _toy(rng: random.Random) -> _Product:
     brand, low = rng.choice(BRANDS), rng.randint(1, 6)
     high, count = low + rng.randint(2, 6), rng.choice((12, 24, 50, 100, 150))
     title = f"{brand} {toy} for Kids Ages {low}-{high}"
-    sentences = [f"This {toy.lower()} set from {brand} includes {pieces.format(count=count)}.",
+    sentences = [f"This {toy.lower()} from {brand} includes {pieces.format(count=count)}.",
                  f"Children can {play} while building fine motor skills — a kids’ favourite.",
                  f"Recommended for ages {low} to {high}; batteries not included." if "Car" in toy
                  else f"Recommended for ages {low} to {high}."]

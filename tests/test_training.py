@@ -159,8 +159,7 @@ def _adapter(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_model_dir, raw_sample):
-    overrides = tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 40,
-                                                                            "train.eval_steps": 4})
+    overrides = tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 16})
     args = [sys.executable, "fine_tuning_project.py", "--no-progress", *sum((["--set", s] for s in overrides), [])]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     uninterrupted = subprocess.run([*args, "--run-name", "whole"], cwd=REPO, env=env, capture_output=True, text=True)
@@ -171,7 +170,7 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
     checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
-        if (checkpoints / "checkpoint-12").exists():
+        if (checkpoints / "checkpoint-6").exists():
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
@@ -182,7 +181,7 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = json.loads((tmp_path / "runs" / "killed" / "training_report.json").read_text())
-    assert report["resumed_from"] is not None and report["steps"] == 40
+    assert report["resumed_from"] is not None and report["steps"] == 16
     whole, killed = _adapter(tmp_path / "runs" / "whole"), _adapter(tmp_path / "runs" / "killed")
     assert whole.keys() == killed.keys()
     for name in whole:
