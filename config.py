@@ -85,13 +85,13 @@ class TrainConfig:
     precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has AVX512-BF16/AMX else fp32), bf16, fp16, fp32
     group_by_length: bool = True  # batch examples of similar length together: less padding
     gradient_checkpointing: bool = False  # less memory, about 30% more compute
-    eval_steps: int = 20  # evaluate (and checkpoint) every this many optimizer steps
+    eval_steps: int = 30  # evaluate (and checkpoint) every this many optimizer steps
     save_total_limit: int = 2  # checkpoints kept (the best one is kept too)
     early_stopping_patience: int | None = 3  # stop after this many evaluations without improvement (None: never)
     logging_steps: int = 5
     seed: int = 42
     base_answer_examples: int = 3  # validation questions the base model answers before training
-    max_new_tokens: int = 96  # answer length when the script shows answers
+    max_new_tokens: int = 64  # answer length when the script shows answers
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import orjson
@@ -22,6 +23,9 @@ from product_qa.reporting import plot_loss_curves
 from product_qa.training import (build_trainer, count_parameters, encode_examples, load_model, loss_history,
                                  perplexity, prepare_run_dir, read_examples, save_outputs, select_precision,
                                  training_arguments, training_device)
+
+# peft still calls the old name inside transformers; the warning says nothing the user can act on.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
@@ -87,6 +91,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
                  model_cfg.trust_remote_code)
     tuned_answers = _answers(trainer.model, tokenizer, questions, template, train_cfg)
     history = loss_history(trainer.state.log_history)
+    history["eval"] = [(0, baseline["eval_loss"]), *history["eval"]]  # where training started
     plot_loss_curves(history, run_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
                                                          f"{model_cfg.name}")
     epochs_done = trainer.state.epoch or 0.0
