@@ -10,27 +10,20 @@ trains, measures again, and saves the adapter, the merged model and a report und
 """
 from __future__ import annotations
 
-import argparse
-
 from config import Config
-from product_qa.configurator import add_override_argument, apply_overrides
+from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--run-name", help="name of the run (default: train.run_name in config.py)")
-    parser.add_argument("--data", help="raw input file (default: data.raw_path)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_override_argument(parser)
     args = parser.parse_args()
 
-    cfg = apply_overrides(Config(), args.overrides)
+    cfg = config_from_args(Config(), args)
     if args.run_name:
         cfg.train.run_name = args.run_name
-    if args.data:
-        cfg.data.raw_path = args.data
 
     from product_qa.finetune import fine_tune  # heavy imports (torch, transformers) after argument checks
     from product_qa.reporting import print_training_summary

@@ -7,27 +7,20 @@ Writes outputs/data/{train,validation,test}.jsonl and prep_report.json (see READ
 """
 from __future__ import annotations
 
-import argparse
-
 from config import Config
-from product_qa.configurator import add_override_argument, apply_overrides
+from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
 from product_qa.preparation import prepare
 from product_qa.reporting import print_prep_summary
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="input file (default: data.raw_path in config.py)")
+    parser = stage_parser(__doc__)
     parser.add_argument("--strict", action="store_true", help="stop at the first bad line instead of skipping it")
     parser.add_argument("--force", action="store_true", help="redo even if the outputs are up to date")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_override_argument(parser)
     args = parser.parse_args()
 
-    cfg = apply_overrides(Config(), args.overrides)
-    if args.data:
-        cfg.data.raw_path = args.data
+    cfg = config_from_args(Config(), args)
     report = prepare(cfg.data, strict=args.strict, force=args.force, progress=not args.no_progress)
     print_prep_summary(report)
     return 0

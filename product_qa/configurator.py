@@ -14,6 +14,23 @@ import orjson
 from product_qa.errors import UserError
 
 
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every stage script shares: --data, --no-progress and --set."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="raw input file (default: data.raw_path in config.py)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_override_argument(parser)
+    return parser
+
+
+def config_from_args(config: Any, args: argparse.Namespace) -> Any:
+    """The config with the --set overrides and --data applied."""
+    apply_overrides(config, args.overrides)
+    if args.data:
+        config.data.raw_path = args.data
+    return config
+
+
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
