@@ -50,7 +50,7 @@ class AnalysisConfig:
 
     output_dir: str = "outputs/analysis"  # report.md, data_analysis_report.json and the PNG plots
     token_sample_size: int = 5000  # records whose tokens are counted with the model's tokenizer (a reservoir)
-    reservoir_size: int = 100_000  # records kept (uniformly) for length quantiles and word clouds
+    reservoir_size: int = 100_000  # records kept (a uniform reservoir) for the word clouds and the token sample
     top_k: int = 30  # top words, bigrams and title patterns listed
     max_length_coverage: float = 0.95  # share of question+answer token lengths the recommended max_length covers
     seed: int = 0  # reservoir sampling
@@ -66,7 +66,7 @@ class TrainConfig:
     method: str = "lora"  # lora (default), full (every weight), qlora (4-bit base + LoRA; CUDA only)
     prompt_template: str = "auto"  # auto: the model's chat template if it has one, else plain "Question: ...\nAnswer:"
     system_prompt: str | None = "Answer with the product's description."  # short: every token costs training time
-    max_length: int = 160  # tokens per example (prompt + answer + EOS); longer answers lose their tail
+    max_length: int = 512  # tokens per example (prompt + answer + EOS), a cap: batches pad to their longest
     max_train_examples: int | None = None  # cap on training examples, a seeded uniform sample (None: all)
     max_eval_examples: int | None = 200  # validation examples used for eval loss / perplexity
     epochs: float = 1.0

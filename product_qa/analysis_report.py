@@ -77,7 +77,8 @@ def plot_length_histograms(analysis: Analysis, path: Path) -> None:
             ax.axvline(max(summary["p5"], 1), color="#555555", lw=1.2, ls=":", label=f"p5 {summary['p5']:,}")
             ax.axvline(max(summary["p95"], 1), color="#555555", lw=1.2, ls="--", label=f"p95 {summary['p95']:,}")
             ax.legend(loc="best", fontsize=9)
-    fig.suptitle("Lengths of non-empty raw titles and descriptions (exact histogram, whole file)", fontsize=13)
+    fig.suptitle("Lengths of non-empty raw titles and descriptions (fixed-bin histogram of the whole file)",
+                 fontsize=13)
     _save(fig, path)
 
 
@@ -141,16 +142,19 @@ def plot_token_lengths(analysis: Analysis, path: Path) -> None:
     chosen = report["max_length"]
     fig = Figure(figsize=(11, 5.5), layout="constrained")
     ax = fig.subplots()
-    limit = int(max(np.quantile(lengths, 0.995), chosen["recommended"] * 1.5))
+    limit = int(max(np.quantile(lengths, 0.995), chosen["recommended"] * 1.5, chosen["train_max_length"] * 1.1))
     shown = lengths[lengths <= limit]
     ax.hist(shown, bins=min(80, max(10, limit // 4)), range=(0, limit), color="#4c78a8", alpha=0.85)
     ax.axvline(chosen["recommended"], color="#e45756", lw=2,
                label=f"max_length {chosen['recommended']:,}: covers {chosen['coverage']:.1%} "
                      f"(target {chosen['coverage_target']:.0%})")
     ax.axvspan(chosen["recommended"], limit, color="#e45756", alpha=0.08, label="would be truncated")
+    if chosen["train_max_length"] != chosen["recommended"] and chosen["train_max_length"] <= limit:
+        ax.axvline(chosen["train_max_length"], color="#555555", lw=1.5, ls="--",
+                   label=f"train.max_length {chosen['train_max_length']:,} (config.py): covers "
+                         f"{chosen['train_max_length_coverage']:.1%}")
     ax.set_xlim(0, limit)
-    ax.set_xlabel("tokens per training example (question + answer" +
-                  (", chat template)" if chosen["chat_template"] else ")"))
+    ax.set_xlabel(f"tokens per training example: prompt ({chosen['template']} template) + answer + EOS")
     ax.set_ylabel("sampled examples")
     hidden = len(lengths) - len(shown)
     ax.set_title(f"Training example lengths in tokens (reservoir sample: {len(lengths):,} kept records"
@@ -160,12 +164,12 @@ def plot_token_lengths(analysis: Analysis, path: Path) -> None:
 
 
 def plot_word_cloud(words: list[tuple[str, int]], title: str, seed: int, path: Path) -> None:
-    fig = Figure(figsize=(12, 6.4), layout="constrained")
+    fig = Figure(figsize=(11, 6), layout="constrained")
     ax = fig.subplots()
     ax.set_axis_off()
     ax.set_title(title, fontsize=13)
     if words:
-        cloud = WordCloud(width=1500, height=750, background_color="white", colormap="Dark2",
+        cloud = WordCloud(width=1200, height=600, background_color="white", colormap="Dark2",
                           random_state=seed, max_words=len(words)).generate_from_frequencies(dict(words))
         ax.imshow(cloud.to_array(), interpolation="bilinear")
     else:
@@ -217,12 +221,15 @@ def _interpret_lengths(report: dict) -> str:
     title, content = report["lengths"]["title"]["chars"], report["lengths"]["content"]["chars"]
     if not title["count"] or not content["count"]:
         return "One of the fields is empty in every record, so there is only one distribution to read."
-    text = (f"Half of the titles have at most {title['p50']:,} characters ({report['lengths']['title']['words']['p50']:,}"
-            f" words) and 95% at most {title['p95']:,}. Descriptions are longer and far more spread out: median "
+    title_words = report["lengths"]["title"]["words"]["p50"]
+    text = (f"Half of the titles have at most {title['p50']:,} characters ({title_words:,} words) and 95% at most "
+            f"{title['p95']:,}. Descriptions are longer and far more spread out: median "
             f"{content['p50']:,}, p95 {content['p95']:,}, longest {content['max']:,} characters, hence the log scale.")
     if content["mean"] > 1.2 * content["p50"]:
         text += (f" Their mean ({content['mean']:,.0f}) sits well above the median: a long tail of very long "
-                 "descriptions, which the `data.max_content_chars` filter cuts.")
+                 "descriptions")
+        limit = report["config"]["data"]["max_content_chars"]
+        text += f", which the `data.max_content_chars` filter cuts at {limit:,}." if content["max"] > limit else "."
     return text
 
 
@@ -232,9 +239,9 @@ def _interpret_quality(report: dict) -> str:
     if not ranked:
         return "No quality issue was found."
     named = [f"{_QUALITY_LABELS.get(name, name)} ({share:.1%})" for share, name in ranked[:3]]
-    return (f"The most frequent issues are {', '.join(named[:-1]) + ' and ' + named[-1] if len(named) > 1 else named[0]}"
-            ". Empty fields and duplicates are dropped by the preparation stage; entities, tags, boilerplate and "
-            "glued sentences are repaired by its cleaning rules (below).")
+    listed = ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+    return (f"The most frequent issues are {listed}. Empty fields and duplicates are dropped by the preparation "
+            "stage; entities, tags, boilerplate and glued sentences are repaired by its cleaning rules (below).")
 
 
 def _interpret_funnel(report: dict) -> str:
@@ -253,12 +260,17 @@ def _interpret_funnel(report: dict) -> str:
 def _interpret_tokens(report: dict) -> str:
     chosen = report["max_length"]
     qa = report["lengths"]["question_answer"]["tokens"]
-    return (f"A training example (question in a training phrasing + description"
-            + (", rendered with the model's chat template, system prompt included" if chosen["chat_template"] else "")
-            + f") has a median of {qa['p50']:,} tokens and p95 {qa['p95']:,}. `max_length` {chosen['recommended']:,} "
+    prompt = ("the model's chat template with the system prompt" if chosen["system_prompt"] else
+              "the model's chat template" if chosen["template"] == "chat" else
+              "the plain `Question: … Answer:` template")
+    return (f"Encoded as the training stage encodes it (the question in a training phrasing, in {prompt}, then the "
+            f"description and EOS), an example has a median of {qa['p50']:,} tokens and p95 {qa['p95']:,}. "
+            f"`max_length` {chosen['recommended']:,} "
             f"(p{chosen['coverage_target'] * 100:g} = {chosen['tokens_at_coverage']:,} rounded up to a multiple of 8) "
             f"covers {chosen['coverage']:.1%} of the {chosen['examples_measured']:,} sampled examples"
-            + ("; the longer ones would be truncated." if chosen["coverage"] < 1 else "."))
+            + ("; the longer ones would be truncated." if chosen["coverage"] < 1 else ".")
+            + f" The configured `train.max_length` {chosen['train_max_length']:,} covers "
+              f"{chosen['train_max_length_coverage']:.1%}.")
 
 
 def _interpret_words(report: dict) -> str:
@@ -292,8 +304,9 @@ def render_markdown(analysis: Analysis) -> str:
     chosen = report["max_length"]
     lines = [f"# Exploratory analysis of `{Path(source['path']).name}`", "",
              f"`{source['path']}`: {source['size_bytes'] / 2**20:,.1f} MiB, {records['lines_with_data']:,} lines, "
-             f"read once in {report['timings_s']['total']:.1f} s by `python data_analysis.py`. Every figure below is "
-             f"also in `{REPORT_JSON}`; the last section says how each was computed.", "",
+             f"read once by `python data_analysis.py` ({report['timings_s']['streamed_pass']:.1f} s; "
+             f"{report['timings_s']['total']:.1f} s with token counts and word clouds). Every figure below is also "
+             f"in `{REPORT_JSON}`; the last section says how each was computed.", "",
              "## Key numbers", ""]
     duplicates = report["duplicates"]
     key_rows = [
@@ -308,9 +321,8 @@ def render_markdown(analysis: Analysis) -> str:
          f"{duplicates['exact_duplicates'] / parsed:.1%}"],
         ["repeated titles (same raw title, other description)", _num(duplicates["duplicate_titles"]),
          f"{duplicates['duplicate_titles'] / parsed:.1%}"],
-        ["median title / description length",
-         f"{report['lengths']['title']['chars'].get('p50', 0):,} / {report['lengths']['content']['chars'].get('p50', 0):,}"
-         " characters", ""],
+        ["median title / description length", " / ".join(
+            f"{report['lengths'][name]['chars'].get('p50', 0):,}" for name in FIELDS) + " characters", ""],
         ["examples after prepare (train / validation / test)",
          f"{examples:,} ({funnel['train_examples']:,} / {funnel['validation_examples']:,} / "
          f"{funnel['test_examples']:,})", f"{examples / max(records['lines_with_data'], 1):.1%} of lines"],
@@ -370,8 +382,10 @@ def render_markdown(analysis: Analysis) -> str:
     lines += ["## Tokens and `max_length`", ""]
     if "recommended" in chosen:
         lines += [f"![Token lengths]({PLOTS['tokens']})", "", _interpret_tokens(report), "",
-                  f"*Method:* {methods['lengths_in_tokens']}; the examples are the sampled records that pass the "
-                  "filters, cleaned, with the question in the training phrasing prepare picks for each.", ""]
+                  f"*Method:* a reservoir sample of {report['sample_sizes']['tokens']:,} records "
+                  f"({report['config']['model']['name']} tokenizer); the examples are those of its records that "
+                  "pass the filters, cleaned, each with the training phrasing prepare picks for it and encoded by "
+                  "the training stage's `encode_example`.", ""]
     else:
         lines += ["Tokens were not counted (`analysis.token_sample_size=0` or no record passed the filters).", ""]
 
@@ -462,10 +476,11 @@ def print_analysis_summary(report: dict, paths: dict[str, Path], console: Consol
     for label, value, total in rows:
         table.add_row(label, f"{value:,}", f"{value / total:.1%}" if total else "")
     for name in FIELDS:
-        chars, words = lengths[name]["chars"], lengths[name]["words"]
-        if chars["count"]:
-            table.add_row(f"{name} length median (p95)", f"{chars['p50']:,} ({chars['p95']:,}) chars, "
-                          f"{words['p50']:,} ({words['p95']:,}) words", "")
+        for unit in LENGTH_UNITS:
+            if lengths[name][unit]["count"]:
+                summary = lengths[name][unit]
+                table.add_row(f"{name} {_UNIT_LABELS[unit]}: median / p95", f"{summary['p50']:,} / {summary['p95']:,}",
+                              "")
     if "recommended" in report["max_length"]:
         chosen = report["max_length"]
         table.add_row("recommended max_length", f"{chosen['recommended']:,} tokens", f"covers {chosen['coverage']:.1%}")
