@@ -82,7 +82,8 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: str = "all-linear"  # or a comma-separated list such as "q_proj,v_proj"
-    precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: bf16 if the CPU has AVX512-BF16/AMX else fp32), bf16, fp16, fp32
+    # auto: on CUDA bf16 if supported, else fp16; on CPU bf16 if it has AVX512-BF16/AMX, else fp32. Or bf16/fp16/fp32.
+    precision: str = "auto"
     group_by_length: bool = True  # batch examples of similar length together: less padding
     gradient_checkpointing: bool = False  # less memory, about 30% more compute
     eval_steps: int = 30  # evaluate (and checkpoint) every this many optimizer steps

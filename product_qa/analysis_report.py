@@ -425,8 +425,8 @@ def render_markdown(analysis: Analysis) -> str:
 
     lines += ["## How each figure was computed", ""]
     lines += [f"- **{name.replace('_', ' ')}**: {method}" for name, method in methods.items()]
-    lines += [f"- Memory stays bounded: per record only two 8-byte hashes (raw duplicates) and the preparation "
-              f"stage's five numbers for records that pass the filters; everything else is fixed-size.", ""]
+    lines += ["- Memory stays bounded: per record only two 8-byte hashes (raw duplicates) and the preparation "
+              "stage's five numbers for records that pass the filters; everything else is fixed-size.", ""]
     return "\n".join(lines)
 
 

@@ -106,7 +106,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         "answer_tokens_seen": round(answer_tokens * epochs_done),
         "tokens_seen": round(sum(train_set["length"]) * epochs_done),
         "train_seconds": round(train_seconds, 1),
-        "tokens_per_second": round(sum(train_set["length"]) * epochs_done / max(result.metrics["train_runtime"], 1e-9), 1),
+        "tokens_per_second": round(sum(train_set["length"]) * epochs_done / result.metrics["train_runtime"], 1),
         "eval_loss_before": baseline["eval_loss"], "eval_loss_after": after,
         "perplexity_before": perplexity(baseline["eval_loss"]), "perplexity_after": perplexity(after),
         "best_checkpoint": trainer.state.best_model_checkpoint, "resumed_from": checkpoint,

@@ -119,7 +119,8 @@ def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
     saved = json.loads((run / "training_report.json").read_text())
     assert [step for step, _ in saved["losses"]["eval"]] == [0, 2, 4, 6]
     assert saved["losses"]["eval"][0][1] == saved["eval_loss_before"]
-    assert len(saved["sample_answers"]) == 2 and json.loads((run / "config.json").read_text())["train"]["max_steps"] == 6
+    assert len(saved["sample_answers"]) == 2
+    assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 6
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(run / "merged")  # the merged model reloads as a plain model
 
