@@ -22,7 +22,7 @@ from product_qa.prompts import resolve_template
 from product_qa.reporting import plot_loss_curves
 from product_qa.training import (build_trainer, count_parameters, encode_examples, load_model, loss_history,
                                  perplexity, prepare_run_dir, read_examples, save_outputs, select_precision,
-                                 training_arguments, training_device)
+                                 training_arguments, training_device, with_perplexity)
 
 # peft still calls the old name inside transformers; the warning says nothing the user can act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -110,7 +110,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         "eval_loss_before": baseline["eval_loss"], "eval_loss_after": after,
         "perplexity_before": perplexity(baseline["eval_loss"]), "perplexity_after": perplexity(after),
         "best_checkpoint": trainer.state.best_model_checkpoint, "resumed_from": checkpoint,
-        "losses": history,
+        "losses": history, "eval_perplexity": with_perplexity(history["eval"]),
         "sample_answers": [{"question": q["question"], "reference": q["answer"], "base": base, "fine_tuned": tuned}
                            for q, base, tuned in zip(questions, baseline["answers"], tuned_answers)],
     }

@@ -226,6 +226,8 @@ class LossProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         shown = {key: f"{logs[key]:.3f}" for key in ("loss", "eval_loss") if key in (logs or {})}
+        if "eval_loss" in shown:
+            shown["eval_ppl"] = f"{perplexity(logs['eval_loss']):.1f}"
         if self.bar is not None and shown:
             self.bar.set_postfix(shown, refresh=True)
 
@@ -299,6 +301,10 @@ def loss_history(log_history: list[dict]) -> dict[str, list]:
     train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
     evals = {entry["step"]: entry["eval_loss"] for entry in log_history if "eval_loss" in entry}
     return {"train": train, "eval": sorted(evals.items())}
+
+
+def with_perplexity(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    return [(step, perplexity(loss)) for step, loss in points]
 
 
 def perplexity(loss: float) -> float:

@@ -119,6 +119,7 @@ def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
     saved = json.loads((run / "training_report.json").read_text())
     assert [step for step, _ in saved["losses"]["eval"]] == [0, 2, 4, 6]
     assert saved["losses"]["eval"][0][1] == saved["eval_loss_before"]
+    assert saved["eval_perplexity"][-1][1] == pytest.approx(saved["perplexity_after"])
     assert len(saved["sample_answers"]) == 2
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 6
     from transformers import AutoModelForCausalLM
