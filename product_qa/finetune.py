@@ -18,7 +18,7 @@ from product_qa.generation import generate_answers
 from product_qa.io_utils import write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths, prepare
-from product_qa.prompts import resolve_template
+from product_qa.prompts import prompt_text, resolve_template
 from product_qa.reporting import plot_loss_curves
 from product_qa.training import (build_trainer, count_parameters, encode_examples, load_model, loss_history,
                                  perplexity, prepare_run_dir, read_examples, save_outputs, select_precision,
@@ -64,7 +64,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     questions = eval_examples[: train_cfg.base_answer_examples]
     baseline_path = run_dir / "baseline.json"
     if checkpoint is None:
-        base_answers = _answers(trainer.model, tokenizer, questions, template, train_cfg) if main else []
+        base_answers = _answers(trainer.model, tokenizer, questions, template, cfg) if main else []
         baseline = {"eval_loss": trainer.evaluate()["eval_loss"], "answers": base_answers}
         if main:
             write_json_atomic(baseline_path, baseline)
@@ -89,7 +89,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         return {}
     save_outputs(trainer, tokenizer, run_dir, train_cfg.method, model_path, precision,
                  model_cfg.trust_remote_code)
-    tuned_answers = _answers(trainer.model, tokenizer, questions, template, train_cfg)
+    tuned_answers = _answers(trainer.model, tokenizer, questions, template, cfg)
     history = loss_history(trainer.state.log_history)
     history["eval"] = [(0, baseline["eval_loss"]), *history["eval"]]  # where training started
     plot_loss_curves(history, run_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
@@ -119,6 +119,6 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     return report
 
 
-def _answers(model, tokenizer, examples: list[dict], template: str, train_cfg) -> list[str]:
-    return generate_answers(model, tokenizer, [e["question"] for e in examples], template=template,
-                            system_prompt=train_cfg.system_prompt, max_new_tokens=train_cfg.max_new_tokens)
+def _answers(model, tokenizer, examples: list[dict], template: str, cfg) -> list[str]:
+    prompts = [prompt_text(tokenizer, e["question"], template, cfg.train.system_prompt) for e in examples]
+    return [answer.text for answer in generate_answers(model, tokenizer, prompts, cfg.generation)]

@@ -1,28 +1,115 @@
-"""Answering questions with a causal LM: batched greedy generation with left padding and a KV cache."""
+"""Answering with a causal LM: batched greedy generation (left padding, KV cache) and token streaming.
+
+Greedy decoding makes answers reproducible. The repetition penalty looks only at the answer's own tokens,
+never the prompt's: a description naturally repeats words of the title in the question, and a RAG prompt
+holds the very description the model should copy.
+"""
 from __future__ import annotations
 
-import torch
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
 
-from product_qa.prompts import prompt_text
+import torch
+from tqdm import tqdm
+from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TextIteratorStreamer
+
+from product_qa.errors import UserError
+
+
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    new_tokens: int  # tokens generated, the EOS included
+    seconds: float  # wall time of the batch that produced it (what the person asking it waited)
+
+
+def check_decoding(decoding) -> None:
+    if decoding.max_new_tokens < 1 or decoding.batch_size < 1:
+        raise UserError("generation.max_new_tokens and generation.batch_size must be at least 1")
+    if decoding.repetition_penalty <= 0 or decoding.no_repeat_ngram_size < 0:
+        raise UserError("generation.repetition_penalty must be > 0 and generation.no_repeat_ngram_size >= 0")
+
+
+def decoding_kwargs(tokenizer, decoding, prompt_width: int) -> dict:
+    """model.generate arguments: greedy, with the repetition settings of config.GenerationConfig.
+    `prompt_width` is the padded prompt length: the penalty ignores those positions."""
+    processors = LogitsProcessorList()
+    if decoding.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(float(decoding.repetition_penalty),
+                                                           prompt_ignore_length=prompt_width))
+    kwargs = {"max_new_tokens": decoding.max_new_tokens, "do_sample": False, "logits_processor": processors,
+              "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+              "temperature": None, "top_p": None, "top_k": None}  # the model's sampling defaults do not apply
+    if decoding.no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = decoding.no_repeat_ngram_size
+    return kwargs
+
+
+def _count_new_tokens(row: torch.Tensor, eos_token_id: int) -> int:
+    """Tokens up to and including the first EOS (what follows it is padding)."""
+    ends = (row == eos_token_id).nonzero()
+    return int(ends[0]) + 1 if len(ends) else len(row)
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, questions: list[str], *, template: str, system_prompt: str | None,
-                     max_new_tokens: int, batch_size: int = 8, repetition_penalty: float = 1.15) -> list[str]:
-    """Greedy answers, batch by batch. Left padding keeps every prompt's last token next to its answer."""
+def generate_answers(model, tokenizer, prompts: list[str], decoding, *, progress: str | None = None) -> list[Generated]:
+    """Greedy answers to ready-made prompts, `decoding.batch_size` at a time, in the order given.
+
+    Prompts are batched by length (less padding) and left-padded, so every prompt's last token sits next to
+    its first answer token; generate() keeps a KV cache, so each new token costs one position, not the whole
+    sequence. With greedy decoding each answer is the one the prompt gets alone (tested)."""
+    check_decoding(decoding)
+    if not prompts:
+        return []
     model.eval()
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    results: list[Generated | None] = [None] * len(prompts)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    answers = []
+    bar = tqdm(total=len(prompts), desc=progress, unit="answer", disable=progress is None, leave=False)
     try:
-        for start in range(0, len(questions), batch_size):
-            prompts = [prompt_text(tokenizer, q, template, system_prompt) for q in questions[start:start + batch_size]]
-            batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    repetition_penalty=repetition_penalty, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=tokenizer.eos_token_id)
-            new_tokens = output[:, batch["input_ids"].shape[1]:]
-            answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        for start in range(0, len(order), decoding.batch_size):
+            indices = order[start:start + decoding.batch_size]
+            batch = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(model.device)
+            width = batch["input_ids"].shape[1]
+            started = time.perf_counter()
+            output = model.generate(**batch, **decoding_kwargs(tokenizer, decoding, width))
+            seconds = time.perf_counter() - started
+            new_tokens = output[:, width:]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, row, text in zip(indices, new_tokens, texts):
+                results[i] = Generated(text.strip(), _count_new_tokens(row, tokenizer.eos_token_id), seconds)
+            bar.update(len(indices))
     finally:
         tokenizer.padding_side = side
-    return answers
+        bar.close()
+    return results
+
+
+def stream_answer(model, tokenizer, prompt: str, decoding) -> Iterator[str]:
+    """The answer to one prompt, piece by piece as the tokens come (generation runs in a thread)."""
+    check_decoding(decoding)
+    model.eval()
+    batch = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    kwargs = {**batch, **decoding_kwargs(tokenizer, decoding, batch["input_ids"].shape[1]), "streamer": streamer}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.no_grad():
+                model.generate(**kwargs)
+        except BaseException as err:  # re-raised in the caller's thread, after the streamer ends
+            errors.append(err)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if errors:
+        raise errors[0]

@@ -132,3 +132,18 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def load_inference_model(path: str, trust_remote_code: bool = False):
+    """A model ready to answer: on a GPU in bf16 (fp16 where bf16 is missing), on a CPU in fp32 (bf16 matmuls
+    are emulated, and slow, on CPUs without AVX512-BF16), in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cuda = _cuda()
+    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _not_found(path, err) from None
+    return model.to("cuda" if cuda else "cpu").eval()

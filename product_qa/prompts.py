@@ -65,8 +65,13 @@ def resolve_template(tokenizer, requested: str) -> str:
     return "chat" if requested == "chat" or (requested == "auto" and has_chat) else "plain"
 
 
-def prompt_text(tokenizer, question: str, template: str, system_prompt: str | None) -> str:
-    """The text the model sees before its answer."""
+RAG_TEMPLATE = "Product information:\n{context}\n\nQuestion: {question}"  # the question with a retrieved description
+
+
+def prompt_text(tokenizer, question: str, template: str, system_prompt: str | None, context: str | None = None) -> str:
+    """The text the model sees before its answer; with `context` (RAG) the retrieved description comes first."""
+    if context is not None:
+        question = RAG_TEMPLATE.format(context=context, question=question)
     if template == "plain":
         return PLAIN_TEMPLATE.format(question=question)
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []

@@ -76,9 +76,129 @@ def print_training_summary(report: dict, console: Console | None = None) -> None
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
-    for sample in report.get("sample_answers", []):
-        console.print(f"[bold]Q:[/] {sample['question']}")
-        console.print(f"  [dim]base:[/]       {sample['base'][:300]}")
-        console.print(f"  [green]fine-tuned:[/] {sample['fine_tuned'][:300]}")
-        console.print(f"  [dim]reference:[/]  {sample['reference'][:300]}")
+    print_answers(report.get("sample_answers", []), console)
     console.print(f"saved to {report['run_dir']}")
+
+
+def print_answers(samples: list[dict], console: Console) -> None:
+    """Each question with the base model's, the fine-tuned model's and the reference answer, one under another."""
+    for sample in samples:
+        console.print(f"[bold]Q:[/] {sample['question']}" + (f"  [dim]({sample['set']} product)[/]"
+                                                              if sample.get("set") in ("seen", "unseen") else ""))
+        for key, label in (("base", "[dim]base:[/]      "), ("fine_tuned", "[green]fine-tuned:[/]"),
+                           ("reference", "[dim]reference:[/] ")):
+            if sample.get(key) is not None:
+                console.print(f"  {label} {_one_line(sample[key])}")
+
+
+def print_generation_test(results: dict, path: str, console: Console | None = None) -> None:
+    console = console or Console()
+    print_answers(results["questions"], console)
+    if "fine_tuned" not in results["systems"]:
+        console.print("[yellow]no fine-tuned model yet[/]: these are the base model's answers; train one with "
+                      "`python fine_tuning_project.py`")
+    console.print(f"{len(results['questions'])} questions, answered by {', '.join(results['systems'])} -> {path}")
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+# (column, key in a system's summary, format); "-" where a system has no such number
+EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
+                ("BLEU", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("similarity", "similarity", "{:.3f}"),
+                ("ref. perplexity", "perplexity", "{:.1f}"), ("length ratio", "length_ratio", "{:.2f}"),
+                ("distinct-2", "distinct_2", "{:.2f}"), ("repeated 3-grams", "repeated_3gram", "{:.3f}"),
+                ("right product", "right_product", "{:.0%}"), ("latency s", "latency_s", "{:.2f}"),
+                ("tokens/s", "tokens_per_s", "{:.0f}"))
+SET_TITLES = {"seen": "seen products (trained on, new phrasings)", "unseen": "unseen products (test split)"}
+
+
+def _cell(summary: dict, key: str, fmt: str) -> str:
+    value = summary.get(key)
+    return "-" if value is None else fmt.format(value)
+
+
+def evaluation_markdown(report: dict) -> str:
+    """evaluation_report.md: a table per question set, then the worst answers of each system."""
+    lines = ["# Evaluation report", "",
+             f"Model: `{report['model']}`; fine-tuned run: `{report['run'] or 'none'}`; decoding: "
+             f"{', '.join(f'{k}={v}' for k, v in report['decoding'].items())}; RAG: "
+             f"{', '.join(f'{k}={v}' for k, v in report['rag'].items())}. Total time {report['seconds']:.0f} s.", ""]
+    if report["skipped_systems"]:
+        lines += [f"Skipped (no fine-tuned model yet): {', '.join(report['skipped_systems'])}.", ""]
+    for set_name, result in report["sets"].items():
+        lines += [f"## {SET_TITLES[set_name]}: {result['questions']} questions", "",
+                  "| system | " + " | ".join(c for c, _, _ in EVAL_COLUMNS) + " |",
+                  "|---|" + "---:|" * len(EVAL_COLUMNS)]
+        for system, entry in result["systems"].items():
+            cells = [_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_COLUMNS]
+            lines.append(f"| {report['labels'][system]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Worst answers (lowest ROUGE-L)", ""]
+    for set_name, result in report["sets"].items():
+        for system, entry in result["systems"].items():
+            lines += [f"### {set_name}, {report['labels'][system]}", ""]
+            for row in entry["worst"]:
+                lines += [f"- **Q:** {row['question']}  ", f"  **answer** (ROUGE-L {row['rougeL']:.2f}"
+                          f"{', source ' + row['source_uid'] if row.get('source_uid') else ''}): "
+                          f"{_one_line(row['answer'])}  ", f"  **reference:** {_one_line(row['reference'])}"]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def plot_evaluation(report: dict, path) -> None:  # path: a file name or an open binary file
+    """Grouped bars: ROUGE-L, chrF/100 and similarity of every system, one panel per question set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown = (("ROUGE-L", "rougeL", 1.0), ("chrF / 100", "chrf", 100.0), ("similarity", "similarity", 1.0))
+    sets = list(report["sets"].items())
+    fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 4.2), dpi=120, sharey=True, squeeze=False)
+    for ax, (set_name, result) in zip(axes[0], sets):
+        systems = list(result["systems"])
+        x = np.arange(len(systems))
+        width = 0.8 / len(shown)
+        for k, (label, key, scale) in enumerate(shown):
+            values = [(result["systems"][s]["summary"].get(key) or 0.0) / scale for s in systems]
+            bars = ax.bar(x + (k - (len(shown) - 1) / 2) * width, values, width, label=label)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        ax.set_xticks(x, [report['labels'][s] for s in systems], rotation=20, ha="right")
+        ax.set_title(f"{SET_TITLES[set_name]}, n={result['questions']}", fontsize=10)
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("score against the reference description")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+# the terminal table: the columns that fit one screen (evaluation_report.md has them all)
+SUMMARY_COLUMNS = (("ROUGE-L", "rougeL", "{:.3f}"), ("chrF", "chrf", "{:.1f}"), ("sim.", "similarity", "{:.2f}"),
+                   ("ppl", "perplexity", "{:.1f}"), ("len.", "length_ratio", "{:.2f}"),
+                   ("rep.", "repeated_3gram", "{:.2f}"), ("right", "right_product", "{:.0%}"),
+                   ("tok/s", "tokens_per_s", "{:.0f}"))
+
+
+def print_evaluation_summary(report: dict, outputs: list[str], console: Console | None = None) -> None:
+    console = console or Console()
+    for set_name, result in report["sets"].items():
+        table = Table(title=f"{SET_TITLES[set_name]}: {result['questions']} questions", header_style="bold")
+        table.add_column("system")
+        for column, _, _ in SUMMARY_COLUMNS:
+            table.add_column(column, justify="right")
+        for system, entry in result["systems"].items():
+            table.add_row(report["labels"][system], *[_cell(entry["summary"], key, fmt)
+                                                      for _, key, fmt in SUMMARY_COLUMNS])
+        console.print(table)
+    console.print("sim.: MiniLM similarity; ppl: perplexity of the reference; len.: answer/reference words; rep.: "
+                  "repeated 3-grams; right: RAG used the right product (seen) or said none matched (unseen)")
+    if report["skipped_systems"]:
+        console.print(f"[yellow]skipped[/] (no fine-tuned model yet): {', '.join(report['skipped_systems'])}")
+    console.print(f"{report['seconds']:.0f} s -> {', '.join(outputs)}")

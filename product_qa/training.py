@@ -33,10 +33,15 @@ def read_examples(path: Path, limit: int | None = None, seed: int = 0) -> list[d
     examples = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
     if not examples:
         raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
-    if limit is not None and len(examples) > limit:
-        keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
-        examples = [examples[i] for i in keep]
-    return examples
+    return sample_in_order(examples, limit, seed)
+
+
+def sample_in_order(items: list, limit: int | None, seed: int) -> list:
+    """A seeded uniform sample of `limit` items, in their original order (all of them when limit is None)."""
+    if limit is None or len(items) <= limit:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in keep]
 
 
 def encode_example(tokenizer, example: dict, *, template: str, system_prompt: str | None, max_length: int) -> dict:

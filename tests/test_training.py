@@ -224,7 +224,7 @@ def test_packaged_gguf_model_converts_and_trains(tmp_path, packaged_checkpoint, 
     cfg = fine_tune_cfg(packaged_checkpoint.parent, raw_sample, tmp_path, **{
         "model.name": "smollm2-135m-instruct", "model.cache_dir": packaged_checkpoint.parent,
         "train.max_steps": 2, "train.max_eval_examples": 4, "train.batch_size": 2, "train.learning_rate": 3e-4,
-        "train.base_answer_examples": 1, "train.max_new_tokens": 12})
+        "train.base_answer_examples": 1, "generation.max_new_tokens": 12})
     report = fine_tune(cfg, progress=False)
     assert report["steps"] == 2 and report["total_parameters"] > 130_000_000
     answer = report["sample_answers"][0]["fine_tuned"]

@@ -1,0 +1,165 @@
+"""The systems that answer a product question, each model loaded once and shared by test_pipeline.py,
+evaluate_model.py, ask.py and app.py.
+
+- base: the foundation model, asked the question as it is;
+- fine_tuned: the merged model of a fine-tuning run;
+- retrieval: no model, the description of the training product the question names (RAG's retriever alone);
+- base_rag / fine_tuned_rag: the model, given the retrieved description as context.
+
+The fine-tuned model is asked exactly as it was trained (chat template, system prompt), and the base model
+the same way, so the two differ only in their weights. Answers with a retrieved context name their source
+uid; when no indexed title matches the question well enough, they say so instead of describing another product.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from product_qa.errors import UserError
+from product_qa.generation import Generated, generate_answers, stream_answer
+from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
+from product_qa.preparation import output_paths
+from product_qa.prompts import prompt_text, resolve_template
+from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text, source_line
+from product_qa.training import read_examples
+
+SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
+SYSTEM_LABELS = {"base": "base model", "fine_tuned": "fine-tuned", "retrieval": "retrieval only",
+                 "base_rag": "base + RAG", "fine_tuned_rag": "fine-tuned + RAG"}
+MODEL_OF = {"base": "base", "fine_tuned": "fine_tuned", "base_rag": "base", "fine_tuned_rag": "fine_tuned"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    system: str
+    text: str  # the answer itself: what the metrics score
+    source: Hit | None  # the retrieved product (RAG systems), matched or not
+    new_tokens: int
+    seconds: float  # generation time of its batch (retrieval time for answers without a model)
+
+    def display(self) -> str:
+        """The answer as a person reads it: with its source when it used one."""
+        if self.source is not None and self.source.matched:
+            return f"{self.text}\n{source_line(self.source)}"
+        return self.text
+
+
+# ------------------------------------------------------------------------------------------------- runs
+def latest_run(runs_dir: Path) -> Path | None:
+    """The most recently finished fine-tuning run (one with a merged model and a report)."""
+    runs = [p.parent for p in runs_dir.glob("*/training_report.json") if (p.parent / "merged").is_dir()]
+    return max(runs, key=lambda run: (run / "training_report.json").stat().st_mtime, default=None)
+
+
+def find_run(cfg, run_name: str | None) -> Path | None:
+    """The named run (an error when it is missing), else the latest one, else None (base model only)."""
+    runs_dir = Path(cfg.train.output_dir)
+    if run_name is None:
+        return latest_run(runs_dir)
+    run_dir = runs_dir / run_name
+    if not (run_dir / "merged").is_dir():
+        raise UserError(f"{run_dir}: no fine-tuned model there; train one with `python fine_tuning_project.py "
+                        f"--run-name {run_name}`")
+    return run_dir
+
+
+def _section(cls, saved: dict):
+    """A config section as a run saved it; settings added or removed since then take today's defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in saved.items() if key in names})
+
+
+# ------------------------------------------------------------------------------------------------ answerer
+class Answerer:
+    """Answers questions with any of SYSTEMS. The run's own settings (data, base model, prompt) come from its
+    config.json, so a run is evaluated on the data and prompt it was trained with; decoding and RAG settings
+    come from the current config."""
+
+    def __init__(self, cfg, run_dir: Path | None):
+        self.cfg, self.run_dir = cfg, run_dir
+        run_cfg = orjson.loads((run_dir / "config.json").read_bytes()) if run_dir else None
+        self.data_cfg = _section(type(cfg.data), run_cfg["data"]) if run_cfg else cfg.data
+        self.model_cfg = _section(type(cfg.model), run_cfg["model"]) if run_cfg else cfg.model
+        self.train_cfg = _section(type(cfg.train), run_cfg["train"]) if run_cfg else cfg.train
+        self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
+        self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
+        self._models: dict[str, object] = {}
+        self._index: ProductIndex | None = None
+
+    @property
+    def systems(self) -> tuple[str, ...]:
+        """The systems this answerer can run: the fine-tuned ones need a run."""
+        return SYSTEMS if self.run_dir else tuple(s for s in SYSTEMS if MODEL_OF.get(s) != "fine_tuned")
+
+    def check_system(self, system: str) -> None:
+        if system not in SYSTEMS:
+            raise UserError(f"unknown system {system!r}: choose from {', '.join(SYSTEMS)}")
+        if system not in self.systems:
+            raise UserError(f"no fine-tuned model yet (nothing under {self.cfg.train.output_dir}): run "
+                            f"`python fine_tuning_project.py` first, or ask the base model")
+
+    def clean(self, question: str) -> tuple[str, bool]:
+        """The question with its spacing tidied, cut to generation.max_question_chars, and whether it was cut."""
+        question = " ".join(question.split())
+        if not question:
+            raise UserError('the question is empty: ask about a product, e.g. "What is the Girls Ballet Tutu Neon '
+                            'Pink?"')
+        limit = self.cfg.generation.max_question_chars
+        return question[:limit], len(question) > limit
+
+    def model(self, which: str):
+        if which not in self._models:
+            path = (str(self.run_dir / "merged") if which == "fine_tuned"
+                    else resolve_model_path(self.model_cfg.name, self.model_cfg.cache_dir))
+            self._models[which] = load_inference_model(path, self.model_cfg.trust_remote_code)
+        return self._models[which]
+
+    def training_products(self) -> list[dict]:
+        return read_examples(output_paths(self.data_cfg)["train"])
+
+    @property
+    def index(self) -> ProductIndex:
+        """The RAG index: every training product, never a validation or test one."""
+        if self._index is None:
+            self._index = ProductIndex.build(self.training_products(), self.cfg.rag)
+        return self._index
+
+    def prompt(self, question: str, hit: Hit | None = None) -> str:
+        context = context_text(hit, self.tokenizer, self.cfg.rag.max_context_tokens) if hit else None
+        return prompt_text(self.tokenizer, question, self.template, self.train_cfg.system_prompt, context)
+
+    def answer(self, questions: list[str], system: str, progress: str | None = None) -> list[Answer]:
+        """Answers to many questions with one system, batched."""
+        self.check_system(system)
+        hits: list[Hit | None] = [None] * len(questions)
+        started = time.perf_counter()
+        if system in ("retrieval", "base_rag", "fine_tuned_rag"):
+            hits = self.index.search(questions)
+        retrieval_seconds = (time.perf_counter() - started) / max(len(questions), 1)
+        if system == "retrieval":
+            return [Answer(system, hit.description if hit.matched else NO_MATCH_MESSAGE, hit, 0, retrieval_seconds)
+                    for hit in hits]
+        # Questions without a matching product get the no-match message; only the others reach the model.
+        asked = [i for i, hit in enumerate(hits) if hit is None or hit.matched]
+        generated = generate_answers(self.model(MODEL_OF[system]), self.tokenizer,
+                                     [self.prompt(questions[i], hits[i]) for i in asked], self.cfg.generation,
+                                     progress=progress)
+        by_question: dict[int, Generated] = dict(zip(asked, generated))
+        return [Answer(system, by_question[i].text, hits[i], by_question[i].new_tokens,
+                       by_question[i].seconds + retrieval_seconds) if i in by_question
+                else Answer(system, NO_MATCH_MESSAGE, hits[i], 0, retrieval_seconds)
+                for i in range(len(questions))]
+
+    def stream(self, question: str, system: str) -> tuple[Hit | None, Iterator[str]]:
+        """The retrieved product (RAG systems) and the answer's pieces as they come."""
+        self.check_system(system)
+        hit = self.index.search([question])[0] if system != "base" and system != "fine_tuned" else None
+        if system == "retrieval" or (hit is not None and not hit.matched):
+            return hit, iter([hit.description if hit.matched else NO_MATCH_MESSAGE])
+        return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),
+                                  self.cfg.generation)

@@ -1,0 +1,195 @@
+"""Evaluation: every system answers the same questions, on two sets, and is scored against the real description.
+
+- seen: products the model was trained on, asked with a phrasing training never used: did it learn them?
+- unseen: products of the test split, in neither the training data nor the RAG index: does it generalize,
+  and does RAG say "no matching product" rather than describe another one?
+
+Scores: ROUGE-1/2/L, BLEU and chrF, MiniLM similarity, perplexity of the reference answer, length against
+the reference, repetition (distinct-n, repeated 3-grams), latency and tokens/s, and for the RAG systems
+whether they used the right product (seen) or abstained (unseen).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from product_qa import metrics
+from product_qa.answering import MODEL_OF, SYSTEM_LABELS, SYSTEMS, Answer, Answerer
+from product_qa.errors import UserError
+from product_qa.hashing import key_hash
+from product_qa.io_utils import atomic_outputs, remove_stale_temps, write_json_atomic
+from product_qa.modeling import load_sentence_encoder
+from product_qa.preparation import output_paths
+from product_qa.prompts import HELD_OUT_PHRASINGS, pick_phrasing
+from product_qa.reporting import evaluation_markdown, plot_evaluation
+from product_qa.training import AnswerOnlyCollator, encode_example, read_examples, sample_in_order
+
+RAG_SYSTEMS = ("retrieval", "base_rag", "fine_tuned_rag")
+SCORED = ("rouge1", "rouge2", "rougeL", "chrf", "similarity", "length_ratio", "repeated_3gram")
+
+
+# ---------------------------------------------------------------------------------------------- questions
+def question_sets(answerer: Answerer, eval_cfg) -> dict[str, list[dict]]:
+    """The seen and unseen questions: uid, title, question, reference."""
+    paths = output_paths(answerer.data_cfg)
+    trained = read_examples(paths["train"], answerer.train_cfg.max_train_examples, answerer.train_cfg.seed)
+    seen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"],
+             "question": pick_phrasing(HELD_OUT_PHRASINGS, key_hash(e["uid"]), eval_cfg.seed).question(e["title"])}
+            for e in sample_in_order(trained, eval_cfg.seen_questions, eval_cfg.seed)]
+    unseen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"], "question": e["question"]}
+              for e in read_examples(paths["test"], eval_cfg.unseen_questions, eval_cfg.seed)]
+    return {"seen": seen, "unseen": unseen}
+
+
+def selected_systems(eval_cfg, available: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The systems to run, and those skipped because no fine-tuned model exists yet."""
+    asked = [s.strip() for s in eval_cfg.systems.split(",") if s.strip()]
+    unknown = [s for s in asked if s not in SYSTEMS]
+    if unknown or not asked:
+        raise UserError(f"eval.systems: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SYSTEMS)}")
+    return [s for s in asked if s in available], [s for s in asked if s not in available]
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+@torch.no_grad()
+def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer, batch_size: int = 8) -> float:
+    """exp(mean negative log-likelihood per token) of the reference answers (and their EOS) after the question,
+    the same prompt and answer-only masking as training."""
+    encoded = [encode_example(tokenizer, {"uid": it["uid"], "question": it["question"], "answer": it["reference"]},
+                              template=answerer.template, system_prompt=answerer.train_cfg.system_prompt,
+                              max_length=answerer.train_cfg.max_length) for it in items]
+    encoded.sort(key=lambda e: e["length"])
+    collate = AnswerOnlyCollator(tokenizer.pad_token_id)
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = {k: v.to(model.device) for k, v in collate(encoded[start:start + batch_size]).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        total_nll += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                                                       ignore_index=-100, reduction="sum").item()
+        total_tokens += int((labels != -100).sum())
+    return math.exp(min(total_nll / max(total_tokens, 1), 50.0))
+
+
+def score_answers(items: list[dict], answers: list[Answer], encoder, set_name: str) -> list[dict]:
+    """One row per question: the answer, what it was scored, and the retrieved product."""
+    predictions, references = [a.text for a in answers], [it["reference"] for it in items]
+    rouge = metrics.rouge_scores(predictions, references)
+    chrf = metrics.sentence_chrf(predictions, references)
+    similarity = metrics.semantic_similarity(encoder, predictions, references)
+    rows = []
+    for i, (item, answer) in enumerate(zip(items, answers)):
+        row = {"uid": item["uid"], "question": item["question"], "answer": answer.text,
+               "reference": item["reference"], **rouge[i], "chrf": chrf[i], "similarity": similarity[i],
+               "length_ratio": metrics.length_ratio(answer.text, item["reference"]),
+               "repeated_3gram": metrics.repeated_ngram_rate(answer.text, 3),
+               "new_tokens": answer.new_tokens, "seconds": answer.seconds}
+        if answer.source is not None:
+            hit = answer.source
+            row.update(source_uid=hit.uid, source_title=hit.title, match_score=hit.score, matched=hit.matched,
+                       right_product=(hit.matched and hit.uid == item["uid"]) if set_name == "seen"
+                       else not hit.matched)
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict], wall_seconds: float) -> dict:
+    """A system's scores on one set: means of the per-answer scores, corpus BLEU/chrF, distinct-n, speed."""
+    predictions = [r["answer"] for r in rows]
+    summary = metrics.summarize([{k: r[k] for k in SCORED} for r in rows])
+    summary.update(metrics.corpus_bleu_chrf(predictions, [r["reference"] for r in rows]))
+    summary.update(distinct_1=metrics.distinct_n(predictions, 1), distinct_2=metrics.distinct_n(predictions, 2))
+    new_tokens = sum(r["new_tokens"] for r in rows)
+    summary.update(questions=len(rows), new_tokens=new_tokens, seconds=round(wall_seconds, 2),
+                   latency_s=sum(r["seconds"] for r in rows) / max(len(rows), 1),
+                   tokens_per_s=new_tokens / wall_seconds if wall_seconds > 0 and new_tokens else None)
+    if "right_product" in rows[0]:
+        summary["right_product"] = sum(r["right_product"] for r in rows) / len(rows)
+        summary["no_match"] = sum(not r["matched"] for r in rows) / len(rows)
+    return summary
+
+
+def worst(rows: list[dict], n: int) -> list[dict]:
+    """The n answers furthest from their reference (lowest ROUGE-L, then chrF)."""
+    keep = ("uid", "question", "answer", "reference", "rougeL", "chrf", "source_uid")
+    return [{k: r[k] for k in keep if k in r} for r in sorted(rows, key=lambda r: (r["rougeL"], r["chrf"]))[:n]]
+
+
+# ----------------------------------------------------------------------------------------------- workflow
+def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
+    """Run the selected systems on both question sets and return the report (written by the caller)."""
+    answerer = Answerer(cfg, run_dir)
+    systems, skipped = selected_systems(cfg.eval, answerer.systems)
+    sets = question_sets(answerer, cfg.eval)
+    encoder = load_sentence_encoder(cfg.rag.encoder)
+    started = time.perf_counter()
+    results: dict[str, dict] = {}
+    for set_name, items in sets.items():
+        if not items:
+            continue
+        questions = [it["question"] for it in items]
+        results[set_name] = {"questions": len(items), "systems": {}}
+        for system in systems:
+            t0 = time.perf_counter()
+            answers = answerer.answer(questions, system, progress=f"{set_name}: {system}" if progress else None)
+            wall = time.perf_counter() - t0
+            rows = score_answers(items, answers, encoder, set_name)
+            summary = summarize(rows, wall)
+            if cfg.eval.perplexity and system in ("base", "fine_tuned"):
+                summary["perplexity"] = reference_perplexity(answerer.model(MODEL_OF[system]), answerer.tokenizer,
+                                                             items, answerer)
+            results[set_name]["systems"][system] = {"summary": summary, "worst": worst(rows, cfg.eval.worst_examples),
+                                                    "answers": rows}
+    index = answerer.index if any(s in RAG_SYSTEMS for s in systems) else None
+    return {
+        "run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "template": answerer.template,
+        "systems": systems, "skipped_systems": skipped, "labels": {s: SYSTEM_LABELS[s] for s in systems},
+        "decoding": {k: getattr(cfg.generation, k) for k in ("max_new_tokens", "repetition_penalty",
+                                                              "no_repeat_ngram_size", "batch_size")},
+        "rag": {"retriever": cfg.rag.retriever, "min_score": cfg.rag.min_score,
+                "max_context_tokens": cfg.rag.max_context_tokens,
+                "indexed_products": len(index.uids) if index else None},
+        "seconds": round(time.perf_counter() - started, 1), "sets": results,
+    }
+
+
+def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
+    """evaluation_report.json (every answer and score), .md (tables, worst answers) and .png (bar chart)."""
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create the output directory ({err.strerror})") from None
+    remove_stale_temps(out)
+    paths = {"json": out / "evaluation_report.json", "markdown": out / "evaluation_report.md",
+             "chart": out / "evaluation_report.png"}
+    write_json_atomic(paths["json"], report)
+    with atomic_outputs({"markdown": paths["markdown"], "chart": paths["chart"]}) as handles:
+        handles["markdown"].write(evaluation_markdown(report).encode())
+        plot_evaluation(report, handles["chart"])
+    return paths
+
+
+def generation_test(cfg, run_dir: Path | None, questions: list[str], *, progress: bool = True) -> tuple[dict, Path]:
+    """The same questions to the base and the fine-tuned model; saved to test_results.json. Without questions
+    of the user's, eval.test_questions from each evaluation set (with their reference answers)."""
+    answerer = Answerer(cfg, run_dir)
+    if questions:
+        items = [{"set": "yours", "question": answerer.clean(q)[0], "reference": None} for q in questions]
+    else:
+        sets = question_sets(answerer, dataclasses.replace(cfg.eval, seen_questions=cfg.eval.test_questions,
+                                                           unseen_questions=cfg.eval.test_questions))
+        items = [{"set": name, **item} for name, group in sets.items() for item in group]
+    systems = [s for s in ("base", "fine_tuned") if s in answerer.systems]
+    answers = {s: answerer.answer([it["question"] for it in items], s, progress=s if progress else None)
+               for s in systems}
+    results = {"run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "systems": systems,
+               "decoding": dataclasses.asdict(cfg.generation),
+               "questions": [{**item, **{s: answers[s][i].text for s in systems}} for i, item in enumerate(items)]}
+    path = Path(cfg.eval.output_dir) / "test_results.json"
+    write_json_atomic(path, results)
+    return results, path

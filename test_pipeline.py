@@ -1,0 +1,45 @@
+"""Test what fine-tuning changed: the same questions to the base model and the fine-tuned model, side by side;
+with --evaluate, every system (base, fine-tuned, retrieval alone, base + RAG, fine-tuned + RAG) scored on the
+same questions, seen products (new phrasings) and unseen products (the test split).
+
+    python test_pipeline.py                           # generation test, the latest run (base model alone before any)
+    python test_pipeline.py --run smollm2-lora "What is the Girls Ballet Tutu Neon Pink?"
+    python test_pipeline.py --evaluate                # the full evaluation and the RAG comparison
+    python test_pipeline.py --evaluate --set eval.seen_questions=20 --set eval.systems=base,retrieval
+
+The generation test writes outputs/evaluation/test_results.json; the evaluation writes evaluation_report.json
+(every answer and score), .md (tables and the worst answers) and .png (bar chart) there.
+"""
+from __future__ import annotations
+
+from config import Config
+from product_qa.configurator import config_from_args, stage_parser
+from product_qa.errors import run_cli
+
+
+def main() -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("questions", nargs="*", help="your own questions (default: eval.test_questions held-out "
+                                                     "questions from the seen and the unseen products)")
+    parser.add_argument("--run", help="fine-tuning run (default: eval.run_name, else the latest run)")
+    parser.add_argument("--evaluate", action="store_true", help="score every system on the evaluation sets")
+    args = parser.parse_args()
+    cfg = config_from_args(Config(), args)
+
+    from product_qa.answering import find_run  # heavy imports (torch, transformers) after argument checks
+    from product_qa.evaluation import evaluate, generation_test, write_evaluation
+    from product_qa.reporting import print_evaluation_summary, print_generation_test
+
+    run_dir = find_run(cfg, args.run or cfg.eval.run_name)
+    if args.evaluate:
+        report = evaluate(cfg, run_dir, progress=not args.no_progress)
+        paths = write_evaluation(report, cfg.eval.output_dir)
+        print_evaluation_summary(report, [str(p) for p in paths.values()])
+    else:
+        results, path = generation_test(cfg, run_dir, args.questions, progress=not args.no_progress)
+        print_generation_test(results, str(path))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,191 @@
+"""Answering and evaluation: batched generation, the systems, the evaluation sets and report, the scripts."""
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from config import Config
+from conftest import run_script, tiny_run_overrides
+from product_qa.configurator import apply_overrides
+from product_qa.filtering import normalize_title
+from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+
+
+def tiny_settings(tiny_model_dir, raw_sample, root, **extra) -> list[str]:
+    return tiny_run_overrides(tiny_model_dir, raw_sample, root, **{
+        "eval.output_dir": root / "evaluation", "rag.index_dir": root / "rag", "eval.seen_questions": 6,
+        "eval.unseen_questions": 6, "eval.test_questions": 2, "generation.batch_size": 4, **extra})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir, raw_sample):
+    """A fine-tuned tiny model (6 LoRA steps) and the overrides that point every stage at it."""
+    from product_qa.finetune import fine_tune
+    root = tmp_path_factory.mktemp("answering")
+    settings = tiny_settings(tiny_model_dir, raw_sample, root)
+    report = fine_tune(apply_overrides(Config(), settings), progress=False)
+    return {"root": root, "settings": settings, "run_dir": report["run_dir"]}
+
+
+def cli_overrides(settings: list[str]) -> list[str]:
+    return sum((["--set", s] for s in settings), [])
+
+
+def test_batched_greedy_answers_equal_one_at_a_time(packaged_checkpoint, tokenizer):
+    """Left padding, the KV cache and the length-sorted batches change nothing: each answer is the one its
+    question gets alone (the real default model, prompts of different lengths)."""
+    from product_qa.generation import generate_answers
+    from product_qa.modeling import load_inference_model
+    from product_qa.prompts import prompt_text
+    model = load_inference_model(str(packaged_checkpoint))
+    questions = ["What is Girls Ballet Tutu Neon Pink?", "Describe The Forgotten Tide (Paperback).",
+                 "What do you know about the Lumen S624 Portable SSD with 1Tb Capacity, USB-C, black?",
+                 "O que é Adult Rain Jacket Ivory?", "Tell me about the product Home Map.",
+                 "I'd like some information about Summit Women's Ballet Tutu, White, One Size."]
+    prompts = [prompt_text(tokenizer, q, "chat", "Answer with the product's description.") for q in questions]
+    decoding = dataclasses.replace(Config().generation, max_new_tokens=16)
+    alone = generate_answers(model, tokenizer, prompts, dataclasses.replace(decoding, batch_size=1))
+    batched = generate_answers(model, tokenizer, prompts, dataclasses.replace(decoding, batch_size=6))
+    assert [a.text for a in batched] == [a.text for a in alone]
+    assert [a.new_tokens for a in batched] == [a.new_tokens for a in alone]
+    assert all(a.text for a in alone) and len({a.text for a in alone}) == len(questions)
+    assert generate_answers(model, tokenizer, [], decoding) == []
+
+
+def test_reference_perplexity_is_the_models_own_loss(tiny_run):
+    """For one example, exp(summed NLL / answer tokens) must equal exp of the loss transformers computes."""
+    import torch
+    from product_qa.answering import Answerer
+    from product_qa.evaluation import reference_perplexity
+    from product_qa.training import encode_example
+    answerer = Answerer(apply_overrides(Config(), tiny_run["settings"]), None)
+    model, tokenizer = answerer.model("base"), answerer.tokenizer
+    item = {"uid": "u1", "question": "What is Adult Rain Jacket Ivory?",
+            "reference": "High quality waterproof nylon rain jacket in ivory."}
+    encoded = encode_example(tokenizer, {**item, "answer": item["reference"]}, template=answerer.template,
+                             system_prompt=answerer.train_cfg.system_prompt, max_length=96)
+    with torch.no_grad():
+        loss = model(input_ids=torch.tensor([encoded["input_ids"]]), labels=torch.tensor([encoded["labels"]])).loss
+    assert reference_perplexity(model, tokenizer, [item], answerer) == pytest.approx(math.exp(loss.item()), rel=1e-4)
+
+
+def test_test_products_are_neither_trained_on_nor_indexed(tiny_run):
+    from product_qa.answering import Answerer
+    from product_qa.evaluation import question_sets
+    from product_qa.preparation import output_paths
+    from product_qa.training import read_examples
+    cfg = apply_overrides(Config(), tiny_run["settings"])
+    answerer = Answerer(cfg, Path(tiny_run["run_dir"]))
+    paths = output_paths(answerer.data_cfg)
+    train, test = read_examples(paths["train"]), read_examples(paths["test"])
+    test_uids, test_titles = {e["uid"] for e in test}, {normalize_title(e["title"]) for e in test}
+    assert test_uids and not test_uids & {e["uid"] for e in train}
+    assert not test_titles & {normalize_title(e["title"]) for e in train}
+    assert answerer.index.uids == {e["uid"] for e in train} and not answerer.index.uids & test_uids
+    sets = question_sets(answerer, dataclasses.replace(cfg.eval, seen_questions=20, unseen_questions=20))
+    assert {q["uid"] for q in sets["seen"]} <= answerer.index.uids
+    assert {q["uid"] for q in sets["unseen"]} <= test_uids
+    held_out = [p.question(q["title"]) for q in sets["seen"] for p in HELD_OUT_PHRASINGS]
+    trained = [p.question(q["title"]) for q in sets["seen"] for p in TRAINING_PHRASINGS]
+    assert all(q["question"] in held_out and q["question"] not in trained for q in sets["seen"])
+
+
+def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
+    from product_qa.answering import SYSTEMS
+    from product_qa.retrieval import NO_MATCH_MESSAGE
+    from product_qa.evaluation import evaluate, write_evaluation
+    cfg = apply_overrides(Config(), tiny_run["settings"])
+    report = evaluate(cfg, Path(tiny_run["run_dir"]), progress=False)
+    paths = write_evaluation(report, cfg.eval.output_dir)
+    assert report["systems"] == list(SYSTEMS) and not report["skipped_systems"]
+    assert set(report["sets"]) == {"seen", "unseen"}
+    seen = report["sets"]["seen"]["systems"]
+    # retrieval alone returns the product's own description for a seen product: a perfect score
+    retrieval = seen["retrieval"]["summary"]
+    assert retrieval["right_product"] == 1.0 and retrieval["rougeL"] == pytest.approx(1.0)
+    assert retrieval["chrf"] == pytest.approx(100.0) and retrieval["similarity"] == pytest.approx(1.0, abs=1e-4)
+    for row in seen["fine_tuned_rag"]["answers"]:
+        assert row["source_uid"] == row["uid"] and row["matched"]
+    unseen = report["sets"]["unseen"]["systems"]["retrieval"]["answers"]
+    assert all(row["answer"] == NO_MATCH_MESSAGE for row in unseen if not row["matched"])
+    for system in ("base", "fine_tuned"):
+        summary = seen[system]["summary"]
+        assert summary["perplexity"] > 1 and summary["questions"] == 6 and summary["tokens_per_s"] > 0
+        assert 0 <= summary["rougeL"] <= 1 and 0 <= summary["distinct_2"] <= 1
+    markdown = paths["markdown"].read_text()
+    assert "| fine-tuned + RAG |" in markdown and "## Worst answers" in markdown
+    assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads(paths["json"].read_text())
+    assert saved["sets"]["seen"]["systems"]["base"]["summary"] == pytest.approx(seen["base"]["summary"])
+
+
+def test_generation_test_before_any_fine_tuning_uses_the_base_model(tmp_path, tiny_model_dir, raw_sample):
+    settings = tiny_settings(tiny_model_dir, raw_sample, tmp_path)
+    result = run_script("prepare_data.py", "--no-progress", *cli_overrides(settings))
+    assert result.returncode == 0, result.stderr
+    result = run_script("test_pipeline.py", "--no-progress", *cli_overrides(settings))
+    assert result.returncode == 0, result.stderr
+    assert "no fine-tuned model yet" in result.stdout
+    saved = json.loads((tmp_path / "evaluation" / "test_results.json").read_text())
+    assert saved["systems"] == ["base"] and saved["run"] is None
+    assert [q["set"] for q in saved["questions"]] == ["seen", "seen", "unseen", "unseen"]
+    assert all(q["base"] is not None and q["reference"] for q in saved["questions"])
+    result = run_script("ask.py", "--rag", "What is the capital of France?", *cli_overrides(settings))
+    assert result.returncode == 0, result.stderr
+    assert "No matching product was found" in result.stdout and "no fine-tuned model yet" in result.stderr
+
+
+def test_generation_test_compares_base_and_fine_tuned(tiny_run):
+    result = run_script("test_pipeline.py", "--no-progress", "What is Girls Ballet Tutu Neon Pink?",
+                        *cli_overrides(tiny_run["settings"]))
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((tiny_run["root"] / "evaluation" / "test_results.json").read_text())
+    assert saved["systems"] == ["base", "fine_tuned"] and saved["run"] == tiny_run["run_dir"]
+    question = saved["questions"][0]
+    assert question["question"] == "What is Girls Ballet Tutu Neon Pink?" and question["reference"] is None
+    assert question["base"] != question["fine_tuned"]
+
+
+def test_ask_names_the_source_of_a_rag_answer_and_handles_bad_questions(tiny_run):
+    from product_qa.preparation import output_paths
+    from product_qa.training import read_examples
+    cfg = apply_overrides(Config(), tiny_run["settings"])
+    product = read_examples(output_paths(cfg.data)["train"])[0]
+    overrides = cli_overrides(tiny_run["settings"])
+    result = run_script("ask.py", "--rag", f"What do you know about {product['title']}?", *overrides)
+    assert result.returncode == 0, result.stderr
+    assert f"Source: {product['title']} (uid {product['uid']})" in result.stdout
+
+    result = run_script("ask.py", "   ", *overrides)
+    assert result.returncode == 2 and "the question is empty" in result.stderr and "Traceback" not in result.stderr
+
+    result = run_script("ask.py", "--compare", "What is " + "very " * 100 + "long?",
+                        *overrides, "--set", "generation.max_question_chars=40")
+    assert result.returncode == 0, result.stderr
+    assert "cut to its first 40 characters" in result.stderr
+    for label in ("== base model", "== fine-tuned", "== retrieval only", "== base + RAG", "== fine-tuned + RAG"):
+        assert label in result.stdout
+
+
+def test_ask_interactively(tiny_run):
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+    script = "What is Girls Ballet Tutu Neon Pink?\n\nquit\n"
+    result = subprocess.run([sys.executable, str(REPO / "ask.py"), *cli_overrides(tiny_run["settings"])],
+                            input=script, capture_output=True, text=True, timeout=300, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("question> ") == 3  # the question, the empty line (refused), quit
+    assert "the question is empty" in result.stderr
+
+
+def test_unknown_run_and_systems_are_clear_errors(tiny_run):
+    overrides = cli_overrides(tiny_run["settings"])
+    result = run_script("test_pipeline.py", "--run", "no-such-run", *overrides)
+    assert result.returncode == 2 and "no-such-run" in result.stderr and "Traceback" not in result.stderr
+    result = run_script("test_pipeline.py", "--evaluate", *overrides, "--set", "eval.systems=base,oracle")
+    assert result.returncode == 2 and "oracle" in result.stderr and "Traceback" not in result.stderr
