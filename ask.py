@@ -56,6 +56,8 @@ def main() -> int:
     parser.add_argument("--run", help="fine-tuning run (default: eval.run_name, else the latest run)")
     args = parser.parse_args()
     cfg = config_from_args(Config(), args)
+    if args.compare and (args.rag or args.base):
+        raise UserError("--compare asks every system already; leave out --rag and --base")
 
     from product_qa.answering import Answerer, find_run  # heavy imports (torch, transformers) after argument checks
 

@@ -96,8 +96,8 @@ class TrainConfig:
 
 @dataclass
 class GenerationConfig:
-    """How answers are decoded, everywhere: the training script's samples, test_pipeline.py, evaluate_model.py,
-    ask.py and app.py. Greedy (deterministic); the repetition settings keep small models out of loops."""
+    """How answers are decoded, everywhere: the training script's samples, test_pipeline.py and ask.py.
+    Greedy (deterministic); the repetition settings keep small models out of loops."""
 
     max_new_tokens: int = 64  # answer length cap, in tokens
     repetition_penalty: float = 1.15  # > 1 makes tokens the answer already used less likely (the prompt's are not)
@@ -121,7 +121,7 @@ class RagConfig:
 
 @dataclass
 class EvalConfig:
-    """evaluate_model.py and test_pipeline.py: every system on the same held-out-phrased questions."""
+    """test_pipeline.py: the generation test, and with --evaluate every system on the same questions."""
 
     output_dir: str = "outputs/evaluation"  # evaluation_report.{json,md,png}, test_results.json
     run_name: str | None = None  # fine-tuned run to evaluate (None: the latest run under train.output_dir)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
-from product_qa.errors import run_cli
+from product_qa.errors import UserError, run_cli
 
 
 def main() -> int:
@@ -25,6 +25,8 @@ def main() -> int:
     parser.add_argument("--evaluate", action="store_true", help="score every system on the evaluation sets")
     args = parser.parse_args()
     cfg = config_from_args(Config(), args)
+    if args.evaluate and args.questions:
+        raise UserError("--evaluate asks the evaluation sets' questions; leave out your own questions (or --evaluate)")
 
     from product_qa.answering import find_run  # heavy imports (torch, transformers) after argument checks
     from product_qa.evaluation import evaluate, generation_test, write_evaluation

@@ -1,5 +1,5 @@
-"""The systems that answer a product question, each model loaded once and shared by test_pipeline.py,
-evaluate_model.py, ask.py and app.py.
+"""The systems that answer a product question, each model loaded once and shared by test_pipeline.py (the
+generation test and the evaluation) and ask.py.
 
 - base: the foundation model, asked the question as it is;
 - fine_tuned: the merged model of a fine-tuning run;
@@ -25,13 +25,15 @@ from product_qa.generation import Generated, generate_answers, stream_answer
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths
 from product_qa.prompts import prompt_text, resolve_template
-from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text, source_line
+from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
 from product_qa.training import read_examples
 
 SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
 SYSTEM_LABELS = {"base": "base model", "fine_tuned": "fine-tuned", "retrieval": "retrieval only",
                  "base_rag": "base + RAG", "fine_tuned_rag": "fine-tuned + RAG"}
 MODEL_OF = {"base": "base", "fine_tuned": "fine_tuned", "base_rag": "base", "fine_tuned_rag": "fine_tuned"}
+RAG_SYSTEMS = ("retrieval", "base_rag", "fine_tuned_rag")  # those that search the index
+MODEL_ONLY_SYSTEMS = ("base", "fine_tuned")  # the models alone, asked the question as it is
 
 
 @dataclass(frozen=True)
@@ -40,19 +42,18 @@ class Answer:
     text: str  # the answer itself: what the metrics score
     source: Hit | None  # the retrieved product (RAG systems), matched or not
     new_tokens: int
-    seconds: float  # generation time of its batch (retrieval time for answers without a model)
-
-    def display(self) -> str:
-        """The answer as a person reads it: with its source when it used one."""
-        if self.source is not None and self.source.matched:
-            return f"{self.text}\n{source_line(self.source)}"
-        return self.text
+    seconds: float  # what the person asking waited: its share of the retrieval, plus its batch's generation time
 
 
 # ------------------------------------------------------------------------------------------------- runs
+def finished(run_dir: Path) -> bool:
+    """A run that got to the end: its merged model, config.json and report (written last) are there."""
+    return all((run_dir / name).exists() for name in ("merged", "config.json", "training_report.json"))
+
+
 def latest_run(runs_dir: Path) -> Path | None:
-    """The most recently finished fine-tuning run (one with a merged model and a report)."""
-    runs = [p.parent for p in runs_dir.glob("*/training_report.json") if (p.parent / "merged").is_dir()]
+    """The most recently finished fine-tuning run."""
+    runs = [p.parent for p in runs_dir.glob("*/training_report.json") if finished(p.parent)]
     return max(runs, key=lambda run: (run / "training_report.json").stat().st_mtime, default=None)
 
 
@@ -62,10 +63,20 @@ def find_run(cfg, run_name: str | None) -> Path | None:
     if run_name is None:
         return latest_run(runs_dir)
     run_dir = runs_dir / run_name
-    if not (run_dir / "merged").is_dir():
-        raise UserError(f"{run_dir}: no fine-tuned model there; train one with `python fine_tuning_project.py "
-                        f"--run-name {run_name}`")
+    if not finished(run_dir):
+        raise UserError(f"{run_dir}: no finished fine-tuning run there; train one with `python "
+                        f"fine_tuning_project.py --run-name {run_name}`")
     return run_dir
+
+
+def _run_config(run_dir: Path) -> dict:
+    try:
+        saved = orjson.loads((run_dir / "config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError) as err:
+        raise UserError(f"{run_dir / 'config.json'}: cannot read the run's settings ({err})") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{run_dir / 'config.json'}: not a settings object")
+    return saved
 
 
 def _section(cls, saved: dict):
@@ -82,10 +93,10 @@ class Answerer:
 
     def __init__(self, cfg, run_dir: Path | None):
         self.cfg, self.run_dir = cfg, run_dir
-        run_cfg = orjson.loads((run_dir / "config.json").read_bytes()) if run_dir else None
-        self.data_cfg = _section(type(cfg.data), run_cfg["data"]) if run_cfg else cfg.data
-        self.model_cfg = _section(type(cfg.model), run_cfg["model"]) if run_cfg else cfg.model
-        self.train_cfg = _section(type(cfg.train), run_cfg["train"]) if run_cfg else cfg.train
+        run_cfg = _run_config(run_dir) if run_dir else {}
+        self.data_cfg = _section(type(cfg.data), run_cfg["data"]) if "data" in run_cfg else cfg.data
+        self.model_cfg = _section(type(cfg.model), run_cfg["model"]) if "model" in run_cfg else cfg.model
+        self.train_cfg = _section(type(cfg.train), run_cfg["train"]) if "train" in run_cfg else cfg.train
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
         self._models: dict[str, object] = {}
@@ -95,6 +106,14 @@ class Answerer:
     def systems(self) -> tuple[str, ...]:
         """The systems this answerer can run: the fine-tuned ones need a run."""
         return SYSTEMS if self.run_dir else tuple(s for s in SYSTEMS if MODEL_OF.get(s) != "fine_tuned")
+
+    def load(self, systems: list[str]) -> None:
+        """Load what these systems need now (models, index), so that answering time measures only answering."""
+        for system in systems:
+            if system in MODEL_OF:
+                self.model(MODEL_OF[system])
+        if any(s in RAG_SYSTEMS for s in systems):
+            _ = self.index  # built now
 
     def check_system(self, system: str) -> None:
         if system not in SYSTEMS:
@@ -138,7 +157,7 @@ class Answerer:
         self.check_system(system)
         hits: list[Hit | None] = [None] * len(questions)
         started = time.perf_counter()
-        if system in ("retrieval", "base_rag", "fine_tuned_rag"):
+        if system in RAG_SYSTEMS:
             hits = self.index.search(questions)
         retrieval_seconds = (time.perf_counter() - started) / max(len(questions), 1)
         if system == "retrieval":
@@ -146,10 +165,12 @@ class Answerer:
                     for hit in hits]
         # Questions without a matching product get the no-match message; only the others reach the model.
         asked = [i for i, hit in enumerate(hits) if hit is None or hit.matched]
-        generated = generate_answers(self.model(MODEL_OF[system]), self.tokenizer,
-                                     [self.prompt(questions[i], hits[i]) for i in asked], self.cfg.generation,
-                                     progress=progress)
-        by_question: dict[int, Generated] = dict(zip(asked, generated))
+        by_question: dict[int, Generated] = {}
+        if asked:
+            generated = generate_answers(self.model(MODEL_OF[system]), self.tokenizer,
+                                         [self.prompt(questions[i], hits[i]) for i in asked], self.cfg.generation,
+                                         progress=progress)
+            by_question = dict(zip(asked, generated))
         return [Answer(system, by_question[i].text, hits[i], by_question[i].new_tokens,
                        by_question[i].seconds + retrieval_seconds) if i in by_question
                 else Answer(system, NO_MATCH_MESSAGE, hits[i], 0, retrieval_seconds)
@@ -158,7 +179,7 @@ class Answerer:
     def stream(self, question: str, system: str) -> tuple[Hit | None, Iterator[str]]:
         """The retrieved product (RAG systems) and the answer's pieces as they come."""
         self.check_system(system)
-        hit = self.index.search([question])[0] if system != "base" and system != "fine_tuned" else None
+        hit = self.index.search([question])[0] if system in RAG_SYSTEMS else None
         if system == "retrieval" or (hit is not None and not hit.matched):
             return hit, iter([hit.description if hit.matched else NO_MATCH_MESSAGE])
         return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),

@@ -11,14 +11,14 @@ whether they used the right product (seen) or abstained (unseen).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 
 import torch
 
 from product_qa import metrics
-from product_qa.answering import MODEL_OF, SYSTEM_LABELS, SYSTEMS, Answer, Answerer
+from product_qa.answering import (MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, SYSTEMS, Answer,
+                                  Answerer)
 from product_qa.errors import UserError
 from product_qa.hashing import key_hash
 from product_qa.io_utils import atomic_outputs, remove_stale_temps, write_json_atomic
@@ -26,10 +26,9 @@ from product_qa.modeling import load_sentence_encoder
 from product_qa.preparation import output_paths
 from product_qa.prompts import HELD_OUT_PHRASINGS, pick_phrasing
 from product_qa.reporting import evaluation_markdown, plot_evaluation
-from product_qa.training import AnswerOnlyCollator, encode_example, read_examples, sample_in_order
+from product_qa.training import AnswerOnlyCollator, encode_example, perplexity, read_examples, sample_in_order
 
-RAG_SYSTEMS = ("retrieval", "base_rag", "fine_tuned_rag")
-SCORED = ("rouge1", "rouge2", "rougeL", "chrf", "similarity", "length_ratio", "repeated_3gram")
+SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "length_ratio", "repeated_3gram")  # averaged over answers
 
 
 # ---------------------------------------------------------------------------------------------- questions
@@ -40,9 +39,23 @@ def question_sets(answerer: Answerer, eval_cfg) -> dict[str, list[dict]]:
     seen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"],
              "question": pick_phrasing(HELD_OUT_PHRASINGS, key_hash(e["uid"]), eval_cfg.seed).question(e["title"])}
             for e in sample_in_order(trained, eval_cfg.seen_questions, eval_cfg.seed)]
+    test = read_examples(paths["test"], eval_cfg.unseen_questions, eval_cfg.seed) if _has_lines(paths["test"]) else []
     unseen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"], "question": e["question"]}
-              for e in read_examples(paths["test"], eval_cfg.unseen_questions, eval_cfg.seed)]
+              for e in test]
     return {"seen": seen, "unseen": unseen}
+
+
+def _has_lines(path: Path) -> bool:
+    """False for a missing or empty split file: a small catalog can leave the test split empty."""
+    return path.exists() and path.stat().st_size > 0
+
+
+def check_eval_settings(eval_cfg) -> None:
+    if min(eval_cfg.seen_questions, eval_cfg.unseen_questions, eval_cfg.worst_examples) < 0:
+        raise UserError("eval.seen_questions, eval.unseen_questions and eval.worst_examples must be >= 0")
+    if eval_cfg.seen_questions + eval_cfg.unseen_questions < 1 or eval_cfg.test_questions < 1:
+        raise UserError("nothing to ask: set eval.seen_questions or eval.unseen_questions (and eval.test_questions)"
+                        " to at least 1")
 
 
 def selected_systems(eval_cfg, available: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -56,7 +69,7 @@ def selected_systems(eval_cfg, available: tuple[str, ...]) -> tuple[list[str], l
 
 # ------------------------------------------------------------------------------------------------ scoring
 @torch.no_grad()
-def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer, batch_size: int = 8) -> float:
+def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer, batch_size: int = 8) -> float | None:
     """exp(mean negative log-likelihood per token) of the reference answers (and their EOS) after the question,
     the same prompt and answer-only masking as training."""
     encoded = [encode_example(tokenizer, {"uid": it["uid"], "question": it["question"], "answer": it["reference"]},
@@ -72,7 +85,7 @@ def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer
         total_nll += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
                                                        ignore_index=-100, reduction="sum").item()
         total_tokens += int((labels != -100).sum())
-    return math.exp(min(total_nll / max(total_tokens, 1), 50.0))
+    return perplexity(total_nll / total_tokens) if total_tokens else None
 
 
 def score_answers(items: list[dict], answers: list[Answer], encoder, set_name: str) -> list[dict]:
@@ -114,18 +127,22 @@ def summarize(rows: list[dict], wall_seconds: float) -> dict:
 
 
 def worst(rows: list[dict], n: int) -> list[dict]:
-    """The n answers furthest from their reference (lowest ROUGE-L, then chrF)."""
+    """The n answers furthest from their reference (lowest ROUGE-L, then chrF). A RAG system's right "no matching
+    product" on an unseen product scores low against the reference but is the right answer: not listed."""
     keep = ("uid", "question", "answer", "reference", "rougeL", "chrf", "source_uid")
-    return [{k: r[k] for k in keep if k in r} for r in sorted(rows, key=lambda r: (r["rougeL"], r["chrf"]))[:n]]
+    wrong = [r for r in rows if not (r.get("right_product") and not r.get("matched", True))]
+    return [{k: r[k] for k in keep if k in r} for r in sorted(wrong, key=lambda r: (r["rougeL"], r["chrf"]))[:n]]
 
 
 # ----------------------------------------------------------------------------------------------- workflow
 def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
     """Run the selected systems on both question sets and return the report (written by the caller)."""
+    check_eval_settings(cfg.eval)
     answerer = Answerer(cfg, run_dir)
     systems, skipped = selected_systems(cfg.eval, answerer.systems)
     sets = question_sets(answerer, cfg.eval)
     encoder = load_sentence_encoder(cfg.rag.encoder)
+    answerer.load(systems)
     started = time.perf_counter()
     results: dict[str, dict] = {}
     for set_name, items in sets.items():
@@ -139,12 +156,14 @@ def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
             wall = time.perf_counter() - t0
             rows = score_answers(items, answers, encoder, set_name)
             summary = summarize(rows, wall)
-            if cfg.eval.perplexity and system in ("base", "fine_tuned"):
+            if cfg.eval.perplexity and system in MODEL_ONLY_SYSTEMS:
                 summary["perplexity"] = reference_perplexity(answerer.model(MODEL_OF[system]), answerer.tokenizer,
                                                              items, answerer)
             results[set_name]["systems"][system] = {"summary": summary, "worst": worst(rows, cfg.eval.worst_examples),
                                                     "answers": rows}
     index = answerer.index if any(s in RAG_SYSTEMS for s in systems) else None
+    if not results:
+        raise UserError("no questions to ask: the training and test splits are empty")
     return {
         "run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "template": answerer.template,
         "systems": systems, "skipped_systems": skipped, "labels": {s: SYSTEM_LABELS[s] for s in systems},
@@ -177,14 +196,16 @@ def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
 def generation_test(cfg, run_dir: Path | None, questions: list[str], *, progress: bool = True) -> tuple[dict, Path]:
     """The same questions to the base and the fine-tuned model; saved to test_results.json. Without questions
     of the user's, eval.test_questions from each evaluation set (with their reference answers)."""
+    check_eval_settings(cfg.eval)
     answerer = Answerer(cfg, run_dir)
     if questions:
-        items = [{"set": "yours", "question": answerer.clean(q)[0], "reference": None} for q in questions]
+        items = [{"set": "yours", "question": question, "reference": None, "question_cut": cut}
+                 for question, cut in map(answerer.clean, questions)]
     else:
         sets = question_sets(answerer, dataclasses.replace(cfg.eval, seen_questions=cfg.eval.test_questions,
                                                            unseen_questions=cfg.eval.test_questions))
         items = [{"set": name, **item} for name, group in sets.items() for item in group]
-    systems = [s for s in ("base", "fine_tuned") if s in answerer.systems]
+    systems = [s for s in MODEL_ONLY_SYSTEMS if s in answerer.systems]
     answers = {s: answerer.answer([it["question"] for it in items], s, progress=s if progress else None)
                for s in systems}
     results = {"run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "systems": systems,

@@ -18,9 +18,9 @@ _WORD = re.compile(r"\w+")
 
 
 def words(text: str) -> list[str]:
-    """Lowercased runs of letters and digits (any script, so Portuguese accents stay inside words); punctuation
-    is dropped. The shared tokenization of distinct-n, the repetition rate and the length ratio."""
-    return _WORD.findall(text.lower())
+    """Casefolded runs of letters and digits (any script, so Portuguese accents stay inside words); punctuation
+    is dropped. The shared tokenization of distinct-n, the repetition rate, the length ratio and the RAG index."""
+    return _WORD.findall(text.casefold())
 
 
 def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:

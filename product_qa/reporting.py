@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -82,13 +83,14 @@ def print_training_summary(report: dict, console: Console | None = None) -> None
 
 def print_answers(samples: list[dict], console: Console) -> None:
     """Each question with the base model's, the fine-tuned model's and the reference answer, one under another."""
-    for sample in samples:
-        console.print(f"[bold]Q:[/] {sample['question']}" + (f"  [dim]({sample['set']} product)[/]"
-                                                              if sample.get("set") in ("seen", "unseen") else ""))
+    for sample in samples:  # the texts are escaped: a title or an answer may hold "[...]", which rich reads as markup
+        console.print(f"[bold]Q:[/] {escape(sample['question'])}"
+                      + (f"  [dim]({sample['set']} product)[/]" if sample.get("set") in ("seen", "unseen") else "")
+                      + ("  [yellow](cut to generation.max_question_chars)[/]" if sample.get("question_cut") else ""))
         for key, label in (("base", "[dim]base:[/]      "), ("fine_tuned", "[green]fine-tuned:[/]"),
                            ("reference", "[dim]reference:[/] ")):
             if sample.get(key) is not None:
-                console.print(f"  {label} {_one_line(sample[key])}")
+                console.print(f"  {label} {escape(_one_line(sample[key]))}")
 
 
 def print_generation_test(results: dict, path: str, console: Console | None = None) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +32,14 @@ import numpy as np
 from product_qa.configurator import fingerprint
 from product_qa.errors import UserError
 from product_qa.io_utils import atomic_outputs
+from product_qa.metrics import words
 from product_qa.modeling import load_sentence_encoder
 
 NO_MATCH_MESSAGE = "No matching product was found in the catalog for this question."
 RETRIEVERS = ("bm25", "minilm")
 CANDIDATES = 10  # top-ranked titles checked for one the question spells out verbatim
-_WORD = re.compile(r"\w+")
 _SCORE_CELLS = 1 << 24  # question x title similarities computed at a time by minilm (64 MiB of float32)
 _ENCODE_BATCH = 64
-
-
-def words(text: str) -> list[str]:
-    """The casefolded word tokens that ranking and the match score both work on."""
-    return _WORD.findall(text.casefold())
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 from config import Config
 from conftest import run_script, tiny_run_overrides
 from product_qa.configurator import apply_overrides
+from product_qa.errors import UserError
 from product_qa.filtering import normalize_title
 from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
 
@@ -35,11 +36,11 @@ def cli_overrides(settings: list[str]) -> list[str]:
 
 def test_batched_greedy_answers_equal_one_at_a_time(packaged_checkpoint, tokenizer):
     """Left padding, the KV cache and the length-sorted batches change nothing: each answer is the one its
-    question gets alone (the real default model, prompts of different lengths)."""
+    question gets alone (the real default model in fp32 on the CPU, prompts of different lengths)."""
+    from transformers import AutoModelForCausalLM
     from product_qa.generation import generate_answers
-    from product_qa.modeling import load_inference_model
     from product_qa.prompts import prompt_text
-    model = load_inference_model(str(packaged_checkpoint))
+    model = AutoModelForCausalLM.from_pretrained(packaged_checkpoint)
     questions = ["What is Girls Ballet Tutu Neon Pink?", "Describe The Forgotten Tide (Paperback).",
                  "What do you know about the Lumen S624 Portable SSD with 1Tb Capacity, USB-C, black?",
                  "O que é Adult Rain Jacket Ivory?", "Tell me about the product Home Map.",
@@ -54,21 +55,33 @@ def test_batched_greedy_answers_equal_one_at_a_time(packaged_checkpoint, tokeniz
     assert generate_answers(model, tokenizer, [], decoding) == []
 
 
-def test_reference_perplexity_is_the_models_own_loss(tiny_run):
-    """For one example, exp(summed NLL / answer tokens) must equal exp of the loss transformers computes."""
+def test_reference_perplexity_is_the_token_weighted_loss_of_the_model(tiny_run):
+    """Two references of different lengths, batched (so one is padded): exp of the token-weighted mean of the
+    losses transformers computes for each alone."""
     import torch
     from product_qa.answering import Answerer
     from product_qa.evaluation import reference_perplexity
     from product_qa.training import encode_example
     answerer = Answerer(apply_overrides(Config(), tiny_run["settings"]), None)
     model, tokenizer = answerer.model("base"), answerer.tokenizer
-    item = {"uid": "u1", "question": "What is Adult Rain Jacket Ivory?",
-            "reference": "High quality waterproof nylon rain jacket in ivory."}
-    encoded = encode_example(tokenizer, {**item, "answer": item["reference"]}, template=answerer.template,
-                             system_prompt=answerer.train_cfg.system_prompt, max_length=96)
-    with torch.no_grad():
-        loss = model(input_ids=torch.tensor([encoded["input_ids"]]), labels=torch.tensor([encoded["labels"]])).loss
-    assert reference_perplexity(model, tokenizer, [item], answerer) == pytest.approx(math.exp(loss.item()), rel=1e-4)
+    items = [{"uid": "u1", "question": "What is Adult Rain Jacket Ivory?",
+              "reference": "High quality waterproof nylon rain jacket in ivory."},
+             {"uid": "u2", "question": "Describe Home Map.",
+              "reference": "A story of loyalty, courage and second chances set against the hills of Yorkshire, "
+                           "with songs recorded live in 1985."}]
+    nll, counts = 0.0, []
+    for item in items:
+        encoded = encode_example(tokenizer, {**item, "answer": item["reference"]}, template=answerer.template,
+                                 system_prompt=answerer.train_cfg.system_prompt, max_length=96)
+        with torch.no_grad():
+            loss = model(input_ids=torch.tensor([encoded["input_ids"]]),
+                         labels=torch.tensor([encoded["labels"]])).loss.item()
+        nll += loss * encoded["answer_tokens"]
+        counts.append(encoded["answer_tokens"])
+    assert counts[0] < counts[1]  # so the first is padded in the batch
+    assert reference_perplexity(model, tokenizer, items, answerer, batch_size=2) == pytest.approx(
+        math.exp(nll / sum(counts)), rel=1e-4)
+    assert reference_perplexity(model, tokenizer, [], answerer) is None
 
 
 def test_test_products_are_neither_trained_on_nor_indexed(tiny_run):
@@ -189,3 +202,52 @@ def test_unknown_run_and_systems_are_clear_errors(tiny_run):
     assert result.returncode == 2 and "no-such-run" in result.stderr and "Traceback" not in result.stderr
     result = run_script("test_pipeline.py", "--evaluate", *overrides, "--set", "eval.systems=base,oracle")
     assert result.returncode == 2 and "oracle" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_questions_without_a_matching_product_never_reach_a_model(tiny_run):
+    from product_qa.answering import Answerer
+    from product_qa.retrieval import NO_MATCH_MESSAGE
+    answerer = Answerer(apply_overrides(Config(), tiny_run["settings"]), Path(tiny_run["run_dir"]))
+    answers = answerer.answer(["What is the capital of France?", "Tell me a joke."], "fine_tuned_rag")
+    assert [a.text for a in answers] == [NO_MATCH_MESSAGE] * 2 and all(not a.source.matched for a in answers)
+    assert answerer._models == {}  # nothing was loaded for them
+
+
+def test_an_empty_test_split_leaves_the_seen_set(tiny_run, tmp_path):
+    from product_qa.answering import Answerer
+    from product_qa.evaluation import check_eval_settings, question_sets
+    from product_qa.preparation import output_paths
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    source = output_paths(apply_overrides(Config(), tiny_run["settings"]).data)
+    (data_dir / "train.jsonl").write_bytes(source["train"].read_bytes())
+    (data_dir / "test.jsonl").write_bytes(b"")
+    cfg = apply_overrides(Config(), [*tiny_run["settings"], f"data.output_dir={data_dir}"])
+    sets = question_sets(Answerer(cfg, None), cfg.eval)
+    assert len(sets["seen"]) == 6 and sets["unseen"] == []
+    with pytest.raises(UserError, match="nothing to ask"):
+        check_eval_settings(dataclasses.replace(cfg.eval, seen_questions=0, unseen_questions=0))
+    with pytest.raises(UserError, match=">= 0"):
+        check_eval_settings(dataclasses.replace(cfg.eval, seen_questions=-1))
+
+
+def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
+    """config.json without some sections or with settings since removed: today's defaults fill the gaps; a
+    broken config.json is one clear line."""
+    import shutil
+    from product_qa.answering import Answerer, find_run
+    cfg = apply_overrides(Config(), [*tiny_run["settings"], f"train.output_dir={tmp_path}"])
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run["run_dir"], run)
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({"model": saved["model"], "train": {**saved["train"],
+                                                                                     "max_new_tokens": 64}}))
+    answerer = Answerer(cfg, find_run(cfg, "old"))
+    assert answerer.train_cfg.system_prompt == saved["train"]["system_prompt"]
+    assert answerer.data_cfg == cfg.data and "fine_tuned" in answerer.systems
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="config.json"):
+        Answerer(cfg, find_run(cfg, "old"))
+    (run / "training_report.json").unlink()  # a run killed before its end
+    with pytest.raises(UserError, match="no finished fine-tuning run"):
+        find_run(cfg, "old")
