@@ -17,8 +17,7 @@ from rich.table import Table
 from wordcloud import WordCloud
 
 from product_qa.analysis import FIELDS, LENGTH_UNITS, Analysis, LengthHistogram
-from product_qa.errors import UserError
-from product_qa.io_utils import atomic_outputs, remove_stale_temps, write_json_atomic
+from product_qa.io_utils import atomic_outputs, prepare_output_dir, write_json_atomic
 
 REPORT_JSON = "data_analysis_report.json"
 REPORT_MD = "report.md"
@@ -432,12 +431,7 @@ def render_markdown(analysis: Analysis) -> str:
 
 def write_report(analysis: Analysis, output_dir: str) -> dict[str, Path]:
     """Write the JSON report, the plots and report.md into `output_dir`; returns their paths."""
-    out = Path(output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out}: cannot create the output directory ({err.strerror})") from None
-    remove_stale_temps(out)
+    out = prepare_output_dir(output_dir)
     report = analysis.report
     seed = report["config"]["analysis"]["seed"]
     paths = {name: out / filename for name, filename in PLOTS.items()}

@@ -21,7 +21,7 @@ from product_qa.answering import (MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYS
                                   Answerer)
 from product_qa.errors import UserError
 from product_qa.hashing import key_hash
-from product_qa.io_utils import atomic_outputs, remove_stale_temps, write_json_atomic
+from product_qa.io_utils import atomic_outputs, prepare_output_dir, write_json_atomic
 from product_qa.modeling import load_sentence_encoder
 from product_qa.preparation import output_paths
 from product_qa.prompts import HELD_OUT_PHRASINGS, pick_phrasing
@@ -178,12 +178,7 @@ def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
 
 def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
     """evaluation_report.json (every answer and score), .md (tables, worst answers) and .png (bar chart)."""
-    out = Path(output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out}: cannot create the output directory ({err.strerror})") from None
-    remove_stale_temps(out)
+    out = prepare_output_dir(output_dir)
     paths = {"json": out / "evaluation_report.json", "markdown": out / "evaluation_report.md",
              "chart": out / "evaluation_report.png"}
     write_json_atomic(paths["json"], report)

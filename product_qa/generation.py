@@ -85,7 +85,9 @@ def generate_answers(model, tokenizer, prompts: list[str], decoding, *, progress
             new_tokens = output[:, width:]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for i, row, text in zip(indices, new_tokens, texts):
-                results[i] = Generated(text.strip(), _count_new_tokens(row, tokenizer.eos_token_id), seconds)
+                # an answer cut at max_new_tokens can end inside a multi-byte character: drop its remnant
+                results[i] = Generated(text.rstrip("\ufffd").strip(), _count_new_tokens(row, tokenizer.eos_token_id),
+                                       seconds)
             bar.update(len(indices))
     finally:
         tokenizer.padding_side = side

@@ -10,6 +10,8 @@ from typing import IO, Iterator
 
 import orjson
 
+from product_qa.errors import UserError
+
 TEMP_MARK = ".tmp-"
 
 
@@ -39,6 +41,17 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
 def write_json_atomic(path: Path, obj: object) -> None:
     with atomic_outputs({"json": path}) as handles:
         handles["json"].write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """A stage's output directory, created if needed and cleared of temp files left by killed runs."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create the output directory ({err.strerror})") from None
+    remove_stale_temps(out)
+    return out
 
 
 def remove_stale_temps(directory: Path) -> None:

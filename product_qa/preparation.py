@@ -28,7 +28,7 @@ from product_qa.configurator import config_dict, fingerprint
 from product_qa.errors import UserError
 from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
 from product_qa.hashing import key_hash, mix64, mix64_array
-from product_qa.io_utils import TEMP_MARK, atomic_outputs, remove_stale_temps, write_json_atomic
+from product_qa.io_utils import TEMP_MARK, atomic_outputs, prepare_output_dir, write_json_atomic
 from product_qa.parallel import BlockRunner
 from product_qa.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
 from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, ByteRange, Record, describe_source,
@@ -234,12 +234,7 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     if not force and (previous := up_to_date(cfg, fp)) is not None:
         return {**previous, "skipped": True}
 
-    out_dir = Path(cfg.output_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out_dir}: cannot create the output directory ({err.strerror})") from None
-    remove_stale_temps(out_dir)
+    out_dir = prepare_output_dir(cfg.output_dir)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
