@@ -161,8 +161,7 @@ class Answerer:
             hits = self.index.search(questions)
         retrieval_seconds = (time.perf_counter() - started) / max(len(questions), 1)
         if system == "retrieval":
-            return [Answer(system, hit.description if hit.matched else NO_MATCH_MESSAGE, hit, 0, retrieval_seconds)
-                    for hit in hits]
+            return [Answer(system, _retrieved_answer(hit), hit, 0, retrieval_seconds) for hit in hits]
         # Questions without a matching product get the no-match message; only the others reach the model.
         asked = [i for i, hit in enumerate(hits) if hit is None or hit.matched]
         by_question: dict[int, Generated] = {}
@@ -181,6 +180,11 @@ class Answerer:
         self.check_system(system)
         hit = self.index.search([question])[0] if system in RAG_SYSTEMS else None
         if system == "retrieval" or (hit is not None and not hit.matched):
-            return hit, iter([hit.description if hit.matched else NO_MATCH_MESSAGE])
+            return hit, iter([_retrieved_answer(hit)])
         return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),
                                   self.cfg.generation)
+
+
+def _retrieved_answer(hit: Hit) -> str:
+    """Retrieval's own answer: the matched product's description, or the no-match message."""
+    return hit.description if hit.matched else NO_MATCH_MESSAGE
