@@ -135,6 +135,16 @@ class EvalConfig:
 
 
 @dataclass
+class AppConfig:
+    """app.py: the web demo."""
+
+    host: str = "127.0.0.1"  # this machine only; 0.0.0.0 lets other machines in
+    port: int = 7860
+    share: bool = False  # a public gradio.live link (needs internet); off unless asked for
+    max_queue: int = 16  # questions waiting their turn (one is answered at a time); more are turned away
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -143,3 +153,4 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     rag: RagConfig = field(default_factory=RagConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    app: AppConfig = field(default_factory=AppConfig)

@@ -118,8 +118,8 @@ def _cell(summary: dict, key: str, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def evaluation_markdown(report: dict) -> str:
-    """evaluation_report.md: a table per question set, then the worst answers of each system."""
+def evaluation_tables(report: dict) -> list[str]:
+    """The report's header line and one Markdown table per question set (the web demo shows these too)."""
     lines = ["# Evaluation report", "",
              f"Model: `{report['model']}`; fine-tuned run: `{report['run'] or 'none'}`; decoding: "
              f"{', '.join(f'{k}={v}' for k, v in report['decoding'].items())}; RAG: "
@@ -134,6 +134,12 @@ def evaluation_markdown(report: dict) -> str:
             cells = [_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_COLUMNS]
             lines.append(f"| {report['labels'][system]} | " + " | ".join(cells) + " |")
         lines.append("")
+    return lines
+
+
+def evaluation_markdown(report: dict) -> str:
+    """evaluation_report.md: a table per question set, then the worst answers of each system."""
+    lines = evaluation_tables(report)
     lines += ["## Worst answers (lowest ROUGE-L)", ""]
     for set_name, result in report["sets"].items():
         for system, entry in result["systems"].items():

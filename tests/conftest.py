@@ -80,3 +80,26 @@ def tiny_run_overrides(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> 
                 "train.max_eval_examples": 8, "train.learning_rate": 3e-3, "train.base_answer_examples": 2,
                 "generation.max_new_tokens": 8, "train.early_stopping_patience": None, **extra}
     return [f"{key}={value}" for key, value in settings.items()]
+
+
+def tiny_settings(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> list[str]:
+    """tiny_run_overrides plus small evaluation settings and the evaluation and RAG folders, all in `root`."""
+    return tiny_run_overrides(tiny_model_dir, raw, root, **{
+        "eval.output_dir": root / "evaluation", "rag.index_dir": root / "rag", "eval.seen_questions": 6,
+        "eval.unseen_questions": 6, "eval.test_questions": 2, "generation.batch_size": 4, **extra})
+
+
+def cli_overrides(settings: list[str]) -> list[str]:
+    return sum((["--set", s] for s in settings), [])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model_dir, raw_sample):
+    """A fine-tuned tiny model (6 LoRA steps) and the overrides that point every stage at it."""
+    from config import Config
+    from product_qa.configurator import apply_overrides
+    from product_qa.finetune import fine_tune
+    root = tmp_path_factory.mktemp("answering")
+    settings = tiny_settings(tiny_model_dir, raw_sample, root)
+    report = fine_tune(apply_overrides(Config(), settings), progress=False)
+    return {"root": root, "settings": settings, "run_dir": report["run_dir"]}

@@ -7,31 +7,11 @@ from pathlib import Path
 import pytest
 
 from config import Config
-from conftest import run_script, tiny_run_overrides
+from conftest import cli_overrides, run_script, tiny_settings
 from product_qa.configurator import apply_overrides
 from product_qa.errors import UserError
 from product_qa.filtering import normalize_title
 from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
-
-
-def tiny_settings(tiny_model_dir, raw_sample, root, **extra) -> list[str]:
-    return tiny_run_overrides(tiny_model_dir, raw_sample, root, **{
-        "eval.output_dir": root / "evaluation", "rag.index_dir": root / "rag", "eval.seen_questions": 6,
-        "eval.unseen_questions": 6, "eval.test_questions": 2, "generation.batch_size": 4, **extra})
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_model_dir, raw_sample):
-    """A fine-tuned tiny model (6 LoRA steps) and the overrides that point every stage at it."""
-    from product_qa.finetune import fine_tune
-    root = tmp_path_factory.mktemp("answering")
-    settings = tiny_settings(tiny_model_dir, raw_sample, root)
-    report = fine_tune(apply_overrides(Config(), settings), progress=False)
-    return {"root": root, "settings": settings, "run_dir": report["run_dir"]}
-
-
-def cli_overrides(settings: list[str]) -> list[str]:
-    return sum((["--set", s] for s in settings), [])
 
 
 def test_batched_greedy_answers_equal_one_at_a_time(packaged_checkpoint, tokenizer):

@@ -1,0 +1,53 @@
+"""The web demo: ask about a product in the browser and compare the base model, the fine-tuned model and RAG.
+
+    python app.py                      # http://127.0.0.1:7860 (this machine only)
+    python app.py --port 8080          # another port
+    python app.py --host 0.0.0.0       # let other machines on the network in
+    python app.py --share              # also a public gradio.live link (needs internet)
+    python app.py --run smollm2-lora   # a given fine-tuning run (default: the latest)
+
+The models load once, when the app starts; questions are answered one at a time, in the order they came.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from config import Config
+from product_qa.configurator import config_from_args, stage_parser
+from product_qa.errors import UserError, run_cli
+
+DOCS_ANALYSIS = Path(__file__).resolve().parent / "docs" / "analysis"  # plots shipped with the repo
+
+
+def main() -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--host", help="address to listen on (default: app.host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: app.port, 7860)")
+    parser.add_argument("--share", action="store_true", help="also serve a public gradio.live link")
+    parser.add_argument("--run", help="fine-tuning run (default: eval.run_name, else the latest run)")
+    args = parser.parse_args()
+    cfg = config_from_args(Config(), args)
+    cfg.app.host = args.host or cfg.app.host
+    cfg.app.port = args.port if args.port is not None else cfg.app.port
+    cfg.app.share = args.share or cfg.app.share
+    if not 0 < cfg.app.port < 65536:
+        raise UserError(f"--port {cfg.app.port}: choose a port between 1 and 65535")
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
+    from product_qa.answering import Answerer, find_run  # heavy imports (torch, gradio) after argument checks
+    from product_qa.webapp import Demo, build_page
+
+    print("Loading the models and the RAG index (once) ...")
+    demo = Demo.load(Answerer(cfg, find_run(cfg, args.run or cfg.eval.run_name)))
+    for notice in demo.notices:
+        print("note:", notice.replace("**", ""))
+    analysis_dir, eval_dir = Path(cfg.analysis.output_dir), Path(cfg.eval.output_dir)
+    page = build_page(demo, analysis_dir, DOCS_ANALYSIS, eval_dir)
+    page.launch(server_name=cfg.app.host, server_port=cfg.app.port, share=cfg.app.share, ssr_mode=False,
+                allowed_paths=[str(analysis_dir.resolve()), str(DOCS_ANALYSIS), str(eval_dir.resolve())])
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,184 @@
+"""The web demo behind app.py: a Gradio page where a person asks about a product and compares the systems.
+
+The page has three answer panels, base model, fine-tuned model and RAG (the retrieved description given to
+the fine-tuned model, or to the base model before any fine-tuning); the person picks one of them or all side
+by side, and the answers stream in token by token. Every model and the RAG index load once, when the app
+starts; one question is answered at a time (the models share the machine) and the others wait in a queue.
+Tabs show the analysis report's key plots and the latest evaluation tables.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import gradio as gr
+import orjson
+
+from product_qa.answering import MODEL_OF, Answerer
+from product_qa.errors import UserError
+from product_qa.reporting import evaluation_tables
+from product_qa.retrieval import source_line
+
+PANELS = ("base", "fine_tuned", "rag")
+PANEL_LABELS = {"base": "Base model", "fine_tuned": "Fine-tuned model", "rag": "RAG"}
+ALL = "all"  # the mode that shows every available panel
+ANALYSIS_PLOTS = {"funnel.png": "What cleaning and filtering remove", "length_histograms.png": "Title and description lengths",
+                  "token_lengths.png": "Tokens per training example", "quality_issues.png": "Quality issues",
+                  "wordcloud_titles.png": "Words of the titles", "wordcloud_contents.png": "Words of the descriptions"}
+EMPTY_ANSWER = "(no answer: the model ended its reply at once)"  # an empty panel would look broken
+EXAMPLE_QUESTIONS = 3  # questions about training products offered under the question box
+
+
+@dataclass
+class Demo:
+    """What the page serves: the answerer with its models loaded, and the system behind each panel."""
+
+    answerer: Answerer
+    panel_system: dict[str, str]  # the available panels, each with the system that answers in it
+    notices: list[str] = field(default_factory=list)  # why a panel is missing, and what to do about it
+
+    @classmethod
+    def load(cls, answerer: Answerer) -> Demo:
+        """Load every model and the RAG index now, so that no request waits for them."""
+        tuned = "fine_tuned" in answerer.systems
+        panel_system = {"base": "base", "fine_tuned": "fine_tuned", "rag": "fine_tuned_rag" if tuned else "base_rag"}
+        notices = []
+        if not tuned:
+            del panel_system["fine_tuned"]
+            notices.append(f"**No fine-tuned model yet** (nothing under `{answerer.cfg.train.output_dir}`). The base "
+                           "model answers meanwhile, alone or given the retrieved description (RAG). Train one with "
+                           "`python fine_tuning_project.py`, then restart the app.")
+        answerer.load(["base", "fine_tuned"] if tuned else ["base"])
+        try:
+            answerer.load(["retrieval"])  # builds the index of the training products
+        except UserError as err:
+            del panel_system["rag"]
+            notices.append(f"**RAG is off:** {err}.")
+        return cls(answerer, panel_system, notices)
+
+    @property
+    def modes(self) -> list[tuple[str, str]]:
+        """The radio's choices, (label, value): each available panel alone, then all of them."""
+        choices = [(self.panel_label(panel), panel) for panel in PANELS if panel in self.panel_system]
+        return choices + [("All side by side", ALL)] if len(choices) > 1 else choices
+
+    def panel_label(self, panel: str) -> str:
+        if panel == "rag":  # which model reads the retrieved description
+            return f"RAG: {MODEL_OF[self.panel_system['rag']].replace('_', '-')} model + retrieved description"
+        return PANEL_LABELS[panel]
+
+    def panels_of(self, mode: str) -> list[str]:
+        return [p for p in PANELS if p in self.panel_system] if mode == ALL else [mode]
+
+    def respond(self, question: str, mode: str) -> Iterator[tuple[str, ...]]:
+        """Stream the answers of the chosen panels, one panel after the other. Each step yields the text of every
+        panel, the RAG source and the status line (what the page's outputs show)."""
+        if mode != ALL and mode not in self.panel_system:
+            raise gr.Error(f"unknown choice {mode!r}")
+        try:
+            question, cut = self.answerer.clean(question)
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        texts = dict.fromkeys(PANELS, "")
+        source, timings = "", []
+        note = f"The question was cut to its first {len(question)} characters. " if cut else ""
+
+        def outputs(status: str) -> tuple[str, ...]:
+            return (*texts.values(), source, note + status)
+
+        for panel in self.panels_of(mode):
+            yield outputs(f"{self.panel_label(panel)} is answering ...")
+            started = time.perf_counter()
+            hit, pieces = self.answerer.stream(question, self.panel_system[panel])
+            if hit is not None:
+                source = source_line(hit) if hit.matched else (f"No catalog title matched well enough (closest: "
+                                                               f"{hit.title}, uid {hit.uid}, score {hit.score:.2f})")
+            for piece in pieces:
+                texts[panel] = (texts[panel] + piece).lstrip()
+                yield outputs(f"{self.panel_label(panel)} is answering ...")
+            texts[panel] = texts[panel].strip() or EMPTY_ANSWER
+            timings.append(f"{PANEL_LABELS[panel]}: {time.perf_counter() - started:.1f} s")
+        yield outputs("Answered. " + " · ".join(timings))
+
+    def example_questions(self) -> list[str]:
+        """A few training products, evenly spaced through the catalog, asked about the way people do."""
+        if "rag" not in self.panel_system:  # no prepared data to take titles from
+            return []
+        products = self.answerer.training_products()
+        step = max(len(products) // EXAMPLE_QUESTIONS, 1)
+        return [f"What is {p['title']}?" for p in products[::step][:EXAMPLE_QUESTIONS]]
+
+
+# ------------------------------------------------------------------------------------------------ report tabs
+def analysis_plots(analysis_dir: Path, docs_dir: Path) -> list[tuple[str, str]]:
+    """The key plots of the latest analysis report (outputs/analysis), else the ones the docs ship."""
+    for folder in (analysis_dir, docs_dir):
+        plots = [(str(folder / name), caption) for name, caption in ANALYSIS_PLOTS.items() if (folder / name).exists()]
+        if plots:
+            return plots
+    return []
+
+
+def evaluation_view(eval_dir: Path) -> tuple[str, str | None]:
+    """The latest evaluation's tables (Markdown) and its plot, or a note saying how to make them."""
+    report_path = eval_dir / "evaluation_report.json"
+    if not report_path.exists():
+        return ("No evaluation yet: run `python test_pipeline.py --evaluate` (it writes "
+                f"`{report_path}`), then reload this page.", None)
+    plot = eval_dir / "evaluation_report.png"
+    return "\n".join(evaluation_tables(orjson.loads(report_path.read_bytes()))), str(plot) if plot.exists() else None
+
+
+# ------------------------------------------------------------------------------------------------ page
+def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -> gr.Blocks:
+    cfg = demo.answerer.cfg
+    modes = demo.modes
+    default_mode = modes[-1][1] if len(modes) > 1 else modes[0][1]
+    with gr.Blocks(title="Ask about a product", analytics_enabled=False) as page:
+        gr.Markdown("# Ask about a product\nType a product title as a question; the models answer with its "
+                    "description. RAG first looks the title up among the training products and shows its source.")
+        for notice in demo.notices:
+            gr.Markdown(notice, elem_classes=["notice"])
+        with gr.Tab("Ask"):
+            examples = demo.example_questions()
+            question = gr.Textbox(label="Question", lines=2, max_length=cfg.generation.max_question_chars,
+                                  placeholder=examples[0] if examples else "What is the Girls Ballet Tutu Neon Pink?",
+                                  elem_id="question",
+                                  info=f"At most {cfg.generation.max_question_chars} characters.")
+            mode = gr.Radio(choices=modes, value=default_mode, label="Answer with", elem_id="mode")
+            ask = gr.Button("Ask", variant="primary", elem_id="ask")
+            columns, boxes = [], []
+            with gr.Row():
+                for panel in PANELS:
+                    with gr.Column(visible=panel in demo.panels_of(default_mode)) as column:
+                        boxes.append(gr.Textbox(label=demo.panel_label(panel) if panel in demo.panel_system
+                                                else PANEL_LABELS[panel], lines=6, interactive=False,
+                                                elem_id=f"answer-{panel}"))
+                        if panel == "rag":
+                            source = gr.Textbox(label="Retrieved source product", interactive=False,
+                                                elem_id="source")
+                    columns.append(column)
+            status = gr.Markdown(elem_id="status")
+            if examples:
+                gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try a catalog product")
+        with gr.Tab("Data analysis"):
+            plots = analysis_plots(analysis_dir, docs_dir)
+            if plots:
+                gr.Gallery(value=plots, columns=2, height="auto", label="Key plots of the analysis report")
+            else:
+                gr.Markdown("No analysis plots yet: run `python data_analysis.py`.")
+        with gr.Tab("Evaluation"):
+            tables, plot = evaluation_view(eval_dir)
+            gr.Markdown(tables, elem_id="evaluation")
+            if plot:
+                gr.Image(value=plot, label="ROUGE-L, chrF and similarity per system", interactive=False)
+
+        outputs = [*boxes, source, status]
+        for trigger in (ask.click, question.submit):
+            trigger(demo.respond, [question, mode], outputs)
+        mode.change(lambda chosen: [gr.Column(visible=p in demo.panels_of(chosen)) for p in PANELS], [mode],
+                    columns, queue=False)
+    # One answer at a time: the models share the machine and the model objects are not thread-safe.
+    return page.queue(default_concurrency_limit=1, max_size=cfg.app.max_queue)

@@ -1,0 +1,191 @@
+"""The web demo: what the page's answer handler streams, what it offers before fine-tuning, and app.py driven
+end to end in headless Chromium."""
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from config import Config
+from conftest import REPO, cli_overrides
+from product_qa.configurator import apply_overrides
+from product_qa.webapp import EMPTY_ANSWER
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000")
+SCREENSHOT = REPO / "outputs" / "app" / "e2e_screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tiny_run):
+    from product_qa.answering import Answerer
+    from product_qa.webapp import Demo
+    cfg = apply_overrides(Config(), tiny_run["settings"])
+    return Demo.load(Answerer(cfg, Path(tiny_run["run_dir"])))
+
+
+def test_all_panels_stream_in_and_rag_names_its_source(tiny_demo):
+    from product_qa.retrieval import source_line
+    question = tiny_demo.example_questions()[0]
+    assert [value for _, value in tiny_demo.modes] == ["base", "fine_tuned", "rag", "all"]
+    steps = list(tiny_demo.respond(question, "all"))
+    *answers, source, status = steps[-1]
+    assert all(answer.strip() for answer in answers), answers
+    assert EMPTY_ANSWER not in answers[1:]  # the fine-tuned tiny model says something (the random base may not)
+    hit = tiny_demo.answerer.index.search([question])[0]
+    assert hit.matched and source == source_line(hit) and f"(uid {hit.uid})" in source
+    assert status.startswith("Answered.") and "RAG" in status
+    # streamed: each panel's text only grows, token by token, and panels fill one after the other
+    tuned_texts = [step[1] for step in steps]
+    assert len(set(tuned_texts)) > 2 and all(b.startswith(a.rstrip()) for a, b in zip(tuned_texts, tuned_texts[1:]))
+    assert all(step[1] == step[2] == "" for step in steps if step[-1].startswith("Base model is answering"))
+
+
+def test_one_panel_alone_leaves_the_others_empty(tiny_demo):
+    *answers, source, status = list(tiny_demo.respond(tiny_demo.example_questions()[1], "fine_tuned"))[-1]
+    assert answers[0] == "" and answers[1] and answers[2] == "" and source == ""
+    assert status.startswith("Answered. Fine-tuned model:")
+
+
+def test_models_load_once_when_the_app_starts(tiny_run, monkeypatch):
+    from product_qa import answering
+    from product_qa.webapp import Demo
+    loads = []
+    real_load = answering.load_inference_model
+    monkeypatch.setattr(answering, "load_inference_model", lambda *a: loads.append(a) or real_load(*a))
+    demo = Demo.load(answering.Answerer(apply_overrides(Config(), tiny_run["settings"]), Path(tiny_run["run_dir"])))
+    assert len(loads) == 2  # base and fine-tuned
+    for question in demo.example_questions()[:2]:
+        list(demo.respond(question, "all"))
+    assert len(loads) == 2
+
+
+def test_before_fine_tuning_the_page_says_so_and_offers_the_base_model(tiny_run, tmp_path):
+    from product_qa.answering import Answerer
+    from product_qa.webapp import Demo
+    cfg = apply_overrides(Config(), [*tiny_run["settings"], f"train.output_dir={tmp_path / 'no-runs'}"])
+    demo = Demo.load(Answerer(cfg, None))
+    assert "No fine-tuned model yet" in demo.notices[0] and "fine_tuning_project.py" in demo.notices[0]
+    assert [value for _, value in demo.modes] == ["base", "rag", "all"]
+    assert demo.panel_label("rag") == "RAG: base model + retrieved description"
+    with pytest.raises(gr.Error, match="unknown choice"):
+        next(demo.respond("What is Home Map?", "fine_tuned"))
+    *answers, source, _ = list(demo.respond(demo.example_questions()[0], "rag"))[-1]
+    assert answers[2] and "uid" in source
+
+
+def test_without_prepared_data_rag_is_off_with_the_reason(tiny_run, tmp_path):
+    from product_qa.answering import Answerer
+    from product_qa.webapp import Demo
+    cfg = apply_overrides(Config(), [*tiny_run["settings"], f"data.output_dir={tmp_path}"])
+    demo = Demo.load(Answerer(cfg, None))
+    assert any("RAG is off" in n and "prepare_data.py" in n for n in demo.notices)
+    assert [value for _, value in demo.modes] == ["base"] and demo.example_questions() == []
+
+
+def test_empty_questions_are_refused_and_long_ones_cut(tiny_demo):
+    with pytest.raises(gr.Error, match="the question is empty"):
+        next(tiny_demo.respond("   ", "base"))
+    limit = tiny_demo.answerer.cfg.generation.max_question_chars
+    *_, status = list(tiny_demo.respond("What is " + "x" * 2 * limit, "base"))[-1]
+    assert status.startswith(f"The question was cut to its first {limit} characters.")
+
+
+def test_the_page_answers_one_question_at_a_time_and_queues_the_rest(tiny_demo, tmp_path):
+    from product_qa.webapp import build_page
+    page = build_page(tiny_demo, tmp_path, tmp_path, tmp_path)
+    answer_handlers = [fn for fn in page.fns.values() if fn.name == "respond"]
+    assert len(answer_handlers) == 2  # the button and Enter in the question box
+    assert all(fn.queue and fn.concurrency_limit in ("default", 1) for fn in answer_handlers)
+    assert page._queue.default_concurrency_limit == 1
+    assert page._queue.max_size == tiny_demo.answerer.cfg.app.max_queue
+
+
+def test_report_tabs_fall_back_to_the_shipped_plots_and_say_how_to_evaluate(tmp_path):
+    from product_qa.webapp import analysis_plots, evaluation_view
+    outputs, docs = tmp_path / "outputs", tmp_path / "docs"
+    outputs.mkdir(), docs.mkdir()
+    (docs / "funnel.png").write_bytes(b"png")
+    assert analysis_plots(outputs, docs) == [(str(docs / "funnel.png"), "What cleaning and filtering remove")]
+    (outputs / "token_lengths.png").write_bytes(b"png")
+    assert [path for path, _ in analysis_plots(outputs, docs)] == [str(outputs / "token_lengths.png")]
+    note, plot = evaluation_view(tmp_path / "evaluation")
+    assert "python test_pipeline.py --evaluate" in note and plot is None
+
+
+# ------------------------------------------------------------------------------------------------ browser
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, patience_s: float = 300) -> None:
+    deadline = time.monotonic() + patience_s  # model loading on a busy machine; not a speed check
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"app.py exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"app.py did not serve {url}:\n{log.read_text()}")
+
+
+def headless_chromium():
+    """Debian's Chromium through its ChromeDriver (never a downloaded browser), with a fresh profile."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-profile-')}")
+    return webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
+
+
+def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver = headless_chromium()
+    port, log = _free_port(), tmp_path / "app.log"
+    url = f"http://127.0.0.1:{port}/"
+    with log.open("w") as log_file:
+        server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port),
+                                   *cli_overrides(tiny_run["settings"])], cwd=REPO, stdout=log_file,
+                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        _wait_until_serving(url, server, log)
+        assert f"Running on local URL:  http://127.0.0.1:{port}" in log.read_text()  # this machine only
+        assert "gradio.live" not in log.read_text()  # no public link unless asked for
+        driver.get(url)
+        wait = WebDriverWait(driver, 300)
+        question_box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#question textarea"))
+        question = driver.find_element(By.CSS_SELECTOR, "#question textarea").get_attribute("placeholder")
+        question_box.send_keys(question)  # an example: a training product's title
+        driver.find_element(By.CSS_SELECTOR, "#ask").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#status").text.startswith("Answered"))
+        answers = {panel: driver.find_element(By.CSS_SELECTOR, f"#answer-{panel} textarea").get_attribute("value")
+                   for panel in ("base", "fine_tuned", "rag")}
+        assert all(text.strip() for text in answers.values()), answers
+        source = driver.find_element(By.CSS_SELECTOR, "#source textarea").get_attribute("value")
+        assert source.startswith("Source: ") and "(uid " in source
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
