@@ -36,7 +36,9 @@ def main() -> int:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     from product_qa.answering import Answerer, find_run  # heavy imports (torch, gradio) after argument checks
-    from product_qa.webapp import Demo, build_page, launch
+    from product_qa.webapp import Demo, build_page, check_address, launch
+
+    check_address(cfg.app.host, cfg.app.port)
 
     print("Loading the models and the RAG index (once) ...")
     demo = Demo.load(Answerer(cfg, find_run(cfg, args.run or cfg.eval.run_name)))

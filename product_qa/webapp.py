@@ -8,6 +8,7 @@ Tabs show the analysis report's key plots and the latest evaluation tables.
 """
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,17 @@ def evaluation_view(eval_dir: Path) -> tuple[str, str | None]:
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "Consolas", "monospace"])
 CSS = "#evaluation table { font-size: 0.85rem } #evaluation th, #evaluation td { word-break: normal }"
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail at once, before the models load, when the address cannot be listened on (a port in use, say)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}): pick another --port, "
+                            "or stop what uses it") from None
 
 
 def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folders: tuple[Path, ...] = (),

@@ -13,7 +13,7 @@ import gradio as gr
 import pytest
 
 from config import Config
-from conftest import REPO, cli_overrides
+from conftest import REPO, cli_overrides, run_script
 from product_qa.configurator import apply_overrides
 from product_qa.webapp import EMPTY_ANSWER
 
@@ -120,6 +120,20 @@ def test_report_tabs_fall_back_to_the_shipped_plots_and_say_how_to_evaluate(tmp_
     assert [path for path, _ in analysis_plots(outputs, docs)] == [str(outputs / "token_lengths.png")]
     note, plot = evaluation_view(tmp_path / "evaluation")
     assert "python test_pipeline.py --evaluate" in note and plot is None
+
+
+def test_a_port_in_use_or_out_of_range_is_one_line_before_any_model_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_script("app.py", "--port", str(port), "--set", f"train.output_dir={tmp_path}")
+    assert busy.returncode == 2 and "Loading" not in busy.stdout
+    assert busy.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port} (Address already in use): "
+                                                "pick another --port, or stop what uses it"]
+    out_of_range = run_script("app.py", "--port", "70000")
+    assert out_of_range.returncode == 2 and "between 1 and 65535" in out_of_range.stderr
+    assert "Traceback" not in busy.stderr + out_of_range.stderr
 
 
 # ------------------------------------------------------------------------------------------------ browser
