@@ -29,10 +29,10 @@ ANALYSIS_PLOTS = {"funnel.png": "What cleaning and filtering remove", "length_hi
                   "token_lengths.png": "Tokens per training example", "quality_issues.png": "Quality issues",
                   "wordcloud_titles.png": "Words of the titles", "wordcloud_contents.png": "Words of the descriptions"}
 EMPTY_ANSWER = "(no answer: the model ended its reply at once)"  # an empty panel would look broken
-EXAMPLE_QUESTIONS = 3
+EXAMPLE_QUESTIONS = 3  # questions about training products offered under the question box
 # The page is updated at most this often while an answer streams: smooth to the eye, and the server's work per
 # update (diffing and sending every output) stays off the CPU the model needs.
-UPDATE_INTERVAL_S = 0.1  # questions about training products offered under the question box
+UPDATE_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -134,8 +134,12 @@ def evaluation_view(eval_dir: Path) -> tuple[str, str | None]:
     if not report_path.exists():
         return ("No evaluation yet: run `python test_pipeline.py --evaluate` (it writes "
                 f"`{report_path}`), then reload this page.", None)
+    try:
+        tables = "\n".join(evaluation_tables(orjson.loads(report_path.read_bytes())))
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
+        return f"Cannot read `{report_path}` ({err!r}): run `python test_pipeline.py --evaluate` again.", None
     plot = eval_dir / "evaluation_report.png"
-    return "\n".join(evaluation_tables(orjson.loads(report_path.read_bytes()))), str(plot) if plot.exists() else None
+    return tables, str(plot) if plot.exists() else None
 
 
 # ------------------------------------------------------------------------------------------------ page
@@ -197,16 +201,20 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
         with gr.Tab("Data analysis"):
             plots = analysis_plots(analysis_dir, docs_dir)
             if not plots:
-                gr.Markdown("No analysis plots yet: run `python data_analysis.py`.")
+                gr.Markdown("No analysis plots yet: run `python data_analysis.py`, then restart the app.")
             for row_start in range(0, len(plots), 2):
                 with gr.Row():
                     for path, caption in plots[row_start:row_start + 2]:
                         gr.Image(value=path, label=caption, interactive=False)
-        with gr.Tab("Evaluation"):
-            tables, plot = evaluation_view(eval_dir)
-            gr.Markdown(tables, elem_id="evaluation")
-            if plot:
-                gr.Image(value=plot, label="ROUGE-L, chrF and similarity per system", interactive=False)
+        with gr.Tab("Evaluation"):  # read at every page load: a new evaluation shows without a restart
+            tables = gr.Markdown(elem_id="evaluation")
+            plot = gr.Image(label="ROUGE-L, chrF and similarity per system", interactive=False, visible=False)
+
+        def latest_evaluation():
+            text, path = evaluation_view(eval_dir)
+            return text, gr.Image(value=path, visible=path is not None)
+
+        page.load(latest_evaluation, None, [tables, plot], queue=False)
 
         outputs = [*boxes, source, status]
         for trigger in (ask.click, question.submit):

@@ -118,8 +118,13 @@ def test_report_tabs_fall_back_to_the_shipped_plots_and_say_how_to_evaluate(tmp_
     assert analysis_plots(outputs, docs) == [(str(docs / "funnel.png"), "What cleaning and filtering remove")]
     (outputs / "token_lengths.png").write_bytes(b"png")
     assert [path for path, _ in analysis_plots(outputs, docs)] == [str(outputs / "token_lengths.png")]
-    note, plot = evaluation_view(tmp_path / "evaluation")
+    evaluation = tmp_path / "evaluation"
+    note, plot = evaluation_view(evaluation)
     assert "python test_pipeline.py --evaluate" in note and plot is None
+    evaluation.mkdir()
+    (evaluation / "evaluation_report.json").write_text("{truncated")
+    note, plot = evaluation_view(evaluation)
+    assert note.startswith(f"Cannot read `{evaluation / 'evaluation_report.json'}`") and plot is None
 
 
 def test_a_port_in_use_or_out_of_range_is_one_line_before_any_model_loads(tmp_path):
@@ -174,12 +179,17 @@ def headless_chromium():
 def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+    from product_qa.evaluation import evaluate, write_evaluation
     driver = headless_chromium()
+    # a quick evaluation (retrieval alone) for the Evaluation tab to show
+    settings = [*tiny_run["settings"], f"eval.output_dir={tmp_path / 'evaluation'}"]
+    cfg = apply_overrides(Config(), [*settings, "eval.systems=retrieval", "eval.perplexity=False"])
+    write_evaluation(evaluate(cfg, Path(tiny_run["run_dir"]), progress=False), cfg.eval.output_dir)
     port, log = _free_port(), tmp_path / "app.log"
     url = f"http://127.0.0.1:{port}/"
     with log.open("w") as log_file:
         server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port),
-                                   *cli_overrides(tiny_run["settings"])], cwd=REPO, stdout=log_file,
+                                   *cli_overrides(settings)], cwd=REPO, stdout=log_file,
                                   stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         _wait_until_serving(url, server, log)
@@ -199,6 +209,16 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path):
         assert source.startswith("Source: ") and "(uid " in source
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
+
+        def open_tab(name: str) -> None:
+            next(tab for tab in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if tab.text == name).click()
+
+        open_tab("Evaluation")
+        wait.until(lambda d: "retrieval only" in d.find_element(By.CSS_SELECTOR, "#evaluation").text)
+        assert "seen products" in driver.find_element(By.CSS_SELECTOR, "#evaluation").text
+        open_tab("Data analysis")
+        wait.until(lambda d: any(img.is_displayed() and img.get_attribute("naturalWidth") != "0"
+                                 for img in d.find_elements(By.CSS_SELECTOR, "img")))
     finally:
         driver.quit()
         server.terminate()
