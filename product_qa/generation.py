@@ -13,7 +13,8 @@ from typing import Iterator
 
 import torch
 from tqdm import tqdm
-from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TextIteratorStreamer
+from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteria, StoppingCriteriaList,
+                          TextIteratorStreamer)
 
 from product_qa.errors import UserError
 
@@ -95,13 +96,26 @@ def generate_answers(model, tokenizer, prompts: list[str], decoding, *, progress
     return results
 
 
+class _StopWhenSet(StoppingCriteria):
+    """Stops generate() at its next token once the event is set (the reader went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 def stream_answer(model, tokenizer, prompt: str, decoding) -> Iterator[str]:
-    """The answer to one prompt, piece by piece as the tokens come (generation runs in a thread)."""
+    """The answer to one prompt, piece by piece as the tokens come (generation runs in a thread). Closing the
+    iterator early (a web page closed, Ctrl-C) stops the generation too, so it never runs on unread."""
     check_decoding(decoding)
     model.eval()
     batch = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    stop = threading.Event()
     kwargs = {**batch, **decoding_kwargs(tokenizer, decoding, batch["input_ids"].shape[1]), "streamer": streamer,
+              "stopping_criteria": StoppingCriteriaList([_StopWhenSet(stop)]),
               "cache_implementation": "static"}  # as in generate_answers: faster than a growing cache
     errors: list[BaseException] = []
 
@@ -113,9 +127,12 @@ def stream_answer(model, tokenizer, prompt: str, decoding) -> Iterator[str]:
             errors.append(err)
             streamer.end()
 
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=run, name="stream_answer", daemon=True)
     thread.start()
-    yield from streamer
-    thread.join()
+    try:
+        yield from streamer
+    finally:
+        stop.set()
+        thread.join()
     if errors:
         raise errors[0]

@@ -205,7 +205,7 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
             for row_start in range(0, len(plots), 2):
                 with gr.Row():
                     for path, caption in plots[row_start:row_start + 2]:
-                        gr.Image(value=path, label=caption, interactive=False)
+                        gr.Image(value=path, label=caption, interactive=False, elem_classes=["analysis-plot"])
         with gr.Tab("Evaluation"):  # read at every page load: a new evaluation shows without a restart
             tables = gr.Markdown(elem_id="evaluation")
             plot = gr.Image(label="ROUGE-L, chrF and similarity per system", interactive=False, visible=False)
@@ -217,8 +217,8 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
         page.load(latest_evaluation, None, [tables, plot], queue=False)
 
         outputs = [*boxes, source, status]
-        for trigger in (ask.click, question.submit):
-            trigger(demo.respond, [question, mode], outputs)
+        # One event for the button and Enter: one queue, so their questions never run at the same time.
+        gr.on([ask.click, question.submit], demo.respond, [question, mode], outputs, api_name="respond")
         mode.change(lambda chosen: [gr.Column(visible=p in demo.panels_of(chosen)) for p in PANELS], [mode],
                     columns, queue=False)
     # One answer at a time: the models share the machine and the model objects are not thread-safe.

@@ -231,3 +231,25 @@ def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
     (run / "training_report.json").unlink()  # a run killed before its end
     with pytest.raises(UserError, match="no finished fine-tuning run"):
         find_run(cfg, "old")
+
+
+def test_a_streamed_answer_is_the_generated_one_and_closing_the_stream_stops_generation(tiny_model_dir, tokenizer):
+    import threading
+    from transformers import AutoModelForCausalLM
+    from product_qa.generation import generate_answers, stream_answer
+    from product_qa.prompts import prompt_text
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompt = prompt_text(tokenizer, "What is Home Map?", "chat", "Answer with the product's description.")
+    decoding = dataclasses.replace(Config().generation, max_new_tokens=300, batch_size=1)
+    model.generation_config.min_new_tokens = 300  # left alone, every answer runs the full 300 tokens
+    assert "".join(stream_answer(model, tokenizer, prompt, decoding)).strip() == \
+        generate_answers(model, tokenizer, [prompt], decoding)[0].text
+
+    lengths = []
+    generate = model.generate
+    model.generate = lambda **kwargs: lengths.append(generate(**kwargs).shape[1] - kwargs["input_ids"].shape[1])
+    pieces = stream_answer(model, tokenizer, prompt, decoding)
+    next(pieces)
+    pieces.close()  # the reader goes away after the first words
+    assert not any(t.name == "stream_answer" for t in threading.enumerate())
+    assert 0 < lengths[0] < 300
