@@ -104,7 +104,7 @@ class ProductIndex:
     """The training products, one per uid, searchable by question."""
 
     def __init__(self, products: list[dict], ranker: _Bm25Ranker | _MiniLMRanker, min_score: float) -> None:
-        self._products = products
+        self.products = products
         self._ranker = ranker
         self._min_score = min_score
         self._title_words = [words(p["title"]) for p in products]
@@ -135,7 +135,7 @@ class ProductIndex:
         """The best product for each question, with its match score."""
         if not questions:
             return []
-        candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self._products)))
+        candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.products)))
         return [self._hit(question, [int(i) for i in row]) for question, row in zip(questions, candidates)]
 
     def _hit(self, question: str, candidates: list[int]) -> Hit:
@@ -144,7 +144,7 @@ class ProductIndex:
         verbatim = [i for i in candidates if self._phrases[i] and f" {self._phrases[i]} " in spelled]
         best = max(verbatim, key=lambda i: len(self._title_words[i])) if verbatim else candidates[0]
         score = self._match_score(set(question_words), best)
-        product = self._products[best]
+        product = self.products[best]
         return Hit(product["uid"], product["title"], product["answer"], score, score >= self._min_score)
 
     def _match_score(self, question_words: set[str], index: int) -> float:

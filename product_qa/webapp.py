@@ -69,7 +69,7 @@ class Demo:
         return choices + [("All side by side", ALL)] if len(choices) > 1 else choices
 
     def panel_label(self, panel: str) -> str:
-        if panel == "rag":  # which model reads the retrieved description
+        if panel == "rag" and "rag" in self.panel_system:  # which model reads the retrieved description
             return f"RAG: {MODEL_OF[self.panel_system['rag']].replace('_', '-')} model + retrieved description"
         return PANEL_LABELS[panel]
 
@@ -113,7 +113,7 @@ class Demo:
         """A few training products, evenly spaced through the catalog, asked about the way people do."""
         if "rag" not in self.panel_system:  # no prepared data to take titles from
             return []
-        products = self.answerer.training_products()
+        products = self.answerer.index.products  # the training products, already read for the index
         step = max(len(products) // EXAMPLE_QUESTIONS, 1)
         return [f"What is {p['title']}?" for p in products[::step][:EXAMPLE_QUESTIONS]]
 
@@ -170,7 +170,7 @@ def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folder
 def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -> gr.Blocks:
     cfg = demo.answerer.cfg
     modes = demo.modes
-    default_mode = modes[-1][1] if len(modes) > 1 else modes[0][1]
+    default_mode = modes[-1][1]  # all side by side, when there is more than one panel
     with gr.Blocks(title="Ask about a product", analytics_enabled=False) as page:
         gr.Markdown("# Ask about a product\nType a product title as a question; the models answer with its "
                     "description. RAG first looks the title up among the training products and shows its source.")
@@ -188,8 +188,7 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
             with gr.Row():
                 for panel in PANELS:
                     with gr.Column(visible=panel in demo.panels_of(default_mode)) as column:
-                        boxes.append(gr.Textbox(label=demo.panel_label(panel) if panel in demo.panel_system
-                                                else PANEL_LABELS[panel], lines=6, interactive=False,
+                        boxes.append(gr.Textbox(label=demo.panel_label(panel), lines=6, interactive=False,
                                                 elem_id=f"answer-{panel}"))
                         if panel == "rag":
                             source = gr.Textbox(label="Retrieved source product", interactive=False,
