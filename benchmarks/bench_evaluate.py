@@ -25,7 +25,7 @@ from config import Config  # noqa: E402
 from product_qa.answering import latest_run  # noqa: E402
 from product_qa.evaluation import evaluate  # noqa: E402
 from product_qa.preparation import output_paths, prepare  # noqa: E402
-from product_qa.training import read_examples  # noqa: E402
+from product_qa.encoding import read_examples  # noqa: E402
 
 TARGET_SECONDS = 600
 

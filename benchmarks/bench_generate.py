@@ -23,7 +23,7 @@ from config import Config  # noqa: E402
 from product_qa.answering import Answerer, latest_run  # noqa: E402
 from product_qa.generation import generate_answers  # noqa: E402
 from product_qa.preparation import output_paths, prepare  # noqa: E402
-from product_qa.training import read_examples  # noqa: E402
+from product_qa.encoding import read_examples  # noqa: E402
 
 TARGET_SPEEDUP = 4.0
 TARGET_BATCH = 16

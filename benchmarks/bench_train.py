@@ -1,17 +1,31 @@
-"""Benchmark of training throughput (a benchmark, not a test): the same model, data and number of steps run
-three ways, each reported in answer tokens per second (the tokens that carry the loss):
+"""Benchmark of how fast the main job learns (a benchmark, not a test).
 
-1. our batching: length-grouped batches padded to their longest example (what fine_tuning_project.py does);
-2. every example padded to a fixed length: 512 tokens, as most public attempts do, and our max_length;
-3. bf16 autocast against fp32 (on a CPU without native bf16 the bf16 run is cut to one small step).
+The main job (`fine_tuning_project.py` on the bundled sample) runs twice in one benchmark run, as a separate
+process each time, from the same prepared data:
 
-It also prints model FLOPs utilization (MFU) against a matmul peak measured in the same run.
+- NEW: the settings of config.py;
+- TODAY: the settings before the training-speed work, reached through `--set` (TODAY_SETTINGS below).
 
-    python benchmarks/bench_train.py [--steps 3] [--batch-size 8]
+For each it reports answer tokens (those that carry the loss) per second of training and of the training loop
+alone (training minus the evaluations inside it), answer tokens learned per minute of the whole job (start-up,
+data, tokenization, evaluations, sample answers and saving included), the final validation loss, and the
+model FLOPs utilization (MFU) of the training loop against a matmul peak measured here at the model's own
+shapes, in the precision used. It ends with two lines:
+
+    main job: answer tokens learned per minute NEW vs TODAY (R.RRx)
+    training loop MFU: P% (PRECISION on CPU NAME)
+
+    python benchmarks/bench_train.py [--set SECTION.FIELD=VALUE ...]   # extra settings for both jobs
+
+The sizes of tokenizing the real catalog are measured by benchmarks/bench_tokenize.py.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,118 +36,139 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import Config  # noqa: E402
+from product_qa.configurator import apply_overrides  # noqa: E402
+from product_qa.encoding import TOKENIZED_DIR, ExampleEncoder, read_examples  # noqa: E402
 from product_qa.modeling import load_tokenizer, resolve_model_path  # noqa: E402
 from product_qa.preparation import output_paths, prepare  # noqa: E402
 from product_qa.prompts import resolve_template  # noqa: E402
-from product_qa.training import (AnswerOnlyCollator, cpu_supports_bf16, encode_example, load_model,  # noqa: E402
-                                 read_examples, training_device)
+from product_qa.training import select_precision, training_device  # noqa: E402
 
-PUBLIC_PAD_LENGTH = 512
+# The defaults before the training-speed work. Evaluation gathering every logit (prediction_loss_only=False)
+# is not a setting: it was pure waste, so it is gone from both.
+TODAY_SETTINGS = ["train.lora_dropout=0.05", "train.answer_only_logits=False"]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def matmul_peak_flops(dtype: torch.dtype, device: str, size: int = 2048, repeats: int = 10) -> float:
-    a = torch.randn(size, size, dtype=dtype, device=device)
-    b = torch.randn(size, size, dtype=dtype, device=device)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> str:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags) or "unknown"
+
+
+def layer_matmul_peak(model_config, rows: int, dtype: torch.dtype, device: str, seconds: float = 3.0) -> float:
+    """FLOP/s of one decoder layer's matrix products (q, k, v, o, gate, up, down) on `rows` tokens: the peak
+    this machine reaches at the model's own shapes."""
+    hidden, mlp = model_config.hidden_size, model_config.intermediate_size
+    kv = model_config.num_key_value_heads * (hidden // model_config.num_attention_heads)
+    shapes = [(hidden, hidden), (hidden, kv), (hidden, kv), (hidden, hidden), (hidden, mlp), (hidden, mlp),
+              (mlp, hidden)]
+    weights = [torch.randn(k, n, dtype=dtype, device=device) for k, n in shapes]
+    inputs = {k: torch.randn(rows, k, dtype=dtype, device=device) for k in (hidden, mlp)}
+    flops_per_layer = sum(2 * rows * k * n for k, n in shapes)
+    for w in weights:  # warm-up
+        inputs[w.shape[0]] @ w
+    layers, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for w in weights:
+            inputs[w.shape[0]] @ w
+        layers += 1
     if device == "cuda":
         torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+    return flops_per_layer * layers / (time.perf_counter() - started)
 
 
-def batches(features: list[dict], batch_size: int, steps: int, grouped: bool, seed: int) -> list[list[dict]]:
-    """The batches of `steps` steps: length-grouped (the Trainer's sampler) or in random order."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler
+def example_flops(model_config, length: int, answer_tokens: int, trainable: int, full: bool) -> float:
+    """The FLOPs one training example needs (forward and backward), counting only useful work:
+    - each frozen weight of the decoder's linear layers: 2 FLOPs per token forward, 2 for the input gradient
+      (6 when it is trained: full fine-tuning); each LoRA weight 6;
+    - the output layer only on the answer tokens (the only logits the loss needs), 4 per weight, 6 if trained;
+    - causal attention (scores and weighted sum, the lower triangle): 2 * length^2 * width per layer forward,
+      three times that with the backward pass.
+    The embedding lookup costs no FLOPs."""
+    c = model_config
+    hidden, width = c.hidden_size, c.hidden_size
+    kv = c.num_key_value_heads * (hidden // c.num_attention_heads)
+    linear = c.num_hidden_layers * (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * c.intermediate_size)
+    output = c.vocab_size * hidden
+    per_weight = 6 if full else 4
+    lora = 0 if full else trainable
+    return (per_weight * linear * length + 6 * lora * length + per_weight * output * answer_tokens
+            + 3 * 2 * c.num_hidden_layers * length**2 * width)
 
-    generator = torch.Generator().manual_seed(seed)
-    if grouped:
-        order = list(LengthGroupedSampler(batch_size, lengths=[f["length"] for f in features], generator=generator))
-    else:
-        order = torch.randperm(len(features), generator=generator).tolist()
-    return [[features[i] for i in order[s * batch_size:(s + 1) * batch_size]] for s in range(steps)]
 
-
-def run(model_path: str, cfg, features, *, steps, batch_size, pad_to, grouped, precision, device) -> dict:
-    """Train LoRA for `steps` steps; return answer tokens/s, all real tokens/s and seconds."""
-    torch.manual_seed(0)
-    model = load_model(model_path, method="lora", precision=precision, device=device, train_cfg=cfg.train,
-                       trust_remote_code=False).to(device)
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
-    collate = AnswerOnlyCollator(pad_token_id=0, pad_to=pad_to)
-    work = batches(features, batch_size, steps, grouped, seed=0)
-    answer_tokens = real_tokens = padded_tokens = 0
+def run_job(name: str, settings: list[str], data_dir: Path) -> dict:
+    """The main job as a user runs it, timed from process start to exit; its training report."""
+    shutil.rmtree(data_dir / TOKENIZED_DIR, ignore_errors=True)  # both jobs tokenize
+    command = [sys.executable, "fine_tuning_project.py", "--no-progress", "--run-name", name,
+               *sum((["--set", s] for s in settings), [])]
+    print(f"running {name}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()
-    for batch_features in work:
-        batch = {k: v.to(device) for k, v in collate(batch_features).items()}
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        answer_tokens += int((batch["labels"] != -100).sum())
-        real_tokens += int(batch["attention_mask"].sum())
-        padded_tokens += batch["input_ids"].numel()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "answer_tokens_per_s": answer_tokens / seconds,
-            "real_tokens_per_s": real_tokens / seconds, "padding_share": 1 - real_tokens / padded_tokens,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    report = json.loads((Path(Config().train.output_dir) / name / "training_report.json").read_text())
+    return {**report, "job_seconds": seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="a setting for both jobs (repeatable)")
     args = parser.parse_args()
 
-    cfg = Config()
+    cfg = apply_overrides(Config(), args.overrides)
     prepare(cfg.data, progress=False)
     model_path = resolve_model_path(cfg.model.name, cfg.model.cache_dir)
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(model_path)
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
-    template = resolve_template(tokenizer, cfg.train.prompt_template)
-    examples = read_examples(output_paths(cfg.data)["train"])
-    features = [encode_example(tokenizer, e, template=template, system_prompt=cfg.train.system_prompt,
-                               max_length=cfg.train.max_length) for e in examples]
+    encoder = ExampleEncoder(tokenizer, template=resolve_template(tokenizer, cfg.train.prompt_template),
+                             system_prompt=cfg.train.system_prompt, max_length=cfg.train.max_length)
+    examples = encoder.encode(read_examples(output_paths(cfg.data)["train"], cfg.train.max_train_examples,
+                                            cfg.train.seed))
     device = training_device()
-    torch.set_num_threads(torch.get_num_threads())
-    peak = matmul_peak_flops(torch.float32, device)
-    native_bf16 = device == "cuda" or cpu_supports_bf16()
-    print(f"device {device}, {torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:,.0f} GFLOP/s, "
-          f"bf16 matmul {matmul_peak_flops(torch.bfloat16, device, size=1024, repeats=2) / 1e9:,.1f} GFLOP/s, "
-          f"native bf16: {native_bf16}; {args.steps} steps of {args.batch_size} examples", flush=True)
+    precision = select_precision(cfg.train.precision, device)
+    mean_length = sum(e["length"] for e in examples) / len(examples)
+    rows = round(cfg.train.batch_size * mean_length)
+    peak = layer_matmul_peak(model_config, rows, DTYPES[precision], device)
+    cpu = cpu_name()
+    print(f"CPU: {cpu} ({cpu_features()}), {torch.get_num_threads()} threads; device {device}, precision "
+          f"{precision}; matmul peak at the model's shapes ({rows} tokens x hidden {model_config.hidden_size}, "
+          f"MLP {model_config.intermediate_size}): {peak / 1e9:,.1f} GFLOP/s", flush=True)
 
-    common = {"steps": args.steps, "batch_size": args.batch_size, "device": device}
-    fp32 = "fp32" if device == "cpu" else "bf16"
-    runs = {"ours: length-grouped, padded to the batch's longest": run(
-        model_path, cfg, features, pad_to=None, grouped=True, precision=fp32, **common)}
-    for length in sorted({cfg.train.max_length, PUBLIC_PAD_LENGTH}):
-        name = f"every example padded to {length}" + (" (max_length)" if length == cfg.train.max_length else "") + (
-            " (public attempts)" if length == PUBLIC_PAD_LENGTH else "")
-        runs[name] = run(model_path, cfg, features, pad_to=length, grouped=False, precision=fp32, **common)
-    baselines = list(runs)[1:]
-    if device == "cpu":
-        small = {**common, "steps": args.steps if native_bf16 else 1, "batch_size": args.batch_size if native_bf16
-                 else 2}
-        runs["ours, bf16 autocast" + ("" if native_bf16 else " (1 step of 2: emulated bf16 is slow)")] = run(
-            model_path, cfg, features, pad_to=None, grouped=True, precision="bf16", **small)
+    data_dir = Path(cfg.data.output_dir)
+    jobs = {"TODAY": run_job("bench-today", [*args.overrides, *TODAY_SETTINGS], data_dir),
+            "NEW": run_job("bench-new", args.overrides, data_dir)}
 
-    print(f"\n{'run':<62}{'answer tok/s':>13}{'all tok/s':>11}{'padding':>9}{'MFU':>7}")
-    for name, result in runs.items():
-        # LoRA: the forward pass (2 FLOPs per parameter and token) and the backward pass through the activations
-        # (2 more); the adapters' own weight gradients are negligible.
-        mfu = 4 * result["parameters"] * result["real_tokens_per_s"] / peak
-        print(f"{name:<62}{result['answer_tokens_per_s']:>13,.1f}{result['real_tokens_per_s']:>11,.1f}"
-              f"{result['padding_share']:>9.0%}{mfu:>7.1%}")
-    ours, names = runs[next(iter(runs))], list(runs)
-    for name in baselines:
-        print(f"ours vs '{name}': {ours['answer_tokens_per_s'] / runs[name]['answer_tokens_per_s']:.1f}x "
-              "answer tokens/s (target >= 3x)")
-    if device == "cpu":
-        print(f"bf16 vs fp32: {runs[names[-1]]['answer_tokens_per_s'] / ours['answer_tokens_per_s']:.3f}x")
+    header = (f"\n{'':<7}{'job s':>8}{'train s':>9}{'evals s':>9}{'loop s':>8}{'answer tok':>12}"
+              f"{'ans tok/s train':>17}{'ans tok/s loop':>16}{'ans tok/min job':>17}{'MFU loop':>10}{'val loss':>10}")
+    print(header)
+    summary = {}
+    for name, job in jobs.items():
+        loop = job["train_seconds"] - job["eval_seconds_in_training"]
+        flops = job["epochs"] * sum(example_flops(model_config, e["length"], e["answer_tokens"],
+                                                  job["trainable_parameters"], job["method"] == "full")
+                                    for e in examples)
+        summary[name] = {"per_min": job["answer_tokens_seen"] / job["job_seconds"] * 60, "mfu": flops / loop / peak}
+        print(f"{name:<7}{job['job_seconds']:>8.0f}{job['train_seconds']:>9.0f}{job['eval_seconds_in_training']:>9.0f}"
+              f"{loop:>8.0f}{job['answer_tokens_seen']:>12,}{job['answer_tokens_seen'] / job['train_seconds']:>17.1f}"
+              f"{job['answer_tokens_seen'] / loop:>16.1f}{summary[name]['per_min']:>17,.0f}"
+              f"{summary[name]['mfu']:>10.1%}{job['eval_loss_after']:>10.3f}")
+    quality = jobs["NEW"]["eval_loss_after"] / jobs["TODAY"]["eval_loss_after"] - 1
+    print(f"\nfinal validation loss NEW vs TODAY: {quality:+.1%} (target: no more than 2% worse)")
+    print(f"main job: answer tokens learned per minute {summary['NEW']['per_min']:,.0f} vs "
+          f"{summary['TODAY']['per_min']:,.0f} ({summary['NEW']['per_min'] / summary['TODAY']['per_min']:.2f}x)")
+    print(f"training loop MFU: {summary['NEW']['mfu']:.0%} ({precision} on CPU {cpu})"
+          if device == "cpu" else f"training loop MFU: {summary['NEW']['mfu']:.0%} ({precision} on "
+          f"{torch.cuda.get_device_name()})")
 
 
 if __name__ == "__main__":

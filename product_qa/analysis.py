@@ -582,16 +582,17 @@ def training_lengths(records: list[SampledRecord], tokenizer, cfg) -> tuple[np.n
     """Tokens of each kept record as the training stage encodes it, untruncated: the question in the training
     phrasing prepare picks for it, in the train.prompt_template (the chat template and train.system_prompt by
     default), then the description and EOS. Returns the lengths and the template used."""
-    from product_qa.training import encode_example  # imports torch: only when tokens are counted
+    from product_qa.encoding import ExampleEncoder  # imports torch: only when tokens are counted
 
     template = resolve_template(tokenizer, cfg.train.prompt_template)
-    lengths = np.zeros(len(records), dtype=np.int64)
-    for i, record in enumerate(records):
+    encoder = ExampleEncoder(tokenizer, template=template, system_prompt=cfg.train.system_prompt,
+                             max_length=sys.maxsize)
+    examples = []
+    for record in records:
         title_key, _ = dedupe_keys(record.clean_title, record.clean_content)
-        example = build_example(record.uid, record.clean_title, record.clean_content,
-                                pick_phrasing(TRAINING_PHRASINGS, title_key, cfg.data.seed))
-        lengths[i] = encode_example(tokenizer, example, template=template, system_prompt=cfg.train.system_prompt,
-                                    max_length=sys.maxsize)["length"]
+        examples.append(build_example(record.uid, record.clean_title, record.clean_content,
+                                      pick_phrasing(TRAINING_PHRASINGS, title_key, cfg.data.seed)))
+    lengths = np.array([e["length"] for e in encoder.encode(examples)], dtype=np.int64)
     return lengths, template
 
 

@@ -384,7 +384,7 @@ def render_markdown(analysis: Analysis) -> str:
                   f"*Method:* a reservoir sample of {report['sample_sizes']['tokens']:,} records "
                   f"({report['config']['model']['name']} tokenizer); the examples are those of its records that "
                   "pass the filters, cleaned, each with the training phrasing prepare picks for it and encoded by "
-                  "the training stage's `encode_example`.", ""]
+                  "the training stage's `ExampleEncoder`.", ""]
     else:
         lines += ["Tokens were not counted (`analysis.token_sample_size=0` or no record passed the filters).", ""]
 

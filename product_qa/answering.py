@@ -26,7 +26,7 @@ from product_qa.modeling import load_inference_model, load_tokenizer, resolve_mo
 from product_qa.preparation import output_paths
 from product_qa.prompts import prompt_text, resolve_template
 from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
-from product_qa.training import read_examples
+from product_qa.encoding import read_examples
 
 SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
 SYSTEM_LABELS = {"base": "base model", "fine_tuned": "fine-tuned", "retrieval": "retrieval only",

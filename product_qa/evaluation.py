@@ -26,7 +26,7 @@ from product_qa.modeling import load_sentence_encoder
 from product_qa.preparation import output_paths
 from product_qa.prompts import HELD_OUT_PHRASINGS, pick_phrasing
 from product_qa.reporting import evaluation_markdown, plot_evaluation
-from product_qa.training import AnswerOnlyCollator, encode_example, perplexity, read_examples, sample_in_order
+from product_qa.encoding import AnswerOnlyCollator, ExampleEncoder, perplexity, read_examples, sample_in_order
 
 SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "length_ratio", "repeated_3gram")  # averaged over answers
 
@@ -72,9 +72,9 @@ def selected_systems(eval_cfg, available: tuple[str, ...]) -> tuple[list[str], l
 def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer, batch_size: int = 8) -> float | None:
     """exp(mean negative log-likelihood per token) of the reference answers (and their EOS) after the question,
     the same prompt and answer-only masking as training."""
-    encoded = [encode_example(tokenizer, {"uid": it["uid"], "question": it["question"], "answer": it["reference"]},
-                              template=answerer.template, system_prompt=answerer.train_cfg.system_prompt,
-                              max_length=answerer.train_cfg.max_length) for it in items]
+    encoder = ExampleEncoder(tokenizer, template=answerer.template, system_prompt=answerer.train_cfg.system_prompt,
+                             max_length=answerer.train_cfg.max_length)
+    encoded = encoder.encode([{**it, "answer": it["reference"]} for it in items])
     encoded.sort(key=lambda e: e["length"])
     collate = AnswerOnlyCollator(tokenizer.pad_token_id)
     total_nll, total_tokens = 0.0, 0

@@ -13,6 +13,7 @@ import torch
 from accelerate import PartialState
 from transformers import set_seed
 
+from product_qa.encoding import ExampleEncoder, perplexity, read_examples, sample_indices, tokenized_split
 from product_qa.errors import UserError
 from product_qa.generation import generate_answers
 from product_qa.io_utils import write_json_atomic
@@ -20,9 +21,9 @@ from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths, prepare
 from product_qa.prompts import prompt_text, resolve_template
 from product_qa.reporting import plot_loss_curves
-from product_qa.training import (build_trainer, count_parameters, encode_examples, load_model, loss_history,
-                                 perplexity, prepare_run_dir, read_examples, save_outputs, select_precision,
-                                 training_arguments, training_device, with_perplexity)
+from product_qa.training import (build_trainer, count_parameters, load_model, loss_history, prepare_run_dir,
+                                 save_outputs, select_precision, training_arguments, training_device,
+                                 with_perplexity)
 
 # peft still calls the old name inside transformers; the warning says nothing the user can act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -34,21 +35,24 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     train_cfg, model_cfg = cfg.train, cfg.model
     run_dir = Path(train_cfg.output_dir) / train_cfg.run_name
 
-    # 1. Data and model files: made once, by the main process, while the others wait.
+    # 1. Data, model files and token ids: made once, by the main process, while the others wait (they then read
+    # the tokenized splits from the cache the main process wrote).
     with state.main_process_first():
         prepare(cfg.data, progress=progress and main)
         model_path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
         checkpoint = prepare_run_dir(run_dir, resume) if main else None
+        tokenizer = load_tokenizer(model_cfg.name, model_cfg.cache_dir, model_cfg.trust_remote_code)
+        template = resolve_template(tokenizer, train_cfg.prompt_template)
+        encoder = ExampleEncoder(tokenizer, template=template, system_prompt=train_cfg.system_prompt,
+                                 max_length=train_cfg.max_length)
+        paths = output_paths(cfg.data)
+        train_set = _sampled(tokenized_split(paths["train"], encoder, progress=progress and main),
+                             train_cfg.max_train_examples, train_cfg.seed)
+        eval_set = _sampled(tokenized_split(paths["validation"], encoder, progress=progress and main),
+                            train_cfg.max_eval_examples, train_cfg.seed)
     if resume and not main:
         checkpoint = prepare_run_dir(run_dir, resume)
-    tokenizer = load_tokenizer(model_cfg.name, model_cfg.cache_dir, model_cfg.trust_remote_code)
-    template = resolve_template(tokenizer, train_cfg.prompt_template)
-    paths = output_paths(cfg.data)
-    train_examples = read_examples(paths["train"], train_cfg.max_train_examples, train_cfg.seed)
     eval_examples = read_examples(paths["validation"], train_cfg.max_eval_examples, train_cfg.seed)
-    encoding = {"template": template, "system_prompt": train_cfg.system_prompt, "max_length": train_cfg.max_length}
-    train_set = encode_examples(tokenizer, train_examples, **encoding)
-    eval_set = encode_examples(tokenizer, eval_examples, **encoding)
 
     # 2. The model, at the precision this device does best.
     device = training_device()
@@ -82,7 +86,12 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
                         "keep the effective batch), set train.gradient_checkpointing=True, or use "
                         "train.method=qlora") from None
     train_seconds = time.perf_counter() - started
-    after = trainer.evaluate()["eval_loss"]
+    # the evaluations inside trainer.train() (the baseline's is at step 0): the rest is the training loop itself
+    eval_seconds = sum(e["eval_runtime"] for e in trainer.state.log_history if "eval_runtime" in e and e["step"] > 0)
+    # The Trainer evaluates the last step too, so the loss after training is known: the best evaluation's when
+    # the best checkpoint was loaded back, else the last one's. Evaluating again would cost a pass for nothing.
+    evaluations = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e["step"] > 0]
+    after = trainer.state.best_metric if args.load_best_model_at_end else evaluations[-1]
 
     # 5. Save and report (main process).
     if not main:
@@ -106,6 +115,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         "answer_tokens_seen": round(answer_tokens * epochs_done),
         "tokens_seen": round(sum(train_set["length"]) * epochs_done),
         "train_seconds": round(train_seconds, 1),
+        "eval_seconds_in_training": round(eval_seconds, 1),
         "tokens_per_second": round(sum(train_set["length"]) * epochs_done / result.metrics["train_runtime"], 1),
         "eval_loss_before": baseline["eval_loss"], "eval_loss_after": after,
         "perplexity_before": perplexity(baseline["eval_loss"]), "perplexity_after": perplexity(after),
@@ -117,6 +127,12 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     write_json_atomic(run_dir / "config.json", dataclasses.asdict(cfg))
     write_json_atomic(run_dir / "training_report.json", report)
     return report
+
+
+def _sampled(dataset, limit: int | None, seed: int):
+    """The seeded uniform sample of read_examples, taken from a tokenized split."""
+    keep = sample_indices(len(dataset), limit, seed)
+    return dataset if keep is None else dataset.select(keep)
 
 
 def _answers(model, tokenizer, examples: list[dict], template: str, cfg) -> list[str]:

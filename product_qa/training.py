@@ -1,17 +1,13 @@
-"""Fine-tuning with the Hugging Face Trainer: answer-only loss, length-grouped dynamic padding, LoRA / full /
-QLoRA, checkpoints, resume, early stopping, and a report of what happened.
+"""Fine-tuning with the Hugging Face Trainer: answer-only loss (and logits), length-grouped dynamic padding,
+LoRA / full / QLoRA, checkpoints, resume, early stopping, and a report of what happened.
 
-Each example is the prompt (the question in the model's chat template) followed by the answer and the EOS
-token. Only the answer and its EOS count in the loss, and the EOS is labelled explicitly, so the model
-learns to stop even when the pad token is the EOS token. Batches are padded to their longest example, never
-to max_length, and examples of similar length are batched together.
+Batches are padded to their longest example, never to max_length, and examples of similar length are batched
+together (the encoding and the batches are in `encoding.py`).
 """
 from __future__ import annotations
 
 import math
-import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -19,74 +15,8 @@ import torch
 from tqdm import tqdm
 from transformers import TrainerCallback
 
+from product_qa.encoding import AnswerOnlyCollator, answer_only_loss, perplexity
 from product_qa.errors import UserError
-from product_qa.prompts import answer_text, prompt_text
-
-IGNORE_INDEX = -100  # label of tokens that do not count in the loss
-
-
-# ----------------------------------------------------------------------------------------------- examples
-def read_examples(path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
-    """The examples of one split; with `limit`, a seeded uniform sample of them in file order."""
-    if not path.exists():
-        raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
-    examples = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-    if not examples:
-        raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
-    return sample_in_order(examples, limit, seed)
-
-
-def sample_in_order(items: list, limit: int | None, seed: int) -> list:
-    """A seeded uniform sample of `limit` items, in their original order (all of them when limit is None)."""
-    if limit is None or len(items) <= limit:
-        return items
-    keep = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in keep]
-
-
-def encode_example(tokenizer, example: dict, *, template: str, system_prompt: str | None, max_length: int) -> dict:
-    """Token ids and labels: the prompt is masked, the answer and its EOS are learned. An example longer than
-    max_length loses the tail of its answer (and then has no EOS: the answer did not end there)."""
-    prompt_ids = tokenizer(prompt_text(tokenizer, example["question"], template, system_prompt),
-                           add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer_text(example["answer"], template), add_special_tokens=False)["input_ids"]
-    answer_ids = answer_ids + [tokenizer.eos_token_id]
-    room = max_length - len(prompt_ids)
-    if room < 1:
-        raise UserError(f"train.max_length={max_length} is shorter than the question of {example['uid']} "
-                        f"({len(prompt_ids)} prompt tokens): raise train.max_length")
-    truncated = len(answer_ids) > room
-    answer_ids = answer_ids[:room]
-    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
-            "length": len(prompt_ids) + len(answer_ids), "answer_tokens": len(answer_ids), "truncated": truncated}
-
-
-def encode_examples(tokenizer, examples: list[dict], **kwargs):
-    """A datasets.Dataset of encoded examples (the Trainer's length-grouped sampler reads its "length")."""
-    from datasets import Dataset
-
-    return Dataset.from_list([encode_example(tokenizer, example, **kwargs) for example in examples])
-
-
-@dataclass
-class AnswerOnlyCollator:
-    """Pads a batch to its longest example: input ids with the pad token, labels with IGNORE_INDEX (by
-    position, never by comparing with the pad id, which would mask an EOS that equals it)."""
-
-    pad_token_id: int
-    pad_to: int | None = None  # fixed length instead (the pad-to-max_length baseline of the benchmark)
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = self.pad_to or max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            input_ids[row, :n] = torch.tensor(feature["input_ids"])
-            labels[row, :n] = torch.tensor(feature["labels"])
-            attention_mask[row, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
 # ---------------------------------------------------------------------------------------------- precision
@@ -201,6 +131,7 @@ def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_ex
         greater_is_better=False,
         logging_steps=cfg.logging_steps,
         report_to="none",
+        prediction_loss_only=True,  # evaluation needs the loss only: gathering every logit costs time and memory
         seed=cfg.seed,
         data_seed=cfg.seed,
         remove_unused_columns=False,
@@ -212,7 +143,8 @@ def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_ex
 
 
 def _model_columns(dataset):
-    return dataset.remove_columns([c for c in dataset.column_names if c not in ("input_ids", "labels", "length")])
+    return dataset.remove_columns([c for c in dataset.column_names
+                                   if c not in ("input_ids", "prompt_length", "length")])
 
 
 class LossProgressCallback(TrainerCallback):
@@ -247,9 +179,10 @@ def build_trainer(model, tokenizer, train_set, eval_set, args, cfg, progress: bo
     callbacks = [LossProgressCallback(enabled=progress)]
     if cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    collator = AnswerOnlyCollator(tokenizer.pad_token_id, answer_only_logits=cfg.answer_only_logits)
     trainer = Trainer(model=model, args=args, train_dataset=_model_columns(train_set),
-                      eval_dataset=_model_columns(eval_set), data_collator=AnswerOnlyCollator(tokenizer.pad_token_id),
-                      processing_class=tokenizer, callbacks=callbacks)
+                      eval_dataset=_model_columns(eval_set), data_collator=collator, processing_class=tokenizer,
+                      compute_loss_func=answer_only_loss, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the bar shows the losses; the report keeps the whole history
     return trainer
 
@@ -310,7 +243,3 @@ def loss_history(log_history: list[dict]) -> dict[str, list]:
 
 def with_perplexity(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return [(step, perplexity(loss)) for step, loss in points]
-
-
-def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 50.0))

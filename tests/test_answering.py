@@ -41,7 +41,7 @@ def test_reference_perplexity_is_the_token_weighted_loss_of_the_model(tiny_run):
     import torch
     from product_qa.answering import Answerer
     from product_qa.evaluation import reference_perplexity
-    from product_qa.training import encode_example
+    from product_qa.encoding import IGNORE_INDEX, ExampleEncoder
     answerer = Answerer(apply_overrides(Config(), tiny_run["settings"]), None)
     model, tokenizer = answerer.model("base"), answerer.tokenizer
     items = [{"uid": "u1", "question": "What is Adult Rain Jacket Ivory?",
@@ -50,12 +50,13 @@ def test_reference_perplexity_is_the_token_weighted_loss_of_the_model(tiny_run):
               "reference": "A story of loyalty, courage and second chances set against the hills of Yorkshire, "
                            "with songs recorded live in 1985."}]
     nll, counts = 0.0, []
-    for item in items:
-        encoded = encode_example(tokenizer, {**item, "answer": item["reference"]}, template=answerer.template,
-                                 system_prompt=answerer.train_cfg.system_prompt, max_length=96)
+    encoder = ExampleEncoder(tokenizer, template=answerer.template, system_prompt=answerer.train_cfg.system_prompt,
+                             max_length=96)
+    for encoded in encoder.encode([{**item, "answer": item["reference"]} for item in items]):
+        prompt = encoded["prompt_length"]
+        labels = [IGNORE_INDEX] * prompt + encoded["input_ids"][prompt:]
         with torch.no_grad():
-            loss = model(input_ids=torch.tensor([encoded["input_ids"]]),
-                         labels=torch.tensor([encoded["labels"]])).loss.item()
+            loss = model(input_ids=torch.tensor([encoded["input_ids"]]), labels=torch.tensor([labels])).loss.item()
         nll += loss * encoded["answer_tokens"]
         counts.append(encoded["answer_tokens"])
     assert counts[0] < counts[1]  # so the first is padded in the batch
@@ -68,7 +69,7 @@ def test_test_products_are_neither_trained_on_nor_indexed(tiny_run):
     from product_qa.answering import Answerer
     from product_qa.evaluation import question_sets
     from product_qa.preparation import output_paths
-    from product_qa.training import read_examples
+    from product_qa.encoding import read_examples
     cfg = apply_overrides(Config(), tiny_run["settings"])
     answerer = Answerer(cfg, Path(tiny_run["run_dir"]))
     paths = output_paths(answerer.data_cfg)
@@ -143,7 +144,7 @@ def test_generation_test_compares_base_and_fine_tuned(tiny_run):
 
 def test_ask_names_the_source_of_a_rag_answer_and_handles_bad_questions(tiny_run):
     from product_qa.preparation import output_paths
-    from product_qa.training import read_examples
+    from product_qa.encoding import read_examples
     cfg = apply_overrides(Config(), tiny_run["settings"])
     product = read_examples(output_paths(cfg.data)["train"])[0]
     overrides = cli_overrides(tiny_run["settings"])

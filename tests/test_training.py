@@ -19,12 +19,18 @@ from conftest import REPO, run_script, tiny_run_overrides
 from product_qa.configurator import apply_overrides
 from product_qa.errors import UserError
 from product_qa.prompts import resolve_template
-from product_qa.training import (IGNORE_INDEX, AnswerOnlyCollator, encode_example, latest_checkpoint,
-                                 select_precision)
+from product_qa.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
+from product_qa.training import latest_checkpoint, select_precision
 
 EXAMPLE = {"uid": "B1", "question": "What is Acme Kettle Model 4?",
            "answer": "A stainless steel kettle that holds two litres and boils fast."}
 CHAT = {"template": "chat", "system_prompt": "Answer with the product's description."}
+
+
+def encode_example(tokenizer, example: dict, **settings) -> dict:
+    """One example as training encodes it, with the labels the collator gives it."""
+    encoded = ExampleEncoder(tokenizer, **settings).encode([example])[0]
+    return {**encoded, "labels": AnswerOnlyCollator(tokenizer.pad_token_id)([encoded])["labels"][0].tolist()}
 
 
 def test_only_the_answer_and_its_eos_are_learned_even_when_pad_is_eos(tokenizer):

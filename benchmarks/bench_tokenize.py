@@ -1,0 +1,126 @@
+"""Benchmark of tokenizing the real catalog's training split (a benchmark, not a test).
+
+1. Prepares a generated full-size trn.json (2,248,619 records with the real file's length distribution, as
+   benchmarks/bench_prepare.py makes it), which gives about as many training examples as the real file.
+2. Tokenizes its train.jsonl the way the main job does (`encoding.tokenized_split`: datasets.map, batched,
+   several processes, an Arrow cache beside the data), timing it with its peak RSS, then again to time the
+   cache being reused.
+3. Times the path before it (every example encoded into a Python list, then datasets.Dataset.from_list) at a
+   size that path can hold, and ours at that same size.
+
+    python benchmarks/bench_tokenize.py [--examples 1300000] [--baseline-examples 100000]
+
+Targets on a 2-core CPU: 1.3M examples in <= 90 s with peak RSS <= 2 GiB; the cache reused in <= 5 s.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure  # noqa: E402
+
+TOKENIZE_DIR = BENCH_DIR / "tokenize"
+
+
+def encoder():
+    from config import Config
+    from product_qa.encoding import ExampleEncoder
+    from product_qa.modeling import load_tokenizer
+    from product_qa.prompts import resolve_template
+
+    cfg = Config()
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
+    return ExampleEncoder(tokenizer, template=resolve_template(tokenizer, cfg.train.prompt_template),
+                          system_prompt=cfg.train.system_prompt, max_length=cfg.train.max_length)
+
+
+def tokenize_ours(path: Path) -> int:
+    from product_qa.encoding import tokenized_split
+
+    return len(tokenized_split(path, encoder(), progress=False))
+
+
+def tokenize_before(path: Path) -> int:
+    """The path before datasets.map: every example read into a list, encoded one at a time, then from_list."""
+    from datasets import Dataset
+
+    from product_qa.encoding import read_examples
+
+    chosen = encoder()
+    return len(Dataset.from_list([chosen.encode([example])[0] for example in read_examples(path)]))
+
+
+def timed(which: str, path: Path, result: Path) -> None:
+    """Run one way in this process; write its seconds (tokenizer loaded, imports done) to `result`."""
+    encoder()  # the imports and the tokenizer load are not tokenization
+    started = time.perf_counter()
+    count = {"ours": tokenize_ours, "before": tokenize_before}[which](path)
+    result.write_text(json.dumps({"seconds": time.perf_counter() - started, "examples": count}))
+
+
+def head(path: Path, count: int) -> Path:
+    """The first `count` lines of a split, in their own folder (the cache goes beside them)."""
+    target = TOKENIZE_DIR / f"head_{count}" / path.name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("rb") as source, target.open("wb") as out:
+            out.writelines(itertools.islice(source, count))
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=1_300_000, help="training examples to tokenize")
+    parser.add_argument("--baseline-examples", type=int, default=100_000, help="examples the old path gets")
+    parser.add_argument("--run", nargs=3, metavar=("WHICH", "PATH", "RESULT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        timed(args.run[0], Path(args.run[1]), Path(args.run[2]))
+        return
+
+    raw = generated_file(FULL_SIZE)
+    prepared = BENCH_DIR / "prep_full"
+    measure([sys.executable, "prepare_data.py", "--data", str(raw), "--no-progress",
+             "--set", f"data.output_dir={prepared}"])  # a no-op when bench_prepare.py made it already
+    available = sum(1 for _ in (prepared / "train.jsonl").open("rb"))
+    full = head(prepared / "train.jsonl", min(args.examples, available))
+    small = head(prepared / "train.jsonl", args.baseline_examples)
+    print(f"{available:,} training examples prepared; tokenizing {min(args.examples, available):,}", flush=True)
+
+    def run(which: str, path: Path) -> tuple[float, float]:
+        """Seconds of tokenization alone, and the peak RSS of the process and its workers together."""
+        result = TOKENIZE_DIR / "result.json"
+        _, mib = measure([sys.executable, __file__, "--run", which, str(path), str(result)])
+        return json.loads(result.read_text())["seconds"], mib
+
+    rows = []
+    for path in (small, full):
+        shutil.rmtree(path.parent / "tokenized", ignore_errors=True)
+        rows.append(("ours (datasets.map)", path, *run("ours", path)))
+        rows.append(("ours, cache reused", path, *run("ours", path)))
+    rows.insert(0, ("before (Python list)", small, *run("before", small)))
+    before_s, before_mib = rows[0][2], rows[0][3]
+
+    print(f"\n{'run':<22}{'examples':>11}{'seconds':>9}{'examples/s':>12}{'peak RSS MiB':>14}")
+    for name, path, seconds, mib in rows:
+        count = args.baseline_examples if path == small else min(args.examples, available)
+        print(f"{name:<22}{count:>11,}{seconds:>9.1f}{count / seconds:>12,.0f}{mib:>14,.0f}")
+    ours_small, ours_full, reuse_full = rows[1], rows[3], rows[4]
+    scale = min(args.examples, available) / args.baseline_examples
+    print(f"\nat {args.baseline_examples:,} examples: ours {before_s / ours_small[2]:.1f}x the old path's speed, "
+          f"{ours_small[3] / before_mib:.2f} of its peak memory; the old path at full size would take about "
+          f"{before_s * scale:.0f} s and {before_mib * scale / 1024:.1f} GiB (linear in the examples)")
+    print(f"full size: {ours_full[2]:.1f} s (target <= 90 s), peak RSS {ours_full[3]:,.0f} MiB (target <= 2048), "
+          f"cache reused in {reuse_full[2]:.1f} s (target <= 5 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""From prepared examples to what a causal LM trains on: token ids with the prompt masked, batches padded to
+their longest example, and the loss on answer tokens only. Shared by training, evaluation and analysis.
+
+Each example is the prompt (the question in the model's chat template) followed by the answer and the EOS
+token. Only the answer and its EOS count in the loss, and the EOS is labelled explicitly, so the model
+learns to stop even when the pad token is the EOS token.
+
+A split is tokenized with `datasets.map` (batched, in several processes) into an Arrow file under the
+data directory, keyed by the data file, the tokenizer, the template, the system prompt and max_length: a
+second run, or the other ranks under torchrun, memory-map it instead of tokenizing again, and memory stays
+flat in the number of examples.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import torch
+
+from product_qa.configurator import fingerprint
+from product_qa.errors import UserError
+from product_qa.prompts import answer_text, prompt_text
+
+IGNORE_INDEX = -100  # label of tokens that do not count in the loss
+ENCODING_VERSION = 1  # bump when the encoding changes: old caches are then rebuilt
+TOKENIZED_DIR = "tokenized"  # under data.output_dir
+_QUESTION_SLOT = "\x00question\x00"
+
+
+# ----------------------------------------------------------------------------------------------- examples
+def read_examples(path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """The examples of one split; with `limit`, a seeded uniform sample of them in file order."""
+    if not path.exists():
+        raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
+    examples = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    if not examples:
+        raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
+    return sample_in_order(examples, limit, seed)
+
+
+def sample_indices(count: int, limit: int | None, seed: int) -> list[int] | None:
+    """Sorted indices of a seeded uniform sample of `limit` of `count` items (None: keep them all)."""
+    if limit is None or count <= limit:
+        return None
+    return sorted(random.Random(seed).sample(range(count), limit))
+
+
+def sample_in_order(items: list, limit: int | None, seed: int) -> list:
+    """A seeded uniform sample of `limit` items, in their original order (all of them when limit is None)."""
+    keep = sample_indices(len(items), limit, seed)
+    return items if keep is None else [items[i] for i in keep]
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+class ExampleEncoder:
+    """Encodes examples into input ids and the prompt length (the collator derives the labels from it).
+
+    The chat template is rendered once around a placeholder and filled by string concatenation: Jinja per
+    example costs more than the tokenizer on a large catalog. Where the template's output depends on the
+    question in another way, the prompt is rendered for each example."""
+
+    def __init__(self, tokenizer: Any, *, template: str, system_prompt: str | None, max_length: int) -> None:
+        self.tokenizer, self.template, self.system_prompt, self.max_length = (tokenizer, template, system_prompt,
+                                                                              max_length)
+        prefix, slot, suffix = prompt_text(tokenizer, _QUESTION_SLOT, template, system_prompt).partition(
+            _QUESTION_SLOT)
+        probe = "What is Acme Kettle, Steel (2 L)?"
+        self._frame = (prefix, suffix) if slot and prefix + probe + suffix == self._rendered(probe) else None
+
+    def _rendered(self, question: str) -> str:
+        return prompt_text(self.tokenizer, question, self.template, self.system_prompt)
+
+    def prompt(self, question: str) -> str:
+        return self._rendered(question) if self._frame is None else self._frame[0] + question + self._frame[1]
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        """A batch of examples (columns uid, question, answer) -> input_ids, prompt_length, length, answer_tokens,
+        truncated. An example longer than max_length loses the tail of its answer (and then has no EOS: the
+        answer did not end there)."""
+        tokenize = self.tokenizer
+        prompts = tokenize([self.prompt(q) for q in batch["question"]], add_special_tokens=False)["input_ids"]
+        answers = tokenize([answer_text(a, self.template) for a in batch["answer"]],
+                           add_special_tokens=False)["input_ids"]
+        out: dict[str, list] = {"input_ids": [], "prompt_length": [], "length": [], "answer_tokens": [],
+                                "truncated": []}
+        eos = tokenize.eos_token_id
+        for uid, prompt_ids, answer_ids in zip(batch["uid"], prompts, answers):
+            room = self.max_length - len(prompt_ids)
+            if room < 1:
+                raise UserError(f"train.max_length={self.max_length} is shorter than the question of {uid} "
+                                f"({len(prompt_ids)} prompt tokens): raise train.max_length")
+            answer_ids.append(eos)
+            kept = answer_ids[:room]
+            out["input_ids"].append(prompt_ids + kept)
+            out["prompt_length"].append(len(prompt_ids))
+            out["length"].append(len(prompt_ids) + len(kept))
+            out["answer_tokens"].append(len(kept))
+            out["truncated"].append(len(answer_ids) > room)
+        return out
+
+    def encode(self, examples: list[dict]) -> list[dict]:
+        """Examples (dicts with uid, question, answer) encoded one dict each, for a small list."""
+        columns = self({k: [e[k] for e in examples] for k in ("uid", "question", "answer")})
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+    def key(self) -> str:
+        """What the encoding depends on, besides the data: the tokenizer's vocabulary and rules, its EOS token,
+        the template, the system prompt and max_length."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        vocabulary = backend.to_str() if backend is not None else repr(sorted(self.tokenizer.get_vocab().items()))
+        return fingerprint(ENCODING_VERSION, hashlib.blake2b(vocabulary.encode(), digest_size=12).hexdigest(),
+                           self.tokenizer.eos_token_id, self.prompt(_QUESTION_SLOT), self.template,
+                           self.system_prompt, self.max_length)
+
+
+def encoded_features():
+    from datasets import Features, Sequence, Value
+
+    return Features({"input_ids": Sequence(Value("int32")), "prompt_length": Value("int32"),
+                     "length": Value("int32"), "answer_tokens": Value("int32"), "truncated": Value("bool")})
+
+
+def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, progress: bool = True):
+    """The split at `path` encoded, as a memory-mapped datasets.Dataset, from the cache when it is there.
+
+    The cache lives beside the data, in `tokenized/<split>-<key>/`, built in a temp folder and renamed, so a
+    killed run leaves no half-written cache; caches of the same split under other keys are removed."""
+    from datasets import Dataset, disable_progress_bars, enable_progress_bars, load_from_disk
+
+    if not path.exists():
+        raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
+    stat = path.stat()
+    key = fingerprint(encoder.key(), os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    root = path.parent / TOKENIZED_DIR
+    target = root / f"{path.stem}-{key}"
+    if (target / "dataset_info.json").exists():
+        return load_from_disk(str(target))
+    if stat.st_size == 0:
+        raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
+    staging = root / f".{target.name}.tmp-{os.getpid()}"
+    (enable_progress_bars if progress else disable_progress_bars)()
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        raw = Dataset.from_json(str(path), cache_dir=str(staging / "json"), keep_in_memory=False)
+        # each worker process holds the tokenizer and one batch: a few hundred MB at most
+        workers = processes or min(os.cpu_count() or 1, max(1, math.ceil(len(raw) / 20_000)))
+        encoded = raw.map(encoder, batched=True, batch_size=1000, num_proc=workers if workers > 1 else None,
+                          remove_columns=raw.column_names, features=encoded_features(),
+                          cache_file_name=str(staging / "map" / "encoded.arrow"), new_fingerprint=key,
+                          desc=f"tokenizing {path.name}")
+        encoded.save_to_disk(str(staging / "final"))
+        for old in root.glob(f"{path.stem}-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(staging / "final", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        enable_progress_bars()
+    return load_from_disk(str(target))
+
+
+# ------------------------------------------------------------------------------------------------ batches
+@dataclass
+class AnswerOnlyCollator:
+    """Pads a batch to its longest example: input ids with the pad token, labels with IGNORE_INDEX (by
+    position, never by comparing with the pad id, which would mask an EOS that equals it).
+
+    With `answer_only_logits` the batch also asks the model for logits only from the first position that
+    predicts an answer token on (`logits_to_keep`): the output layer (49,152 x 576 for SmolLM2, a fifth of
+    the forward FLOPs) and its softmax then skip most prompt positions, which carry no loss."""
+
+    pad_token_id: int
+    pad_to: int | None = None  # fixed length instead (the pad-to-max_length baseline of the benchmark)
+    answer_only_logits: bool = False
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = self.pad_to or max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feature in enumerate(features):
+            ids, prompt = torch.tensor(feature["input_ids"]), feature["prompt_length"]
+            input_ids[row, :len(ids)] = ids
+            labels[row, prompt:len(ids)] = ids[prompt:]
+            attention_mask[row, :len(ids)] = 1
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        if self.answer_only_logits:
+            # the logit at position p predicts token p + 1: keep them from the shortest prompt's last token on
+            batch["logits_to_keep"] = width - min(f["prompt_length"] for f in features) + 1
+        return batch
+
+
+def answer_only_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens, for the Trainer's `compute_loss_func`. The logits may cover only
+    the last positions of the batch (`logits_to_keep`): they are aligned with the labels they predict. Under
+    gradient accumulation the sum is divided by the answer tokens of the whole accumulated batch, as the
+    models' own loss does."""
+    logits = outputs.logits[:, :-1]
+    targets = labels[:, labels.shape[1] - logits.shape[1]:].to(logits.device)
+    total = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                              ignore_index=IGNORE_INDEX, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
+    return total / count
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
