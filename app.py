@@ -15,7 +15,8 @@ from pathlib import Path
 
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
-from product_qa.errors import UserError, run_cli
+from product_qa.errors import run_cli
+from product_qa.settings import check_app
 
 DOCS_ANALYSIS = Path(__file__).resolve().parent / "docs" / "analysis"  # plots shipped with the repo
 
@@ -31,8 +32,7 @@ def main() -> int:
     cfg.app.host = args.host or cfg.app.host
     cfg.app.port = args.port if args.port is not None else cfg.app.port
     cfg.app.share = args.share or cfg.app.share
-    if not 0 < cfg.app.port < 65536:
-        raise UserError(f"--port {cfg.app.port}: choose a port between 1 and 65535")
+    check_app(cfg.app)  # the flags are settings too
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     from product_qa.answering import Answerer, find_run  # heavy imports (torch, gradio) after argument checks

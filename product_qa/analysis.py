@@ -566,18 +566,6 @@ class _Totals:
         return funnel, dropped
 
 
-def _validate(cfg) -> None:
-    if cfg.reservoir_size < 1:
-        raise UserError(f"analysis.reservoir_size must be at least 1, got {cfg.reservoir_size}")
-    if cfg.token_sample_size < 0:
-        raise UserError(f"analysis.token_sample_size must be 0 (no token counts) or more, got {cfg.token_sample_size}")
-    if cfg.top_k < 1 or cfg.counter_capacity < cfg.top_k:
-        raise UserError(f"analysis.top_k must be at least 1 and at most analysis.counter_capacity, got "
-                        f"top_k={cfg.top_k}, counter_capacity={cfg.counter_capacity}")
-    if not 0 < cfg.max_length_coverage <= 1:
-        raise UserError(f"analysis.max_length_coverage must be in (0, 1], got {cfg.max_length_coverage}")
-
-
 def training_lengths(records: list[SampledRecord], tokenizer, cfg) -> tuple[np.ndarray, str]:
     """Tokens of each kept record as the training stage encodes it, untruncated: the question in the training
     phrasing prepare picks for it, in the train.prompt_template (the chat template and train.system_prompt by
@@ -651,7 +639,6 @@ def _share(count: int, total: int) -> float:
 def analyse(cfg, *, progress: bool = True, tokenizer=None) -> Analysis:
     """Run the analysis of `cfg.data.raw_path` in one streamed pass. `tokenizer` defaults to the configured
     model's; with analysis.token_sample_size=0 no tokens are counted and no tokenizer is loaded."""
-    _validate(cfg.analysis)
     source = describe_source(cfg.data.raw_path)
     started = time.perf_counter()
     reader = BlockReader(source, cfg.data.block_mb << 20)

@@ -25,10 +25,11 @@ from product_qa.generation import Generated, generate_answers, stream_answer
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths
 from product_qa.prompts import prompt_text, resolve_template
-from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
 from product_qa.encoding import read_examples
+from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
+from product_qa.settings import ANSWERING_SYSTEMS
 
-SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
+SYSTEMS = ANSWERING_SYSTEMS
 SYSTEM_LABELS = {"base": "base model", "fine_tuned": "fine-tuned", "retrieval": "retrieval only",
                  "base_rag": "base + RAG", "fine_tuned_rag": "fine-tuned + RAG"}
 MODEL_OF = {"base": "base", "fine_tuned": "fine_tuned", "base_rag": "base", "fine_tuned_rag": "fine_tuned"}
@@ -96,6 +97,8 @@ class Answerer:
         run_cfg = _run_config(run_dir) if run_dir else {}
         self.data_cfg = _section(type(cfg.data), run_cfg["data"]) if "data" in run_cfg else cfg.data
         self.model_cfg = _section(type(cfg.model), run_cfg["model"]) if "model" in run_cfg else cfg.model
+        # a run directory is data, possibly downloaded: whether code may run is the user's call, never the run's
+        self.model_cfg = dataclasses.replace(self.model_cfg, trust_remote_code=cfg.model.trust_remote_code)
         self.train_cfg = _section(type(cfg.train), run_cfg["train"]) if "train" in run_cfg else cfg.train
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from product_qa.errors import UserError
+from product_qa.settings import SECTION_CHECKS, check_config, literal_choices
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -52,6 +53,8 @@ def _parse_value(text: str) -> Any:
 def _accepts(annotation: Any, value: Any) -> bool:
     if annotation is Any:
         return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return value in typing.get_args(annotation)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(_accepts(arg, value) for arg in typing.get_args(annotation))
@@ -85,8 +88,12 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and annotation is float:
             value = float(value)
         if not _accepts(annotation, value):
-            raise UserError(f"--set {item!r}: {value!r} is not a valid {_type_name(annotation)}")
+            choices = literal_choices(annotation)
+            expected = f"one of: {', '.join(map(str, choices))}" if choices else f"a valid {_type_name(annotation)}"
+            raise UserError(f"--set {item!r}: {value!r} is not {expected}")
         setattr(target, name, value)
+    if dataclasses.is_dataclass(config) and all(hasattr(config, s) for s in SECTION_CHECKS):
+        check_config(config)  # ranges and rules between settings, before any work starts
     return config
 
 

@@ -26,6 +26,7 @@ import torch
 
 from product_qa.configurator import fingerprint
 from product_qa.errors import UserError
+from product_qa.io_utils import TEMP_MARK, remove_stale_temps
 from product_qa.prompts import answer_text, prompt_text
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
@@ -107,6 +108,8 @@ class ExampleEncoder:
 
     def encode(self, examples: list[dict]) -> list[dict]:
         """Examples (dicts with uid, question, answer) encoded one dict each, for a small list."""
+        if not examples:
+            return []
         columns = self({k: [e[k] for e in examples] for k in ("uid", "question", "answer")})
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
@@ -144,7 +147,8 @@ def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, 
         return load_from_disk(str(target))
     if stat.st_size == 0:
         raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
-    staging = root / f".{target.name}.tmp-{os.getpid()}"
+    remove_stale_temps(root)  # left by a killed run
+    staging = root / f".{target.name}{TEMP_MARK}{os.getpid()}"
     (enable_progress_bars if progress else disable_progress_bars)()
     try:
         shutil.rmtree(staging, ignore_errors=True)
@@ -199,15 +203,24 @@ class AnswerOnlyCollator:
 def answer_only_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
                      ) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens, for the Trainer's `compute_loss_func`. The logits may cover only
-    the last positions of the batch (`logits_to_keep`): they are aligned with the labels they predict. Under
-    gradient accumulation the sum is divided by the answer tokens of the whole accumulated batch, as the
-    models' own loss does."""
-    logits = outputs.logits[:, :-1]
-    targets = labels[:, labels.shape[1] - logits.shape[1]:].to(logits.device)
-    total = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+    the last positions of the batch (`logits_to_keep`): each is paired with the label it predicts, the next
+    one (the labels are shifted, not the logits: slicing 49,152-wide logits would copy them, and their
+    gradient). Under gradient accumulation the sum is divided by the answer tokens of the whole accumulated
+    batch, as the models' own loss does."""
+    logits = outputs.logits
+    kept = logits.shape[1]
+    targets = torch.nn.functional.pad(labels[:, labels.shape[1] - kept + 1:], (0, 1), value=IGNORE_INDEX)
+    total = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten().to(logits.device),
                                               ignore_index=IGNORE_INDEX, reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
     return total / count
+
+
+def contiguous_output_layer_input(model: Any) -> None:
+    """With `logits_to_keep` the output layer gets a strided slice of the hidden states, and a strided 3-D input
+    turns its matrix product into a batched one against a broadcast weight (30% slower on a 2-core AVX2 CPU,
+    forward and backward): a contiguous copy of the slice costs far less."""
+    model.get_output_embeddings().register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
 
 
 def perplexity(loss: float) -> float:

@@ -1,6 +1,8 @@
 """User-facing errors: one clear line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import Callable
 
@@ -19,6 +21,11 @@ def run_cli(main: Callable[[], int | None]) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
+        # A generation thread may still be inside torch: a normal interpreter exit would tear it down mid-call
+        # and abort (exit 134), which a second Ctrl-C during the clean-up used to trigger. Leave at once instead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     sys.exit(code or 0)

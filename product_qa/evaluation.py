@@ -26,7 +26,8 @@ from product_qa.modeling import load_sentence_encoder
 from product_qa.preparation import output_paths
 from product_qa.prompts import HELD_OUT_PHRASINGS, pick_phrasing
 from product_qa.reporting import evaluation_markdown, plot_evaluation
-from product_qa.encoding import AnswerOnlyCollator, ExampleEncoder, perplexity, read_examples, sample_in_order
+from product_qa.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity,
+                                 read_examples, sample_in_order)
 
 SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "length_ratio", "repeated_3gram")  # averaged over answers
 
@@ -50,20 +51,9 @@ def _has_lines(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
-def check_eval_settings(eval_cfg) -> None:
-    if min(eval_cfg.seen_questions, eval_cfg.unseen_questions, eval_cfg.worst_examples) < 0:
-        raise UserError("eval.seen_questions, eval.unseen_questions and eval.worst_examples must be >= 0")
-    if eval_cfg.seen_questions + eval_cfg.unseen_questions < 1 or eval_cfg.test_questions < 1:
-        raise UserError("nothing to ask: set eval.seen_questions or eval.unseen_questions (and eval.test_questions)"
-                        " to at least 1")
-
-
 def selected_systems(eval_cfg, available: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """The systems to run, and those skipped because no fine-tuned model exists yet."""
-    asked = [s.strip() for s in eval_cfg.systems.split(",") if s.strip()]
-    unknown = [s for s in asked if s not in SYSTEMS]
-    if unknown or not asked:
-        raise UserError(f"eval.systems: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SYSTEMS)}")
+    asked = [s.strip() for s in eval_cfg.systems.split(",") if s.strip()]  # checked by settings.check_eval
     return [s for s in asked if s in available], [s for s in asked if s not in available]
 
 
@@ -76,15 +66,14 @@ def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer
                              max_length=answerer.train_cfg.max_length)
     encoded = encoder.encode([{**it, "answer": it["reference"]} for it in items])
     encoded.sort(key=lambda e: e["length"])
-    collate = AnswerOnlyCollator(tokenizer.pad_token_id)
+    collate = AnswerOnlyCollator(tokenizer.pad_token_id, answer_only_logits=True)  # as training: no prompt logits
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(encoded), batch_size):
-        batch = {k: v.to(model.device) for k, v in collate(encoded[start:start + batch_size]).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        labels = batch["labels"][:, 1:]
-        total_nll += torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
-                                                       ignore_index=-100, reduction="sum").item()
-        total_tokens += int((labels != -100).sum())
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v
+                 for k, v in collate(encoded[start:start + batch_size]).items()}
+        labels = batch.pop("labels")
+        total_nll += answer_only_loss(model(**batch), labels, num_items_in_batch=1).item()  # the sum
+        total_tokens += int((labels != IGNORE_INDEX).sum())
     return perplexity(total_nll / total_tokens) if total_tokens else None
 
 
@@ -137,11 +126,10 @@ def worst(rows: list[dict], n: int) -> list[dict]:
 # ----------------------------------------------------------------------------------------------- workflow
 def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
     """Run the selected systems on both question sets and return the report (written by the caller)."""
-    check_eval_settings(cfg.eval)
     answerer = Answerer(cfg, run_dir)
     systems, skipped = selected_systems(cfg.eval, answerer.systems)
     sets = question_sets(answerer, cfg.eval)
-    encoder = load_sentence_encoder(cfg.rag.encoder)
+    encoder = metrics.CachedEncoder(load_sentence_encoder(cfg.rag.encoder))
     answerer.load(systems)
     started = time.perf_counter()
     results: dict[str, dict] = {}
@@ -191,7 +179,6 @@ def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
 def generation_test(cfg, run_dir: Path | None, questions: list[str], *, progress: bool = True) -> tuple[dict, Path]:
     """The same questions to the base and the fine-tuned model; saved to test_results.json. Without questions
     of the user's, eval.test_questions from each evaluation set (with their reference answers)."""
-    check_eval_settings(cfg.eval)
     answerer = Answerer(cfg, run_dir)
     if questions:
         items = [{"set": "yours", "question": question, "reference": None, "question_cut": cut}

@@ -48,8 +48,9 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         paths = output_paths(cfg.data)
         train_set = _sampled(tokenized_split(paths["train"], encoder, progress=progress and main),
                              train_cfg.max_train_examples, train_cfg.seed)
+        # sorted by length: evaluation batches in order, and similar lengths pad less
         eval_set = _sampled(tokenized_split(paths["validation"], encoder, progress=progress and main),
-                            train_cfg.max_eval_examples, train_cfg.seed)
+                            train_cfg.max_eval_examples, train_cfg.seed).sort("length")
     if resume and not main:
         checkpoint = prepare_run_dir(run_dir, resume)
     eval_examples = read_examples(paths["validation"], train_cfg.max_eval_examples, train_cfg.seed)

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteria, StoppingCriteriaList,
                           TextIteratorStreamer)
 
-from product_qa.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -24,13 +23,6 @@ class Generated:
     text: str
     new_tokens: int  # tokens generated, the EOS included
     seconds: float  # wall time of the batch that produced it (what the person asking it waited)
-
-
-def check_decoding(decoding) -> None:
-    if decoding.max_new_tokens < 1 or decoding.batch_size < 1:
-        raise UserError("generation.max_new_tokens and generation.batch_size must be at least 1")
-    if decoding.repetition_penalty <= 0 or decoding.no_repeat_ngram_size < 0:
-        raise UserError("generation.repetition_penalty must be > 0 and generation.no_repeat_ngram_size >= 0")
 
 
 def decoding_kwargs(tokenizer, decoding, prompt_width: int) -> dict:
@@ -61,7 +53,6 @@ def generate_answers(model, tokenizer, prompts: list[str], decoding, *, progress
     Prompts are batched by length (less padding) and left-padded, so every prompt's last token sits next to
     its first answer token; generate() keeps a KV cache, so each new token costs one position, not the whole
     sequence. With greedy decoding each answer is the one the prompt gets alone (tested)."""
-    check_decoding(decoding)
     if not prompts:
         return []
     model.eval()
@@ -109,7 +100,6 @@ class _StopWhenSet(StoppingCriteria):
 def stream_answer(model, tokenizer, prompt: str, decoding) -> Iterator[str]:
     """The answer to one prompt, piece by piece as the tokens come (generation runs in a thread). Closing the
     iterator early (a web page closed, Ctrl-C) stops the generation too, so it never runs on unread."""
-    check_decoding(decoding)
     model.eval()
     batch = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)

@@ -61,6 +61,21 @@ def sentence_chrf(predictions: list[str], references: list[str]) -> list[float]:
     return [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(predictions, references)]
 
 
+class CachedEncoder:
+    """A sentence encoder that embeds each distinct text once. An evaluation scores every system against the
+    same references, retrieval's answers are those references, and many RAG answers are the same no-match
+    message: encoding them again for each system was a tenth of the evaluation's time."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder, self.vectors = encoder, {}
+
+    def encode(self, texts: list[str], **kwargs) -> np.ndarray:
+        new = [text for text in dict.fromkeys(texts) if text not in self.vectors]
+        if new:
+            self.vectors.update(zip(new, self.encoder.encode(new, **kwargs)))
+        return np.stack([self.vectors[text] for text in texts])
+
+
 def semantic_similarity(encoder, predictions: list[str], references: list[str], batch_size: int = 64) -> list[float]:
     """Cosine similarity of each prediction's and reference's sentence embeddings; an empty prediction is 0.0
     (an encoder would still embed it somewhere, and an empty answer must not earn credit)."""

@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from product_qa.errors import UserError
 
 
@@ -134,16 +136,42 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_checkpoint_is_data(path: Path) -> None:
+    """A local checkpoint that would run code is refused unless the user trusts it: one whose config maps the
+    model to Python files shipped with it (auto_map), or whose weights are pickles (unpickling can run code)."""
+    try:
+        config = orjson.loads((path / "config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError) as err:
+        raise UserError(f"{path / 'config.json'}: cannot read the model's config ({err})") from None
+    trust = "pass --set model.trust_remote_code=True to this command if you trust it"
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise UserError(f"{path}: its config.json runs code shipped with the model (auto_map); {trust}")
+    if not any(path.glob("*.safetensors")) and any(f for pattern in PICKLE_WEIGHTS for f in path.glob(pattern)):
+        raise UserError(f"{path}: its weights are pickle files, not safetensors (loading a pickle can run code); "
+                        f"{trust}")
+
+
 def load_inference_model(path: str, trust_remote_code: bool = False):
     """A model ready to answer: on a GPU in bf16 (fp16 where bf16 is missing), on a CPU in fp32 (bf16 matmuls
-    are emulated, and slow, on CPUs without AVX512-BF16), in eval mode."""
+    are emulated, and slow, on CPUs without AVX512-BF16), in eval mode. Unless the user trusts the model, a local
+    checkpoint must be data only (`check_checkpoint_is_data`) and weights load from safetensors only."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    if not trust_remote_code and Path(path).is_dir():
+        check_checkpoint_is_data(Path(path))
     cuda = _cuda()
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=None if trust_remote_code else True)
+    except SafetensorError as err:
+        raise UserError(f"{path}: the weights file is damaged ({str(err).splitlines()[0][:160]}); train the run "
+                        "again or restore the file") from None
     except (OSError, ValueError) as err:
         raise _not_found(path, err) from None
     return model.to("cuda" if cuda else "cpu").eval()

@@ -211,24 +211,12 @@ def up_to_date(cfg, fp: str) -> dict | None:
     return report if report.get("fingerprint") == fp else None
 
 
-def _validate(cfg) -> None:
-    for name in ("validation_fraction", "test_fraction"):
-        value = getattr(cfg, name)
-        if not 0 <= value < 1:
-            raise UserError(f"data.{name} must be in [0, 1), got {value}")
-    if cfg.validation_fraction + cfg.test_fraction >= 1:
-        raise UserError("data.validation_fraction + data.test_fraction must leave room for training (< 1)")
-    if cfg.max_records is not None and cfg.max_records < 1:
-        raise UserError(f"data.max_records must be a positive number or None, got {cfg.max_records}")
-
-
 def _peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports kilobytes
 
 
 def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Run the preparation stage; returns its report (also written to output_dir/prep_report.json)."""
-    _validate(cfg)
     source = describe_source(cfg.raw_path)
     fp = data_fingerprint(cfg, source)
     if not force and (previous := up_to_date(cfg, fp)) is not None:
@@ -277,6 +265,12 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
         survivors = Survivors(**{name: np.concatenate(values) for name, values in numbers.items()})
         selected, steps, duplicate_drops = select(survivors, cfg)
         timings["dedupe_sample"] = time.perf_counter() - t0
+        if len(selected) == 0:  # an empty set never replaces a good one: the old outputs stay
+            dropped = {reason: count for reason, count in drops.items() if count}
+            raise UserError(f"{source.path}: no record passed the filters ({parsed:,} parsed; dropped: "
+                            f"{', '.join(f'{r} {c:,}' for r, c in dropped.items()) or 'none'}; steps: "
+                            f"{', '.join(f'{k} {v:,}' for k, v in steps.items())}); the outputs in "
+                            f"{cfg.output_dir} were left as they were")
 
         t0 = time.perf_counter()
         split_counts = _write_examples(cfg, spool_dir, blocks, survivors, selected, progress)

@@ -232,8 +232,11 @@ class BlockReader:
                 if size >= self.block_bytes:
                     yield Block(b"\n".join(lines), first_item)
                     lines, size, first_item = [], 0, item + 1
-        except (ijson.JSONError, UnicodeDecodeError) as err:
-            raise UserError(f"{self.source.path}: item {item + 1}: malformed JSON array ({err})") from None
+        except (ijson.JSONError, UnicodeDecodeError) as err:  # the parser's first line: the rest is a caret drawing
+            reason = " ".join(str(err).split("\n")[0].split())
+            raise UserError(f"{self.source.path}: item {item + 1}: malformed JSON array ({reason})") from None
+        except (orjson.JSONEncodeError, RecursionError):
+            raise UserError(f"{self.source.path}: item {item}: nested too deeply to be a record") from None
         if lines:
             yield Block(b"\n".join(lines), first_item)
 

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 from transformers import TrainerCallback
 
-from product_qa.encoding import AnswerOnlyCollator, answer_only_loss, perplexity
+from product_qa.encoding import AnswerOnlyCollator, answer_only_loss, contiguous_output_layer_input, perplexity
 from product_qa.errors import UserError
 
 
@@ -33,8 +33,6 @@ def cpu_supports_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
 def select_precision(requested: str, device: str) -> str:
     """bf16, fp16 or fp32 for this device. auto: on CUDA bf16 where supported, else fp16; on CPU bf16 where
     the processor has native bf16, else fp32."""
-    if requested not in ("auto", "bf16", "fp16", "fp32"):
-        raise UserError(f"train.precision must be auto, bf16, fp16 or fp32, not {requested!r}")
     if device == "cuda":
         bf16_ok = torch.cuda.is_bf16_supported()
         if requested == "auto":
@@ -60,8 +58,6 @@ def load_model(model_path: str, *, method: str, precision: str, device: str, tra
     weights stay in fp32 (master weights) and the forward pass runs under autocast."""
     from transformers import AutoModelForCausalLM
 
-    if method not in ("lora", "full", "qlora"):
-        raise UserError(f"train.method must be lora, full or qlora, not {method!r}")
     if method == "qlora" and device != "cuda":
         raise UserError("QLoRA (4-bit) needs a CUDA GPU with bitsandbytes; on CPU use train.method=lora")
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -90,7 +86,10 @@ def load_model(model_path: str, *, method: str, precision: str, device: str, tra
     lora = LoraConfig(r=train_cfg.lora_r, lora_alpha=train_cfg.lora_alpha, lora_dropout=train_cfg.lora_dropout,
                       target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
                       task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:  # e.g. target modules the model does not have
+        raise UserError(f"train.lora_target_modules={targets!r}: {str(err).splitlines()[0][:200]}") from None
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -180,6 +179,8 @@ def build_trainer(model, tokenizer, train_set, eval_set, args, cfg, progress: bo
     if cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     collator = AnswerOnlyCollator(tokenizer.pad_token_id, answer_only_logits=cfg.answer_only_logits)
+    if cfg.answer_only_logits:
+        contiguous_output_layer_input(model)
     trainer = Trainer(model=model, args=args, train_dataset=_model_columns(train_set),
                       eval_dataset=_model_columns(eval_set), data_collator=collator, processing_class=tokenizer,
                       compute_loss_func=answer_only_loss, callbacks=callbacks)

@@ -160,11 +160,46 @@ def check_address(host: str, port: int) -> None:
                             "or stop what uses it") from None
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff"}
+MAX_UPLOAD = "4kb"  # the page has no upload: the cap only stops other web pages filling the disk
+
+
+class SecurityHeaders:
+    """ASGI middleware: no other site may frame the page, and no response is content-sniffed."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"],
+                                      *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """Host headers the server answers. Listening on loopback, only loopback names: a page on another site that
+    resolves its own name to 127.0.0.1 (DNS rebinding) is turned away. Listening on another address, any."""
+    return [*LOOPBACK_HOSTS, f"[{LOOPBACK_HOSTS[2]}]"] if host in LOOPBACK_HOSTS else ["*"]
+
+
 def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folders: tuple[Path, ...] = (),
            **options) -> None:
-    """Serve the page; `folders` hold the plots it shows."""
+    """Serve the page; `folders` hold the plots it shows. Uploads are capped at a few kilobytes, the Host
+    header is checked and the page cannot be framed (see allowed_hosts, SecurityHeaders)."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host)), Middleware(SecurityHeaders)]
     page.launch(server_name=host, server_port=port, share=share, ssr_mode=False, theme=THEME, css=CSS,
-                allowed_paths=[str(folder.resolve()) for folder in folders], **options)
+                allowed_paths=[str(folder.resolve()) for folder in folders], max_file_size=MAX_UPLOAD,
+                app_kwargs={"middleware": middleware}, **options)
 
 
 def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -> gr.Blocks:

@@ -196,7 +196,8 @@ def test_questions_without_a_matching_product_never_reach_a_model(tiny_run):
 
 def test_an_empty_test_split_leaves_the_seen_set(tiny_run, tmp_path):
     from product_qa.answering import Answerer
-    from product_qa.evaluation import check_eval_settings, question_sets
+    from product_qa.evaluation import question_sets
+    from product_qa.settings import check_eval
     from product_qa.preparation import output_paths
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -207,9 +208,9 @@ def test_an_empty_test_split_leaves_the_seen_set(tiny_run, tmp_path):
     sets = question_sets(Answerer(cfg, None), cfg.eval)
     assert len(sets["seen"]) == 6 and sets["unseen"] == []
     with pytest.raises(UserError, match="nothing to ask"):
-        check_eval_settings(dataclasses.replace(cfg.eval, seen_questions=0, unseen_questions=0))
-    with pytest.raises(UserError, match=">= 0"):
-        check_eval_settings(dataclasses.replace(cfg.eval, seen_questions=-1))
+        check_eval(dataclasses.replace(cfg.eval, seen_questions=0, unseen_questions=0))
+    with pytest.raises(UserError, match="eval.seen_questions must be at least 0"):
+        check_eval(dataclasses.replace(cfg.eval, seen_questions=-1))
 
 
 def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
@@ -254,3 +255,78 @@ def test_a_streamed_answer_is_the_generated_one_and_closing_the_stream_stops_gen
     pieces.close()  # the reader goes away after the first words
     assert not any(t.name == "stream_answer" for t in threading.enumerate())
     assert 0 < lengths[0] < 300
+
+
+def _copied_run(tiny_run, tmp_path, name: str) -> tuple[Path, list[str]]:
+    import shutil
+    run = tmp_path / "runs" / name
+    shutil.copytree(tiny_run["run_dir"], run)
+    return run, [*cli_overrides(tiny_run["settings"]), "--set", f"train.output_dir={tmp_path / 'runs'}",
+                 "--run", name, "--no-progress"]
+
+
+def test_a_run_directory_cannot_run_code_unless_the_user_trusts_it(tiny_run, tmp_path):
+    """A downloaded run is data: its config.json saying trust_remote_code=True and an auto_map in merged/ to a
+    Python file of its own are refused in one line; nothing of it runs."""
+    run, args = _copied_run(tiny_run, tmp_path, "shared")
+    marker = tmp_path / "code-ran"
+    (run / "merged" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                            "from transformers import LlamaForCausalLM as Evil\n")
+    merged_config = json.loads((run / "merged" / "config.json").read_text())
+    merged_config["auto_map"] = {"AutoModelForCausalLM": "evil.Evil"}
+    (run / "merged" / "config.json").write_text(json.dumps(merged_config))
+    saved = json.loads((run / "config.json").read_text())
+    saved["model"]["trust_remote_code"] = True
+    (run / "config.json").write_text(json.dumps(saved))
+    for script, extra in (("ask.py", ["What is Home Map?"]), ("test_pipeline.py", [])):
+        result = run_script(script, *extra, *args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and not marker.exists()
+        assert "auto_map" in result.stderr.strip().splitlines()[-1]
+
+
+def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_run, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    run, args = _copied_run(tiny_run, tmp_path, "pickled")
+    weights = run / "merged" / "model.safetensors"
+    torch.save(load_file(weights), run / "merged" / "pytorch_model.bin")
+    weights.unlink()
+    result = run_script("ask.py", "What is Home Map?", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "pickle" in result.stderr.strip().splitlines()[-1]
+
+    run, args = _copied_run(tiny_run, tmp_path, "truncated")
+    weights = run / "merged" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for script, extra in (("ask.py", ["What is Home Map?"]), ("test_pipeline.py", [])):
+        result = run_script(script, *extra, *args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        error_lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        assert "Traceback" not in result.stderr and error_lines == [result.stderr.strip().splitlines()[-1]]
+        assert "the weights file is damaged" in error_lines[0]
+
+
+def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
+    """The second Ctrl-C used to arrive while the first was stopping the generation thread, and the interpreter
+    aborted (exit 134, "terminate called without an active exception")."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import REPO
+    settings = [*tiny_run["settings"], "generation.max_new_tokens=4000"]
+    process = subprocess.Popen([sys.executable, "-u", str(REPO / "ask.py"), "--no-progress",
+                                *cli_overrides(settings)], cwd=REPO, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    process.stdin.write("What is Home Map?\n")
+    process.stdin.flush()
+    assert process.stdout.readline().startswith("Ask about a product")
+    process.stdout.read(12)  # the prompt, then the answer has begun to stream
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "terminate called" not in stderr and "Traceback" not in stderr

@@ -138,7 +138,7 @@ def test_a_port_in_use_or_out_of_range_is_one_line_before_any_model_loads(tmp_pa
     assert busy.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port} (Address already in use): "
                                                 "pick another --port, or stop what uses it"]
     out_of_range = run_script("app.py", "--port", "70000")
-    assert out_of_range.returncode == 2 and "between 1 and 65535" in out_of_range.stderr
+    assert out_of_range.returncode == 2 and "app.port must be in 1..65535" in out_of_range.stderr
     assert "Traceback" not in busy.stderr + out_of_range.stderr
 
 
@@ -232,3 +232,44 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
+    """Any web page the user visits can post to 127.0.0.1: uploads are capped, a foreign Host header (DNS
+    rebinding) is refused, and every response forbids framing and content sniffing."""
+    import http.client
+    from product_qa.webapp import launch
+    with gr.Blocks() as page:
+        gr.Markdown("hello")
+    port = _free_port()
+    launch(page, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        def request(method: str, path: str, headers: dict, body: bytes | None = None):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            return response
+        page_response = request("GET", "/", {"Host": f"127.0.0.1:{port}"})
+        assert page_response.status == 200
+        assert page_response.getheader("X-Frame-Options") == "DENY"
+        assert page_response.getheader("X-Content-Type-Options") == "nosniff"
+        assert "frame-ancestors 'none'" in page_response.getheader("Content-Security-Policy")
+        assert request("GET", "/", {"Host": f"evil.example:{port}"}).status == 400
+        boundary = "xyz"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 2_000_000 + (
+                    f"\r\n--{boundary}--\r\n").encode()
+        upload = request("POST", "/gradio_api/upload", {"Host": f"127.0.0.1:{port}", "Origin": "https://evil.example",
+                                                        "Content-Type": f"multipart/form-data; boundary={boundary}"},
+                         body)
+        assert upload.status in (400, 413), upload.status
+    finally:
+        page.close()

@@ -38,3 +38,51 @@ def test_bad_overrides_give_clear_errors(override, message):
 def test_fingerprint_is_stable_and_sensitive():
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.workers=-1", "data.workers must be at least 0"),
+    ("data.block_mb=-1", "data.block_mb must be at least 1"),
+    ("data.block_mb=0", "data.block_mb must be at least 1"),
+    ("data.validation_fraction=-0.5", r"data.validation_fraction must be in \[0, 1\)"),
+    ("data.max_records=0", "data.max_records must be at least 1"),
+    ("train.method=lroa", "'lroa' is not one of: lora, full, qlora"),
+    ("train.lr_scheduler=bogus", "'bogus' is not one of: linear, cosine"),
+    ("train.batch_size=0", "train.batch_size must be at least 1"),
+    ("train.eval_batch_size=0", "train.eval_batch_size must be at least 1"),
+    ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps must be at least 1"),
+    ("train.learning_rate=-1", "train.learning_rate must be more than 0"),
+    ("train.lora_r=0", "train.lora_r must be at least 1"),
+    ("train.lora_dropout=1.5", r"train.lora_dropout must be in \[0, 1\)"),
+    ("train.lora_target_modules=q_proj;v", "train.lora_target_modules must be all-linear or module names"),
+    ("train.max_train_examples=0", "train.max_train_examples must be at least 1"),
+    ("train.epochs=0", "train.epochs must be more than 0"),
+    ("train.max_steps=0", "train.max_steps must be -1"),
+    ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1"),
+    ("rag.min_score=2", r"rag.min_score must be in \[0, 1\]"),
+    ("eval.systems=base,oracle", "eval.systems: unknown oracle"),
+    ("app.max_queue=-1", "app.max_queue must be at least 1"),
+    ("app.port=70000", "app.port must be in 1..65535"),
+    ("analysis.top_k=0", "analysis.top_k must be at least 1"),
+])
+def test_out_of_range_settings_are_refused_before_any_work(override, message):
+    with pytest.raises(UserError, match=message):
+        apply_overrides(Config(), [override])
+
+
+def test_rules_between_settings_hold_whatever_the_order_of_the_overrides():
+    cfg = apply_overrides(Config(), ["train.max_steps=10", "train.epochs=0"])  # max_steps decides: epochs unused
+    assert cfg.train.max_steps == 10
+    with pytest.raises(UserError, match="data.max_title_chars must be at least data.min_title_chars"):
+        apply_overrides(Config(), ["data.min_title_chars=50", "data.max_title_chars=10"])
+
+
+@pytest.mark.parametrize("script", ["prepare_data.py", "data_analysis.py", "fine_tuning_project.py",
+                                    "test_pipeline.py", "ask.py", "app.py"])
+def test_every_stage_script_refuses_a_bad_setting_in_one_line(script):
+    from conftest import run_script
+    for override, message in (("train.method=lroa", "not one of"), ("data.block_mb=0", "at least 1")):
+        result = run_script(script, "--set", override, "question" if script == "ask.py" else "--no-progress")
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr

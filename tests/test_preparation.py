@@ -199,11 +199,25 @@ def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):
     assert not list(out.glob("*.tmp-*"))
 
 
-def test_bad_split_fractions_are_rejected(data_config):
+def test_an_input_where_every_record_is_filtered_out_keeps_the_old_outputs(tmp_path, data_config):
     from product_qa.errors import UserError
-    data_config.validation_fraction, data_config.test_fraction = 0.6, 0.5
-    with pytest.raises(UserError, match="leave room"):
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(50)))
+    prepare(data_config, progress=False)
+    before = outputs_bytes(data_config)
+    report_before = (Path(data_config.output_dir) / "prep_report.json").read_bytes()
+    data_config.raw_path = str(write_jsonl(tmp_path / "empty.json", [{**r, "content": "Book by"} for r in catalog(20)]))
+    with pytest.raises(UserError, match="no record passed the filters .*degenerate_content 20"):
         prepare(data_config, progress=False)
+    assert outputs_bytes(data_config) == before
+    assert (Path(data_config.output_dir) / "prep_report.json").read_bytes() == report_before
+
+
+def test_bad_split_fractions_are_rejected():
+    from config import Config
+    from product_qa.configurator import apply_overrides
+    from product_qa.errors import UserError
+    with pytest.raises(UserError, match="leave room"):
+        apply_overrides(Config(), ["data.validation_fraction=0.6", "data.test_fraction=0.5"])
 
 
 @pytest.mark.skipif(not REAL_RECORDS.exists(), reason="../shared/data/real_trn_dev.jsonl not available")

@@ -115,12 +115,15 @@ def test_unreadable_file(tmp_path):
         describe_source(path)
 
 
-@pytest.mark.parametrize("content", [None, b"", b"not json at all\n"])
+@pytest.mark.parametrize("content", [None, b"", b"not json at all\n",
+                                     b'[{"uid": "1", "title": "A", "content": "b"}, ]',  # trailing comma
+                                     b"[" + b"[" * 10_000 + b"]" * 10_000 + b"]"])  # nested 10,000 levels
 def test_cli_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path, content):
     path = tmp_path / "trn.json"
     if content is not None:
         path.write_bytes(content)
-    result = run_script("prepare_data.py", "--data", str(path), "--set", f"data.output_dir={tmp_path / 'out'}")
+    result = run_script("prepare_data.py", "--data", str(path), "--no-progress",
+                        "--set", f"data.output_dir={tmp_path / 'out'}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")

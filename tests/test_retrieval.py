@@ -150,9 +150,11 @@ def test_minilm_title_embeddings_are_cached_and_reused(tmp_path, monkeypatch):
     assert len(list((tmp_path / "rag").iterdir())) == 2
 
 
-def test_unknown_retriever_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="rag.retriever must be bm25 or minilm, not 'tfidf'"):
-        ProductIndex.build(HAND_PRODUCTS, rag_config(tmp_path, "tfidf"))
+def test_unknown_retriever_is_a_user_error():
+    from config import Config
+    from product_qa.configurator import apply_overrides
+    with pytest.raises(UserError, match="'tfidf' is not one of: bm25, minilm"):
+        apply_overrides(Config(), ["rag.retriever=tfidf"])
 
 
 def test_context_text_cuts_the_description_to_max_tokens(tokenizer):

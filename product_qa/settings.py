@@ -1,0 +1,149 @@
+"""Every setting of config.py checked once, before any work starts, for every stage alike.
+
+Choices are `Literal[...]` fields in config.py: the configurator refuses any other value at the command line,
+naming the allowed ones. Ranges and rules between fields are here, one function per section. The
+configurator runs `check_config` after applying the --set overrides, so a bad value ends the run in one line
+(exit code 2) whichever stage script was started, and never after minutes of work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from product_qa.errors import UserError
+
+# the systems that answer questions (product_qa/answering.py), as eval.systems names them
+ANSWERING_SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
+
+
+def literal_choices(annotation: Any) -> tuple | None:
+    """The allowed values of a Literal annotation (also inside Optional), else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        choices = literal_choices(arg)
+        if choices is not None:
+            return choices
+    return None
+
+
+def _check_choices(section_name: str, section: Any) -> None:
+    hints = typing.get_type_hints(type(section))
+    for field in dataclasses.fields(section):
+        choices = literal_choices(hints[field.name])
+        value = getattr(section, field.name)
+        if choices is not None and value not in choices and not (value is None and type(None) in typing.get_args(
+                hints[field.name])):
+            raise UserError(f"{section_name}.{field.name}={value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+def _at_least(section: str, values: dict[str, Any], minimum: float, *, none_ok: bool = False) -> None:
+    for name, value in values.items():
+        if value is None and none_ok:
+            continue
+        if value is None or value < minimum:
+            allowed = f"at least {minimum}" + (" (or None)" if none_ok else "")
+            raise UserError(f"{section}.{name} must be {allowed}, got {value!r}")
+
+
+def _fraction(section: str, name: str, value: float, *, low_open: bool = False, high_open: bool = True) -> None:
+    low_ok = value > 0 if low_open else value >= 0
+    high_ok = value < 1 if high_open else value <= 1
+    if not (low_ok and high_ok):
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        raise UserError(f"{section}.{name} must be in {interval}, got {value!r}")
+
+
+def check_data(data: Any) -> None:
+    for name in ("validation_fraction", "test_fraction"):
+        _fraction("data", name, getattr(data, name))
+    if data.validation_fraction + data.test_fraction >= 1:
+        raise UserError("data.validation_fraction + data.test_fraction must leave room for training (< 1)")
+    _at_least("data", {"max_records": data.max_records}, 1, none_ok=True)
+    _at_least("data", {"min_title_chars": data.min_title_chars, "min_content_chars": data.min_content_chars,
+                       "workers": data.workers, "examples_per_reason": data.examples_per_reason}, 0)
+    _at_least("data", {"block_mb": data.block_mb}, 1)
+    for low, high in (("min_title_chars", "max_title_chars"), ("min_content_chars", "max_content_chars")):
+        if getattr(data, high) < getattr(data, low):
+            raise UserError(f"data.{high} must be at least data.{low}, got {getattr(data, high)} < "
+                            f"{getattr(data, low)}")
+
+
+def check_analysis(analysis: Any) -> None:
+    _at_least("analysis", {"reservoir_size": analysis.reservoir_size, "top_k": analysis.top_k}, 1)
+    _at_least("analysis", {"token_sample_size": analysis.token_sample_size}, 0)
+    if analysis.counter_capacity < analysis.top_k:
+        raise UserError(f"analysis.top_k must be at most analysis.counter_capacity, got top_k={analysis.top_k}, "
+                        f"counter_capacity={analysis.counter_capacity}")
+    _fraction("analysis", "max_length_coverage", analysis.max_length_coverage, low_open=True, high_open=False)
+
+
+def check_train(train: Any) -> None:
+    _at_least("train", {"max_length": train.max_length, "batch_size": train.batch_size,
+                        "eval_batch_size": train.eval_batch_size,
+                        "gradient_accumulation_steps": train.gradient_accumulation_steps, "lora_r": train.lora_r,
+                        "eval_steps": train.eval_steps, "save_total_limit": train.save_total_limit,
+                        "logging_steps": train.logging_steps}, 1)
+    _at_least("train", {"max_train_examples": train.max_train_examples,
+                        "max_eval_examples": train.max_eval_examples,
+                        "early_stopping_patience": train.early_stopping_patience}, 1, none_ok=True)
+    _at_least("train", {"weight_decay": train.weight_decay, "base_answer_examples": train.base_answer_examples}, 0)
+    if train.max_steps == 0 or train.max_steps < -1:
+        raise UserError(f"train.max_steps must be -1 (use train.epochs) or at least 1, got {train.max_steps}")
+    if train.max_steps == -1 and not train.epochs > 0:
+        raise UserError(f"train.epochs must be more than 0, got {train.epochs} (a run must train)")
+    for name in ("learning_rate", "lora_alpha"):
+        if not getattr(train, name) > 0:
+            raise UserError(f"train.{name} must be more than 0, got {getattr(train, name)!r}")
+    _fraction("train", "warmup_ratio", train.warmup_ratio)
+    _fraction("train", "lora_dropout", train.lora_dropout)
+    modules = train.lora_target_modules
+    if modules != "all-linear" and not all(m.strip().isidentifier() for m in modules.split(",")):
+        raise UserError(f"train.lora_target_modules must be all-linear or module names such as q_proj,v_proj, "
+                        f"got {modules!r}")
+
+
+def check_generation(generation: Any) -> None:
+    _at_least("generation", {"max_new_tokens": generation.max_new_tokens, "batch_size": generation.batch_size,
+                             "max_question_chars": generation.max_question_chars}, 1)
+    _at_least("generation", {"no_repeat_ngram_size": generation.no_repeat_ngram_size}, 0)
+    if not generation.repetition_penalty > 0:
+        raise UserError(f"generation.repetition_penalty must be more than 0, got {generation.repetition_penalty}")
+
+
+def check_rag(rag: Any) -> None:
+    _fraction("rag", "min_score", rag.min_score, high_open=False)
+    _at_least("rag", {"max_context_tokens": rag.max_context_tokens}, 1)
+
+
+def check_eval(evaluation: Any) -> None:
+    _at_least("eval", {"seen_questions": evaluation.seen_questions, "unseen_questions": evaluation.unseen_questions,
+                       "worst_examples": evaluation.worst_examples}, 0)
+    _at_least("eval", {"test_questions": evaluation.test_questions}, 1)
+    if evaluation.seen_questions + evaluation.unseen_questions < 1:
+        raise UserError("nothing to ask: set eval.seen_questions or eval.unseen_questions to at least 1")
+    asked = [s.strip() for s in evaluation.systems.split(",") if s.strip()]
+    unknown = [s for s in asked if s not in ANSWERING_SYSTEMS]
+    if unknown or not asked:
+        raise UserError(f"eval.systems: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                        f"{', '.join(ANSWERING_SYSTEMS)}")
+
+
+def check_app(app: Any) -> None:
+    if not 1 <= app.port <= 65535:
+        raise UserError(f"app.port must be in 1..65535, got {app.port}")
+    _at_least("app", {"max_queue": app.max_queue}, 1)
+
+
+SECTION_CHECKS = {"data": check_data, "analysis": check_analysis, "train": check_train,
+                  "generation": check_generation, "rag": check_rag, "eval": check_eval, "app": check_app}
+
+
+def check_config(cfg: Any) -> None:
+    """Every section's choices and ranges; the first problem found is raised as a UserError."""
+    for field in dataclasses.fields(cfg):
+        section = getattr(cfg, field.name)
+        _check_choices(field.name, section)
+        if field.name in SECTION_CHECKS:
+            SECTION_CHECKS[field.name](section)
