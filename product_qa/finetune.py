@@ -46,17 +46,20 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         encoder = ExampleEncoder(tokenizer, template=template, system_prompt=train_cfg.system_prompt,
                                  max_length=train_cfg.max_length)
         paths = output_paths(cfg.data)
-        train_set = _sampled(tokenized_split(paths["train"], encoder, progress=progress and main),
-                             train_cfg.max_train_examples, train_cfg.seed)
-        # sorted by length: evaluation batches in order, and similar lengths pad less
-        eval_set = _sampled(tokenized_split(paths["validation"], encoder, progress=progress and main),
-                            train_cfg.max_eval_examples, train_cfg.seed).sort("length")
+        splits = {split: tokenized_split(paths[split], encoder, processes=cfg.data.workers, progress=progress and main)
+                  for split in ("train", "validation")}
+        train_set = _sampled(splits["train"], train_cfg.max_train_examples, train_cfg.seed)
+        eval_set = _sampled(splits["validation"], train_cfg.max_eval_examples, train_cfg.seed)
     if resume and not main:
         checkpoint = prepare_run_dir(run_dir, resume)
     eval_examples = read_examples(paths["validation"], train_cfg.max_eval_examples, train_cfg.seed)
 
     # 2. The model, at the precision this device does best.
     device = training_device()
+    if device == "cuda" and torch.cuda.device_count() > 1 and state.num_processes == 1:
+        raise UserError(f"{torch.cuda.device_count()} GPUs in one process: launch one process per GPU with "
+                        f"`torchrun --nproc_per_node {torch.cuda.device_count()} fine_tuning_project.py`, or "
+                        "pick one GPU with CUDA_VISIBLE_DEVICES=0")
     precision = select_precision(train_cfg.precision, device)
     set_seed(train_cfg.seed)  # LoRA's initial weights
     model = load_model(model_path, method=train_cfg.method, precision=precision, device=device,
@@ -87,12 +90,16 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
                         "keep the effective batch), set train.gradient_checkpointing=True, or use "
                         "train.method=qlora") from None
     train_seconds = time.perf_counter() - started
-    # the evaluations inside trainer.train() (the baseline's is at step 0): the rest is the training loop itself
-    eval_seconds = sum(e["eval_runtime"] for e in trainer.state.log_history if "eval_runtime" in e and e["step"] > 0)
+    # the evaluations inside this session's trainer.train() (the baseline's is at step 0, a resumed run's earlier
+    # ones before its checkpoint): the rest of train_seconds is the training loop itself
+    resumed_at = int(checkpoint.rpartition("-")[2]) if checkpoint else 0
+    eval_seconds = sum(e["eval_runtime"] for e in trainer.state.log_history
+                       if "eval_runtime" in e and e["step"] > resumed_at)
     # The Trainer evaluates the last step too, so the loss after training is known: the best evaluation's when
     # the best checkpoint was loaded back, else the last one's. Evaluating again would cost a pass for nothing.
     evaluations = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e["step"] > 0]
-    after = trainer.state.best_metric if args.load_best_model_at_end else evaluations[-1]
+    best_loaded = args.load_best_model_at_end and trainer.state.best_model_checkpoint is not None
+    after = trainer.state.best_metric if best_loaded else evaluations[-1]
 
     # 5. Save and report (main process).
     if not main:

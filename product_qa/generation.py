@@ -17,7 +17,6 @@ from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
                           TextIteratorStreamer)
 
 
-
 @dataclass(frozen=True)
 class Generated:
     text: str

@@ -28,7 +28,8 @@ def literal_choices(annotation: Any) -> tuple | None:
     return None
 
 
-def _check_choices(section_name: str, section: Any) -> None:
+def check_choices(section_name: str, section: Any) -> None:
+    """Each Literal field of the section holds one of its choices."""
     hints = typing.get_type_hints(type(section))
     for field in dataclasses.fields(section):
         choices = literal_choices(hints[field.name])
@@ -99,7 +100,8 @@ def check_train(train: Any) -> None:
     _fraction("train", "warmup_ratio", train.warmup_ratio)
     _fraction("train", "lora_dropout", train.lora_dropout)
     modules = train.lora_target_modules
-    if modules != "all-linear" and not all(m.strip().isidentifier() for m in modules.split(",")):
+    if modules != "all-linear" and not all(part.isidentifier() for m in modules.split(",")
+                                           for part in m.strip().split(".")):
         raise UserError(f"train.lora_target_modules must be all-linear or module names such as q_proj,v_proj, "
                         f"got {modules!r}")
 
@@ -144,6 +146,6 @@ def check_config(cfg: Any) -> None:
     """Every section's choices and ranges; the first problem found is raised as a UserError."""
     for field in dataclasses.fields(cfg):
         section = getattr(cfg, field.name)
-        _check_choices(field.name, section)
+        check_choices(field.name, section)
         if field.name in SECTION_CHECKS:
             SECTION_CHECKS[field.name](section)

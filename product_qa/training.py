@@ -6,6 +6,7 @@ together (the encoding and the batches are in `encoding.py`).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import shutil
 from pathlib import Path
@@ -178,8 +179,11 @@ def build_trainer(model, tokenizer, train_set, eval_set, args, cfg, progress: bo
     callbacks = [LossProgressCallback(enabled=progress)]
     if cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    collator = AnswerOnlyCollator(tokenizer.pad_token_id, answer_only_logits=cfg.answer_only_logits)
-    if cfg.answer_only_logits:
+    # a model whose forward has no logits_to_keep (some remote-code models) computes every position, as before
+    base_forward = getattr(model, "get_base_model", lambda: model)().forward
+    answer_only = cfg.answer_only_logits and "logits_to_keep" in inspect.signature(base_forward).parameters
+    collator = AnswerOnlyCollator(tokenizer.pad_token_id, answer_only_logits=answer_only)
+    if answer_only:
         contiguous_output_layer_input(model)
     trainer = Trainer(model=model, args=args, train_dataset=_model_columns(train_set),
                       eval_dataset=_model_columns(eval_set), data_collator=collator, processing_class=tokenizer,
@@ -236,7 +240,8 @@ def save_outputs(trainer, tokenizer, run_dir: Path, method: str, model_path: str
 
 
 def loss_history(log_history: list[dict]) -> dict[str, list]:
-    """(step, loss) pairs of the training and validation losses; a repeated evaluation at one step counts once."""
+    """(step, loss) pairs of the training and validation losses; a step evaluated twice (a resumed run's) counts
+    once."""
     train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
     evals = {entry["step"]: entry["eval_loss"] for entry in log_history if "eval_loss" in entry}
     return {"train": train, "eval": sorted(evals.items())}

@@ -183,10 +183,13 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
-def allowed_hosts(host: str) -> list[str]:
-    """Host headers the server answers. Listening on loopback, only loopback names: a page on another site that
-    resolves its own name to 127.0.0.1 (DNS rebinding) is turned away. Listening on another address, any."""
-    return [*LOOPBACK_HOSTS, f"[{LOOPBACK_HOSTS[2]}]"] if host in LOOPBACK_HOSTS else ["*"]
+def allowed_hosts(host: str, share: bool = False) -> list[str]:
+    """Host headers the server answers. Listening on loopback, only loopback names (and the public share link's,
+    which its tunnel passes through): a page on another site that resolves its own name to 127.0.0.1 (DNS
+    rebinding) is turned away. Listening on another address, any."""
+    if host not in LOOPBACK_HOSTS:
+        return ["*"]
+    return ["127.0.0.1", "localhost", "[::1]", *(["*.gradio.live"] if share else [])]
 
 
 def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folders: tuple[Path, ...] = (),
@@ -196,7 +199,8 @@ def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folder
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host)), Middleware(SecurityHeaders)]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, share)),
+                  Middleware(SecurityHeaders)]
     page.launch(server_name=host, server_port=port, share=share, ssr_mode=False, theme=THEME, css=CSS,
                 allowed_paths=[str(folder.resolve()) for folder in folders], max_file_size=MAX_UPLOAD,
                 app_kwargs={"middleware": middleware}, **options)

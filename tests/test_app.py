@@ -244,7 +244,9 @@ def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
     """Any web page the user visits can post to 127.0.0.1: uploads are capped, a foreign Host header (DNS
     rebinding) is refused, and every response forbids framing and content sniffing."""
     import http.client
-    from product_qa.webapp import launch
+    from product_qa.webapp import allowed_hosts, launch
+    assert "*.gradio.live" in allowed_hosts("127.0.0.1", share=True)  # the share tunnel passes its Host through
+    assert "*.gradio.live" not in allowed_hosts("127.0.0.1") and allowed_hosts("0.0.0.0") == ["*"]
     with gr.Blocks() as page:
         gr.Markdown("hello")
     port = _free_port()
