@@ -20,9 +20,9 @@ from typing import Iterator
 
 import orjson
 
-from product_qa.encoding import read_examples
+from product_qa.catalog import Catalog, read_catalog
 from product_qa.errors import UserError
-from product_qa.generation import Generated, generate_answers, stream_answer
+from product_qa.generation import Generated, generate_answers, stream_answer, with_answer_cap
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths
 from product_qa.prompts import prompt_text, resolve_template
@@ -80,6 +80,14 @@ def _run_config(run_dir: Path) -> dict:
     return saved
 
 
+def _run_report(run_dir: Path) -> dict:
+    try:
+        report = orjson.loads((run_dir / "training_report.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError) as err:
+        raise UserError(f"{run_dir / 'training_report.json'}: cannot read the run's report ({err})") from None
+    return report if isinstance(report, dict) else {}
+
+
 def _section(cls, saved: dict, name: str):
     """A config section as a run saved it; settings added or removed since then take today's defaults. Its
     choices are checked as the command line's are (a run directory may come from anywhere)."""
@@ -105,10 +113,14 @@ class Answerer:
         self.model_cfg = dataclasses.replace(self.model_cfg, trust_remote_code=cfg.model.trust_remote_code,
                                              cache_dir=cfg.model.cache_dir)
         self.train_cfg = _section(type(cfg.train), run_cfg["train"], "train") if "train" in run_cfg else cfg.train
+        # the answer cap follows the run's data (generation.max_new_tokens=None): its longest training answer
+        self.decoding = with_answer_cap(cfg.generation, _run_report(run_dir).get("longest_answer_tokens")
+                                        if run_dir else None)
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
         self._models: dict[str, object] = {}
         self._index: ProductIndex | None = None
+        self._catalog: Catalog | None = None
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -146,14 +158,18 @@ class Answerer:
             self._models[which] = load_inference_model(path, self.model_cfg.trust_remote_code)
         return self._models[which]
 
-    def training_products(self) -> list[dict]:
-        return read_examples(output_paths(self.data_cfg)["train"])
+    @property
+    def catalog(self) -> Catalog:
+        """The products the run was taught (and those it was taught to decline), as its settings chose them."""
+        if self._catalog is None:
+            self._catalog = read_catalog(output_paths(self.data_cfg)["train"], self.train_cfg)
+        return self._catalog
 
     @property
     def index(self) -> ProductIndex:
-        """The RAG index: every training product, never a validation or test one."""
+        """The RAG index: every catalog product, never a declined, validation or test one."""
         if self._index is None:
-            self._index = ProductIndex.build(self.training_products(), self.cfg.rag)
+            self._index = ProductIndex.build(self.catalog.known, self.cfg.rag)
         return self._index
 
     def prompt(self, question: str, hit: Hit | None = None) -> str:
@@ -175,7 +191,7 @@ class Answerer:
         by_question: dict[int, Generated] = {}
         if asked:
             generated = generate_answers(self.model(MODEL_OF[system]), self.tokenizer,
-                                         [self.prompt(questions[i], hits[i]) for i in asked], self.cfg.generation,
+                                         [self.prompt(questions[i], hits[i]) for i in asked], self.decoding,
                                          progress=progress)
             by_question = dict(zip(asked, generated))
         return [Answer(system, by_question[i].text, hits[i], by_question[i].new_tokens,
@@ -190,7 +206,7 @@ class Answerer:
         if system == "retrieval" or (hit is not None and not hit.matched):
             return hit, iter([_retrieved_answer(hit)])
         return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),
-                                  self.cfg.generation)
+                                  self.decoding)
 
 
 def _retrieved_answer(hit: Hit) -> str:

@@ -18,27 +18,27 @@ import torch
 
 from product_qa import metrics
 from product_qa.answering import MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, Answer, Answerer
+from product_qa.catalog import is_declined, recall_questions
 from product_qa.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity,
-                                 read_examples, sample_in_order)
+                                 read_examples)
 from product_qa.errors import UserError
-from product_qa.hashing import key_hash
 from product_qa.io_utils import atomic_outputs, prepare_output_dir, write_json_atomic
 from product_qa.modeling import load_sentence_encoder
 from product_qa.preparation import output_paths
-from product_qa.prompts import HELD_OUT_PHRASINGS, pick_phrasing
 from product_qa.reporting import evaluation_markdown, plot_evaluation
 
-SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "length_ratio", "repeated_3gram")  # averaged over answers
+# averaged over answers (invented_details over the answers that state specific facts)
+SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "exact", "invented_details", "declined", "length_ratio",
+          "repeated_3gram")
 
 
 # ---------------------------------------------------------------------------------------------- questions
 def question_sets(answerer: Answerer, eval_cfg) -> dict[str, list[dict]]:
-    """The seen and unseen questions: uid, title, question, reference."""
+    """The seen and unseen questions: uid, title, question, reference. Seen: distinct catalog products (the
+    run's, not its declined ones), each asked once with a held-out phrasing."""
     paths = output_paths(answerer.data_cfg)
-    trained = read_examples(paths["train"], answerer.train_cfg.max_train_examples, answerer.train_cfg.seed)
-    seen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"],
-             "question": pick_phrasing(HELD_OUT_PHRASINGS, key_hash(e["uid"]), eval_cfg.seed).question(e["title"])}
-            for e in sample_in_order(trained, eval_cfg.seen_questions, eval_cfg.seed)]
+    seen = [{k: q[k] for k in ("uid", "title", "question", "reference")}
+            for q in recall_questions(answerer.catalog, eval_cfg.seen_questions, eval_cfg.seed)]
     test = read_examples(paths["test"], eval_cfg.unseen_questions, eval_cfg.seed) if _has_lines(paths["test"]) else []
     unseen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"], "question": e["question"]}
               for e in test]
@@ -86,6 +86,9 @@ def score_answers(items: list[dict], answers: list[Answer], encoder, set_name: s
     for i, (item, answer) in enumerate(zip(items, answers)):
         row = {"uid": item["uid"], "question": item["question"], "answer": answer.text,
                "reference": item["reference"], **rouge[i], "chrf": chrf[i], "similarity": similarity[i],
+               "exact": float(rouge[i]["rougeL"] >= metrics.EXACT_ROUGE_L),
+               "invented_details": metrics.invented_details_rate(answer.text, item["question"], item["reference"]),
+               "declined": float(is_declined(answer.text)),
                "length_ratio": metrics.length_ratio(answer.text, item["reference"]),
                "repeated_3gram": metrics.repeated_ngram_rate(answer.text, 3),
                "new_tokens": answer.new_tokens, "seconds": answer.seconds}
@@ -154,7 +157,7 @@ def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
     return {
         "run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "template": answerer.template,
         "systems": systems, "skipped_systems": skipped, "labels": {s: SYSTEM_LABELS[s] for s in systems},
-        "decoding": {k: getattr(cfg.generation, k) for k in ("max_new_tokens", "repetition_penalty",
+        "decoding": {k: getattr(answerer.decoding, k) for k in ("max_new_tokens", "repetition_penalty",
                                                               "no_repeat_ngram_size", "batch_size")},
         "rag": {"retriever": cfg.rag.retriever, "min_score": cfg.rag.min_score,
                 "max_context_tokens": cfg.rag.max_context_tokens,
@@ -190,7 +193,7 @@ def generation_test(cfg, run_dir: Path | None, questions: list[str], *, progress
     answers = {s: answerer.answer([it["question"] for it in items], s, progress=s if progress else None)
                for s in systems}
     results = {"run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "systems": systems,
-               "decoding": dataclasses.asdict(cfg.generation),
+               "decoding": dataclasses.asdict(answerer.decoding),
                "questions": [{**item, **{s: answers[s][i].text for s in systems}} for i, item in enumerate(items)]}
     path = Path(cfg.eval.output_dir) / "test_results.json"
     write_json_atomic(path, results)

@@ -11,19 +11,22 @@ from pathlib import Path
 import orjson
 import torch
 from accelerate import PartialState
+from datasets import Dataset
 from transformers import set_seed
 
-from product_qa.encoding import ExampleEncoder, perplexity, read_examples, sample_indices, tokenized_split
+from product_qa import metrics
+from product_qa.catalog import is_declined, read_catalog, recall_questions, training_rounds, views_file
+from product_qa.encoding import ExampleEncoder, perplexity, sample_indices, tokenized_split
 from product_qa.errors import UserError
-from product_qa.generation import generate_answers
+from product_qa.generation import generate_answers, with_answer_cap
 from product_qa.io_utils import write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths, prepare
 from product_qa.prompts import prompt_text, resolve_template
 from product_qa.reporting import plot_loss_curves
-from product_qa.training import (build_trainer, count_parameters, load_model, loss_history, prepare_run_dir,
-                                 save_outputs, select_precision, training_arguments, training_device,
-                                 with_perplexity)
+from product_qa.training import (EVAL_SETS, build_trainer, count_parameters, load_model, loss_history,
+                                 prepare_run_dir, save_outputs, select_precision, training_arguments,
+                                 training_device, training_order, with_perplexity)
 
 # peft still calls the old name inside transformers; the warning says nothing the user can act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -35,8 +38,8 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     train_cfg, model_cfg = cfg.train, cfg.model
     run_dir = Path(train_cfg.output_dir) / train_cfg.run_name
 
-    # 1. Data, model files and token ids: made once, by the main process, while the others wait (they then read
-    # the tokenized splits from the cache the main process wrote).
+    # 1. Data, the catalog, its views, model files and token ids: made once, by the main process, while the
+    # others wait (they then read the files and the tokenized splits the main process wrote).
     with state.main_process_first():
         prepare(cfg.data, progress=progress and main)
         model_path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
@@ -46,13 +49,22 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         encoder = ExampleEncoder(tokenizer, template=template, system_prompt=train_cfg.system_prompt,
                                  max_length=train_cfg.max_length)
         paths = output_paths(cfg.data)
-        splits = {split: tokenized_split(paths[split], encoder, processes=cfg.data.workers, progress=progress and main)
-                  for split in ("train", "validation")}
-        train_set = _sampled(splits["train"], train_cfg.max_train_examples, train_cfg.seed)
-        eval_set = _sampled(splits["validation"], train_cfg.max_eval_examples, train_cfg.seed)
+        catalog = read_catalog(paths["train"], train_cfg)
+        views = tokenized_split(views_file(paths["train"], train_cfg), encoder, processes=cfg.data.workers,
+                                progress=progress and main)
+        validation = tokenized_split(paths["validation"], encoder, processes=cfg.data.workers,
+                                     progress=progress and main)
     if resume and not main:
         checkpoint = prepare_run_dir(run_dir, resume)
-    eval_examples = read_examples(paths["validation"], train_cfg.max_eval_examples, train_cfg.seed)
+    rounds = training_rounds(train_cfg.epochs)
+    effective_batch = train_cfg.batch_size * train_cfg.gradient_accumulation_steps * state.num_processes
+    train_set = views.select(training_order(views["length"], len(views) // rounds, effective_batch,
+                                            train_cfg.group_by_length, train_cfg.seed))
+    # what early stopping follows: the catalog asked with held-out phrasings (see config.TrainConfig)
+    eval_sets = {"catalog": Dataset.from_list(encoder.encode(recall_questions(catalog, train_cfg.max_eval_examples,
+                                                                              train_cfg.seed))),
+                 "validation": _sampled(validation, train_cfg.max_eval_examples, train_cfg.seed)}
+    decoding = with_answer_cap(cfg.generation, max(train_set["answer_tokens"]))  # the run's longest answer
 
     # 2. The model, at the precision this device does best.
     device = training_device()
@@ -65,22 +77,23 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     model = load_model(model_path, method=train_cfg.method, precision=precision, device=device,
                        train_cfg=train_cfg, trust_remote_code=model_cfg.trust_remote_code)
     trainable, total = count_parameters(model)
-    args = training_arguments(train_cfg, run_dir, precision, device, len(train_set))
-    trainer = build_trainer(model, tokenizer, train_set, eval_set, args, train_cfg, progress and main)
+    args = training_arguments(train_cfg, run_dir, precision, device, len(train_set), rounds)
+    trainer = build_trainer(model, tokenizer, train_set, eval_sets, args, train_cfg, progress and main)
 
-    # 3. Before training: the base model's answers and validation loss (kept for a resumed run).
-    questions = eval_examples[: train_cfg.base_answer_examples]
+    # 3. Before training: the base model's recall of the catalog and its losses (kept for a resumed run).
+    questions = recall_questions(catalog, train_cfg.recall_questions, train_cfg.seed)
     baseline_path = run_dir / "baseline.json"
     if checkpoint is None:
-        base_answers = _answers(trainer.model, tokenizer, questions, template, cfg) if main else []
-        baseline = {"eval_loss": trainer.evaluate()["eval_loss"], "answers": base_answers}
+        base_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding) if main else []
+        losses = trainer.evaluate()
+        baseline = {"losses": {name: losses[f"eval_{name}_loss"] for name in EVAL_SETS}, "answers": base_answers}
         if main:
             write_json_atomic(baseline_path, baseline)
     else:
         baseline = orjson.loads(baseline_path.read_bytes())
 
-    # 4. Train. Seeded again here: the evaluation above draws random numbers (its length-grouped sampler), and a
-    # resumed run skips it, yet both must see the training data in the same order.
+    # 4. Train. Seeded again here: the evaluation above draws random numbers, and a resumed run skips it, yet
+    # both must train the same way.
     set_seed(train_cfg.seed)
     started = time.perf_counter()
     try:
@@ -93,48 +106,69 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     # the evaluations inside this session's trainer.train() (the baseline's is at step 0, a resumed run's earlier
     # ones before its checkpoint): the rest of train_seconds is the training loop itself
     resumed_at = int(checkpoint.rpartition("-")[2]) if checkpoint else 0
-    eval_seconds = sum(e["eval_runtime"] for e in trainer.state.log_history
-                       if "eval_runtime" in e and e["step"] > resumed_at)
-    # The Trainer evaluates the last step too, so the loss after training is known: the best evaluation's when
+    eval_seconds = sum(e[f"eval_{name}_runtime"] for e in trainer.state.log_history for name in EVAL_SETS
+                       if f"eval_{name}_runtime" in e and e["step"] > resumed_at)
+    # The Trainer evaluates the last step too, so the losses after training are known: the best evaluation's when
     # the best checkpoint was loaded back, else the last one's. Evaluating again would cost a pass for nothing.
-    evaluations = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e["step"] > 0]
-    best_loaded = args.load_best_model_at_end and trainer.state.best_model_checkpoint is not None
-    after = trainer.state.best_metric if best_loaded else evaluations[-1]
+    history = loss_history(trainer.state.log_history)
+    best = trainer.state.best_model_checkpoint if args.load_best_model_at_end else None
+    final_step = int(best.rpartition("-")[2]) if best else history["train"][-1][0] if history["train"] else 0
+    after = {name: next((loss for step, loss in reversed(history[name]) if step <= final_step), None)
+             for name in EVAL_SETS}
 
     # 5. Save and report (main process).
     if not main:
         return {}
     save_outputs(trainer, tokenizer, run_dir, train_cfg.method, model_path, precision,
                  model_cfg.trust_remote_code)
-    tuned_answers = _answers(trainer.model, tokenizer, questions, template, cfg)
-    history = loss_history(trainer.state.log_history)
-    history["eval"] = [(0, baseline["eval_loss"]), *history["eval"]]  # where training started
+    tuned_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding)
+    for name in EVAL_SETS:  # where training started
+        history[name] = [(0, baseline["losses"][name]), *history[name]]
     plot_loss_curves(history, run_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
                                                          f"{model_cfg.name}")
-    epochs_done = trainer.state.epoch or 0.0
+    epochs_done = (trainer.state.epoch or 0.0) * rounds
+    passes_done = epochs_done / rounds
     answer_tokens = sum(train_set["answer_tokens"])
     report = {
         "run_name": train_cfg.run_name, "run_dir": str(run_dir), "model": model_cfg.name, "model_path": model_path,
         "method": train_cfg.method, "precision": precision, "device": device, "template": template,
         "processes": state.num_processes, "trainable_parameters": trainable, "total_parameters": total,
-        "train_examples": len(train_set), "eval_examples": len(eval_set),
-        "truncated_examples": sum(train_set["truncated"]),
+        "catalog_products": len(catalog.known), "declined_products": len(catalog.declined),
+        "views": train_cfg.views, "rounds": rounds,
+        "train_examples": len(train_set), "truncated_examples": sum(train_set["truncated"]),
+        "longest_answer_tokens": max(train_set["answer_tokens"]),  # the answer cap of generation.max_new_tokens=None
         "steps": trainer.state.global_step, "epochs": round(epochs_done, 3),
-        "answer_tokens_seen": round(answer_tokens * epochs_done),
-        "tokens_seen": round(sum(train_set["length"]) * epochs_done),
+        "answer_tokens_seen": round(answer_tokens * passes_done),
+        "tokens_seen": round(sum(train_set["length"]) * passes_done),
         "train_seconds": round(train_seconds, 1),
         "eval_seconds_in_training": round(eval_seconds, 1),
-        "tokens_per_second": round(sum(train_set["length"]) * epochs_done / result.metrics["train_runtime"], 1),
-        "eval_loss_before": baseline["eval_loss"], "eval_loss_after": after,
-        "perplexity_before": perplexity(baseline["eval_loss"]), "perplexity_after": perplexity(after),
-        "best_checkpoint": trainer.state.best_model_checkpoint, "resumed_from": checkpoint,
-        "losses": history, "eval_perplexity": with_perplexity(history["eval"]),
+        "tokens_per_second": round(sum(train_set["length"]) * passes_done / result.metrics["train_runtime"], 1),
+        "early_stopping_on": train_cfg.early_stopping_on, "best_checkpoint": best, "resumed_from": checkpoint,
+        **{f"{name}_loss_before": baseline["losses"][name] for name in EVAL_SETS},
+        **{f"{name}_loss_after": after[name] for name in EVAL_SETS},
+        "perplexity_before": perplexity(baseline["losses"]["validation"]),
+        "perplexity_after": perplexity(after["validation"]),
+        "recall": recall_summary(questions, baseline["answers"], tuned_answers),
+        "losses": history, "eval_perplexity": with_perplexity(history["validation"]),
         "sample_answers": [{"question": q["question"], "reference": q["answer"], "base": base, "fine_tuned": tuned}
-                           for q, base, tuned in zip(questions, baseline["answers"], tuned_answers)],
+                           for q, base, tuned in list(zip(questions, baseline["answers"], tuned_answers))[:3]],
     }
     write_json_atomic(run_dir / "config.json", dataclasses.asdict(cfg))
     write_json_atomic(run_dir / "training_report.json", report)
     return report
+
+
+def recall_summary(questions: list[dict], base: list[str], tuned: list[str]) -> dict:
+    """ROUGE-L of each model's answers to catalog products asked anew, the share recalled (ROUGE-L of 0.9 or
+    more) and the share declined."""
+    references = [q["answer"] for q in questions]
+    summary: dict = {"questions": len(questions)}
+    for name, answers in (("base", base), ("fine_tuned", tuned)):
+        scores = [s["rougeL"] for s in metrics.rouge_scores(answers, references)]
+        summary[name] = {"rougeL": sum(scores) / len(scores) if scores else None,
+                         "exact": sum(s >= metrics.EXACT_ROUGE_L for s in scores) / len(scores) if scores else None,
+                         "declined": sum(map(is_declined, answers)) / len(answers) if answers else None}
+    return summary
 
 
 def _sampled(dataset, limit: int | None, seed: int):
@@ -143,6 +177,6 @@ def _sampled(dataset, limit: int | None, seed: int):
     return dataset if keep is None else dataset.select(keep)
 
 
-def _answers(model, tokenizer, examples: list[dict], template: str, cfg) -> list[str]:
+def _answers(model, tokenizer, examples: list[dict], template: str, cfg, decoding) -> list[str]:
     prompts = [prompt_text(tokenizer, e["question"], template, cfg.train.system_prompt) for e in examples]
-    return [answer.text for answer in generate_answers(model, tokenizer, prompts, cfg.generation)]
+    return [answer.text for answer in generate_answers(model, tokenizer, prompts, decoding)]

@@ -6,6 +6,7 @@ holds the very description the model should copy.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,17 @@ class Generated:
     text: str
     new_tokens: int  # tokens generated, the EOS included
     seconds: float  # wall time of the batch that produced it (what the person asking it waited)
+
+
+FALLBACK_ANSWER_TOKENS = 256  # the answer cap when neither the settings nor a run give one
+
+
+def with_answer_cap(decoding, longest_answer_tokens: int | None):
+    """The decoding settings with max_new_tokens decided: the user's, else the run's longest training answer
+    (its EOS included), so that a description recalled word for word is never cut, else FALLBACK_ANSWER_TOKENS."""
+    if decoding.max_new_tokens is not None:
+        return decoding
+    return dataclasses.replace(decoding, max_new_tokens=longest_answer_tokens or FALLBACK_ANSWER_TOKENS)
 
 
 def decoding_kwargs(tokenizer, decoding, prompt_width: int) -> dict:

@@ -96,6 +96,34 @@ def semantic_similarity(encoder, predictions: list[str], references: list[str], 
     return similarities
 
 
+EXACT_ROUGE_L = 0.9  # an answer this close to the reference recalls the description (nearly) word for word
+_SPECIFIC_TOKEN = re.compile(r"[^\W_]+(?:[.,'-][^\W_]+)*")
+_SENTENCE_END = re.compile(r"[.!?:;]\s*$")
+
+
+def specific_tokens(text: str) -> list[str]:
+    """The tokens that state a checkable fact: those with a digit (years, sizes, counts) and capitalised words
+    not at a sentence's start (names of people, places, brands)."""
+    found = []
+    for match in _SPECIFIC_TOKEN.finditer(text):
+        token = match.group()
+        sentence_start = not text[:match.start()].strip() or bool(_SENTENCE_END.search(text[:match.start()]))
+        if any(c.isdigit() for c in token) or (token[0].isupper() and not sentence_start):
+            found.append(token)
+    return found
+
+
+def invented_details_rate(answer: str, question: str, reference: str) -> float | None:
+    """Share of the answer's specific tokens found in neither the question nor the reference (compared
+    casefolded): invented facts, such as an author or a year the product does not have. None for an answer
+    without specific tokens."""
+    specific = specific_tokens(answer)
+    if not specific:
+        return None
+    known = {token.casefold() for token in _SPECIFIC_TOKEN.findall(f"{question} {reference}")}
+    return sum(token.casefold() not in known for token in specific) / len(specific)
+
+
 def distinct_n(texts: list[str], n: int) -> float:
     """Distinct n-grams / all n-grams, pooled over every text (corpus-level): low when the model gives the
     same stock answer to different products. N-grams never span two texts; 0.0 when there are none."""

@@ -39,17 +39,19 @@ def print_prep_summary(report: dict, console: Console | None = None) -> None:
 
 
 def plot_loss_curves(history: dict[str, list], path, title: str) -> None:
-    """Train and validation loss against the optimizer step, as a PNG."""
+    """Train, catalog and validation loss against the optimizer step, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    for name, points, style in (("train", history["train"], "-"), ("validation", history["eval"], "o-")):
-        if points:
-            steps, losses = zip(*points)
-            ax.plot(steps, losses, style, label=f"{name} loss")
+    for name, label, style in (("train", "train loss", "-"),
+                               ("catalog", "catalog loss (trained products, held-out phrasings)", "o-"),
+                               ("validation", "validation loss (unseen products)", "s--")):
+        if history.get(name):
+            steps, losses = zip(*history[name])
+            ax.plot(steps, losses, style, label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (answer tokens only)")
     ax.set_title(title)
@@ -68,12 +70,23 @@ def print_training_summary(report: dict, console: Console | None = None) -> None
     rows = [
         ("model", report["model"]), ("method / precision", f"{report['method']} / {report['precision']}"),
         ("trainable parameters", f"{report['trainable_parameters']:,} of {report['total_parameters']:,}"),
-        ("training examples", f"{report['train_examples']:,}"), ("optimizer steps", f"{report['steps']:,}"),
-        ("answer tokens seen", f"{report['answer_tokens_seen']:,}"),
+        ("catalog", f"{report['catalog_products']:,} products (+ {report['declined_products']:,} taught as unknown)"),
+        ("training examples", f"{report['train_examples']:,} ({report['views']} views x {report['rounds']} rounds)"),
+        ("optimizer steps", f"{report['steps']:,}"), ("answer tokens seen", f"{report['answer_tokens_seen']:,}"),
         ("train time", f"{report['train_seconds']:.0f} s ({report['tokens_per_second']:.0f} tokens/s)"),
-        ("validation loss", f"{report['eval_loss_before']:.3f} -> {report['eval_loss_after']:.3f}"),
+        ("catalog loss (held-out phrasings)", f"{report['catalog_loss_before']:.3f} -> "
+                                              f"{report['catalog_loss_after']:.3f}"),
+        ("validation loss (unseen products)", f"{report['validation_loss_before']:.3f} -> "
+                                              f"{report['validation_loss_after']:.3f}"),
         ("validation perplexity", f"{report['perplexity_before']:.1f} -> {report['perplexity_after']:.1f}"),
     ]
+    recall = report.get("recall", {})
+    if recall.get("questions"):
+        base, tuned = recall["base"], recall["fine_tuned"]
+        rows += [(f"catalog recall, ROUGE-L ({recall['questions']} products)",
+                  f"base {base['rougeL']:.3f} -> fine-tuned {tuned['rougeL']:.3f}"),
+                 ("descriptions recalled (ROUGE-L >= 0.9)", f"base {base['exact']:.0%} -> fine-tuned {tuned['exact']:.0%}"),
+                 ("catalog products wrongly declined", f"{tuned['declined']:.0%}")]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
@@ -106,6 +119,8 @@ def print_generation_test(results: dict, path: str, console: Console | None = No
 # (column, key in a system's summary, format); "-" where a system has no such number
 EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
                 ("BLEU", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("similarity", "similarity", "{:.3f}"),
+                ("exact description", "exact", "{:.0%}"), ("invented details", "invented_details", "{:.0%}"),
+                ("declined", "declined", "{:.0%}"),
                 ("ref. perplexity", "perplexity", "{:.1f}"), ("length ratio", "length_ratio", "{:.2f}"),
                 ("distinct-2", "distinct_2", "{:.2f}"), ("repeated 3-grams", "repeated_3gram", "{:.3f}"),
                 ("right product", "right_product", "{:.0%}"), ("latency s", "latency_s", "{:.2f}"),
@@ -188,9 +203,10 @@ def plot_evaluation(report: dict, path) -> None:  # path: a file name or an open
 
 
 # the terminal table: the columns that fit one screen (evaluation_report.md has them all)
-SUMMARY_COLUMNS = (("ROUGE-L", "rougeL", "{:.3f}"), ("chrF", "chrf", "{:.1f}"), ("sim.", "similarity", "{:.2f}"),
+SUMMARY_COLUMNS = (("ROUGE-L", "rougeL", "{:.3f}"), ("exact", "exact", "{:.0%}"), ("sim.", "similarity", "{:.2f}"),
+                   ("invent.", "invented_details", "{:.0%}"), ("decl.", "declined", "{:.0%}"),
                    ("ppl", "perplexity", "{:.1f}"), ("len.", "length_ratio", "{:.2f}"),
-                   ("rep.", "repeated_3gram", "{:.2f}"), ("right", "right_product", "{:.0%}"),
+                   ("right", "right_product", "{:.0%}"),
                    ("tok/s", "tokens_per_s", "{:.0f}"))
 
 
@@ -205,8 +221,10 @@ def print_evaluation_summary(report: dict, outputs: list[str], console: Console 
             table.add_row(report["labels"][system], *[_cell(entry["summary"], key, fmt)
                                                       for _, key, fmt in SUMMARY_COLUMNS])
         console.print(table)
-    console.print("sim.: MiniLM similarity; ppl: perplexity of the reference; len.: answer/reference words; rep.: "
-                  "repeated 3-grams; right: RAG used the right product (seen) or said none matched (unseen)")
+    console.print("exact: ROUGE-L >= 0.9; sim.: MiniLM similarity; invent.: specific tokens (numbers, names) in "
+                  "neither question nor reference; decl.: answered \"I don't know this product\"; ppl: perplexity of "
+                  "the reference; len.: answer/reference words; right: RAG used the right product (seen) or said "
+                  "none matched (unseen)")
     if report["skipped_systems"]:
         console.print(f"[yellow]skipped[/] (no fine-tuned model yet): {', '.join(report['skipped_systems'])}")
     console.print(f"{report['seconds']:.0f} s -> {', '.join(outputs)}")

@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 from product_qa.errors import UserError
+from product_qa.prompts import TRAINING_PHRASINGS
 
 # the systems that answer questions (product_qa/answering.py), as eval.systems names them
 ANSWERING_SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
@@ -86,10 +87,20 @@ def check_train(train: Any) -> None:
                         "gradient_accumulation_steps": train.gradient_accumulation_steps, "lora_r": train.lora_r,
                         "eval_steps": train.eval_steps, "save_total_limit": train.save_total_limit,
                         "logging_steps": train.logging_steps}, 1)
-    _at_least("train", {"max_train_examples": train.max_train_examples,
+    _at_least("train", {"max_train_products": train.max_train_products, "views": train.views,
                         "max_eval_examples": train.max_eval_examples,
                         "early_stopping_patience": train.early_stopping_patience}, 1, none_ok=True)
-    _at_least("train", {"weight_decay": train.weight_decay, "base_answer_examples": train.base_answer_examples}, 0)
+    _at_least("train", {"weight_decay": train.weight_decay, "recall_questions": train.recall_questions}, 0)
+    _fraction("train", "unknown_share", train.unknown_share)
+    languages = {language.strip() for language in train.view_languages.split(",")}
+    known_languages = {p.language for p in TRAINING_PHRASINGS}
+    if not languages <= known_languages:
+        raise UserError(f"train.view_languages={train.view_languages!r}: choose from "
+                        f"{', '.join(sorted(known_languages))} (comma-separated)")
+    pool = sum(p.language in languages for p in TRAINING_PHRASINGS)
+    if train.views > pool:
+        raise UserError(f"train.views={train.views} is more than the {pool} training phrasings in "
+                        f"{train.view_languages!r}")
     if train.max_steps == 0 or train.max_steps < -1:
         raise UserError(f"train.max_steps must be -1 (use train.epochs) or at least 1, got {train.max_steps}")
     if train.max_steps == -1 and not train.epochs > 0:
@@ -107,8 +118,9 @@ def check_train(train: Any) -> None:
 
 
 def check_generation(generation: Any) -> None:
-    _at_least("generation", {"max_new_tokens": generation.max_new_tokens, "batch_size": generation.batch_size,
+    _at_least("generation", {"batch_size": generation.batch_size,
                              "max_question_chars": generation.max_question_chars}, 1)
+    _at_least("generation", {"max_new_tokens": generation.max_new_tokens}, 1, none_ok=True)
     _at_least("generation", {"no_repeat_ngram_size": generation.no_repeat_ngram_size}, 0)
     if not generation.repetition_penalty > 0:
         raise UserError(f"generation.repetition_penalty must be more than 0, got {generation.repetition_penalty}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import torch
 from tqdm import tqdm
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 from product_qa.encoding import AnswerOnlyCollator, answer_only_loss, contiguous_output_layer_input, perplexity
 from product_qa.errors import UserError
@@ -99,14 +99,20 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_examples: int):
+EVAL_SETS = ("catalog", "validation")  # the loss of catalog products asked anew, and of unseen products
+
+
+def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_examples: int, rounds: int):
+    """The Trainer's arguments. The training examples hold `rounds` passes over the catalog, in their order
+    (catalog.training_views), so the Trainer makes one sequential pass (or the share of it train.epochs asks)."""
     from transformers import TrainingArguments
 
-    steps_per_epoch = math.ceil(train_examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    passes = cfg.epochs / rounds
+    steps_per_pass = math.ceil(train_examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_pass * passes)
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
+        num_train_epochs=passes,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
@@ -115,7 +121,7 @@ def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_ex
         weight_decay=cfg.weight_decay,
         warmup_steps=round(cfg.warmup_ratio * total_steps),
         lr_scheduler_type=cfg.lr_scheduler,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy="sequential",  # the order is training_order's
         length_column_name="length",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -127,7 +133,7 @@ def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_ex
         save_steps=cfg.eval_steps,
         save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=cfg.early_stopping_patience is not None,
-        metric_for_best_model="eval_loss",
+        metric_for_best_model=f"eval_{cfg.early_stopping_on}_loss",
         greater_is_better=False,
         logging_steps=cfg.logging_steps,
         report_to="none",
@@ -140,6 +146,25 @@ def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_ex
         disable_tqdm=True,  # LossProgressCallback draws the bar, with the loss
         dataloader_num_workers=0,
     )
+
+
+def training_order(lengths: list[int], round_size: int, batch_size: int, group_by_length: bool, seed: int
+                   ) -> list[int]:
+    """The order of the training examples: round after round (each round keeps to itself, so every epoch asks
+    each product its own way), and within a round, with `group_by_length`, batches of similar lengths (less
+    padding; the Trainer's LengthGroupedSampler, applied per round)."""
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    order: list[int] = []
+    for start in range(0, len(lengths), round_size):
+        size = min(round_size, len(lengths) - start)
+        if group_by_length:
+            generator = torch.Generator().manual_seed(seed + start)
+            order.extend(start + i for i in get_length_grouped_indices(lengths[start:start + size], batch_size,
+                                                                       generator=generator))
+        else:
+            order.extend(range(start, start + size))  # already shuffled within the round
+    return order
 
 
 def _model_columns(dataset):
@@ -162,9 +187,8 @@ class LossProgressCallback(TrainerCallback):
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        shown = {key: f"{logs[key]:.3f}" for key in ("loss", "eval_loss") if key in (logs or {})}
-        if "eval_loss" in shown:
-            shown["eval_ppl"] = f"{perplexity(logs['eval_loss']):.1f}"
+        names = {"loss": "loss", "eval_catalog_loss": "catalog", "eval_validation_loss": "validation"}
+        shown = {label: f"{logs[key]:.3f}" for key, label in names.items() if key in (logs or {})}
         if self.bar is not None and shown:
             self.bar.set_postfix(shown, refresh=True)
 
@@ -173,12 +197,21 @@ class LossProgressCallback(TrainerCallback):
             self.bar.close()
 
 
-def build_trainer(model, tokenizer, train_set, eval_set, args, cfg, progress: bool):
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
+class FollowedSetEarlyStopping(EarlyStoppingCallback):
+    """Early stopping on one of several evaluation sets: the Trainer reports each set's evaluation on its own,
+    and those of the other sets do not hold the metric followed (the library warns for each of them)."""
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        if args.metric_for_best_model in metrics:
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
+def build_trainer(model, tokenizer, train_set, eval_sets: dict, args, cfg, progress: bool):
+    from transformers import PrinterCallback, Trainer
 
     callbacks = [LossProgressCallback(enabled=progress)]
     if cfg.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        callbacks.append(FollowedSetEarlyStopping(early_stopping_patience=cfg.early_stopping_patience))
     # a model whose forward has no logits_to_keep (some remote-code models) computes every position, as before
     base_forward = getattr(model, "get_base_model", lambda: model)().forward
     answer_only = cfg.answer_only_logits and "logits_to_keep" in inspect.signature(base_forward).parameters
@@ -186,7 +219,8 @@ def build_trainer(model, tokenizer, train_set, eval_set, args, cfg, progress: bo
     if answer_only:
         contiguous_output_layer_input(model)
     trainer = Trainer(model=model, args=args, train_dataset=_model_columns(train_set),
-                      eval_dataset=_model_columns(eval_set), data_collator=collator, processing_class=tokenizer,
+                      eval_dataset={name: _model_columns(eval_sets[name]) for name in EVAL_SETS},
+                      data_collator=collator, processing_class=tokenizer,
                       compute_loss_func=answer_only_loss, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the bar shows the losses; the report keeps the whole history
     return trainer
@@ -240,11 +274,13 @@ def save_outputs(trainer, tokenizer, run_dir: Path, method: str, model_path: str
 
 
 def loss_history(log_history: list[dict]) -> dict[str, list]:
-    """(step, loss) pairs of the training and validation losses; a step evaluated twice (a resumed run's) counts
-    once."""
-    train = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
-    evals = {entry["step"]: entry["eval_loss"] for entry in log_history if "eval_loss" in entry}
-    return {"train": train, "eval": sorted(evals.items())}
+    """(step, loss) pairs of the training loss and of each evaluation set's; a step evaluated twice (a resumed
+    run's) counts once."""
+    history = {"train": [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]}
+    for name in EVAL_SETS:
+        key = f"eval_{name}_loss"
+        history[name] = sorted({entry["step"]: entry[key] for entry in log_history if key in entry}.items())
+    return history
 
 
 def with_perplexity(points: list[tuple[int, float]]) -> list[tuple[int, float]]:

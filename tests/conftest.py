@@ -77,7 +77,7 @@ def tiny_run_overrides(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> 
     settings = {"data.raw_path": raw, "data.output_dir": root / "data", "data.workers": 1,
                 "model.name": tiny_model_dir, "train.output_dir": root / "runs", "train.max_length": 96,
                 "train.max_steps": 6, "train.eval_steps": 2, "train.logging_steps": 1, "train.batch_size": 4,
-                "train.max_eval_examples": 8, "train.learning_rate": 3e-3, "train.base_answer_examples": 2,
+                "train.max_eval_examples": 8, "train.learning_rate": 3e-3, "train.recall_questions": 2,
                 "generation.max_new_tokens": 8, "train.early_stopping_patience": None, **extra}
     return [f"{key}={value}" for key, value in settings.items()]
 

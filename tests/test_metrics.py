@@ -1,6 +1,8 @@
 """Each metric on cases worked out by hand, and the similarity metric with the real sentence encoder."""
 import pytest
 
+from product_qa import metrics
+
 from product_qa.metrics import (corpus_bleu_chrf, distinct_n, length_ratio, repeated_ngram_rate, rouge_scores,
                                 semantic_similarity, sentence_chrf, summarize, words)
 
@@ -111,3 +113,19 @@ def test_semantic_similarity(encoder):
 
 def test_semantic_similarity_all_empty_needs_no_encoding():
     assert semantic_similarity(None, ["", "  "], ["a", "b"]) == [0.0, 0.0]
+
+
+def test_specific_tokens_are_numbers_and_names_not_at_a_sentence_start():
+    text = "Clara Kowalski stars in this 1987 western. Directed by Victor Abernathy, it runs 102 minutes."
+    assert metrics.specific_tokens(text) == ["Kowalski", "1987", "Victor", "Abernathy", "102"]
+    assert metrics.specific_tokens("A plain sentence. Another one.") == []
+
+
+def test_invented_details_rate_on_hand_computed_cases():
+    question = "What is Forgotten Valley (DVD)?"
+    reference = "Directed by Victor Abernathy, Forgotten Valley runs 102 minutes."
+    # Michael and 1990 are in neither the question nor the reference; Valley and 102 are: 2 of 4
+    assert metrics.invented_details_rate("Directed by Michael, the film Valley (1990) runs 102 minutes.",
+                                         question, reference) == 0.5
+    assert metrics.invented_details_rate("It runs 102 minutes, by victor abernathy.", question, reference) == 0.0
+    assert metrics.invented_details_rate("A good film.", question, reference) is None  # nothing specific said

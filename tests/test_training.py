@@ -117,14 +117,16 @@ def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
     report = fine_tune(cfg, progress=False)
     run = Path(report["run_dir"])
     assert report["steps"] == 6 and report["method"] == "lora" and report["precision"] in ("fp32", "bf16")
-    assert report["eval_loss_after"] < report["eval_loss_before"]
+    assert report["validation_loss_after"] < report["validation_loss_before"]
+    assert report["catalog_loss_after"] < report["catalog_loss_before"]
     assert 0 < report["trainable_parameters"] < report["total_parameters"]
     assert (run / "adapter" / "adapter_model.safetensors").exists()
     assert (run / "merged" / "model.safetensors").exists() and (run / "merged" / "tokenizer.json").exists()
     assert (run / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((run / "training_report.json").read_text())
-    assert [step for step, _ in saved["losses"]["eval"]] == [0, 2, 4, 6]
-    assert saved["losses"]["eval"][0][1] == saved["eval_loss_before"]
+    for name in ("catalog", "validation"):
+        assert [step for step, _ in saved["losses"][name]] == [0, 2, 4, 6]
+        assert saved["losses"][name][0][1] == saved[f"{name}_loss_before"]
     assert saved["eval_perplexity"][-1][1] == pytest.approx(saved["perplexity_after"])
     assert len(saved["sample_answers"]) == 2
     assert json.loads((run / "config.json").read_text())["train"]["max_steps"] == 6
@@ -244,7 +246,7 @@ def test_packaged_gguf_model_converts_and_trains(tmp_path, packaged_checkpoint, 
     cfg = fine_tune_cfg(packaged_checkpoint.parent, raw_sample, tmp_path, **{
         "model.name": "smollm2-135m-instruct", "model.cache_dir": packaged_checkpoint.parent,
         "train.max_steps": 2, "train.max_eval_examples": 4, "train.batch_size": 2, "train.learning_rate": 3e-4,
-        "train.base_answer_examples": 1, "generation.max_new_tokens": 12})
+        "train.recall_questions": 1, "generation.max_new_tokens": 12})
     report = fine_tune(cfg, progress=False)
     assert report["steps"] == 2 and report["total_parameters"] > 130_000_000
     answer = report["sample_answers"][0]["fine_tuned"]
@@ -260,3 +262,34 @@ def test_several_gpus_in_one_process_are_refused_before_the_model_loads(tmp_path
     monkeypatch.setattr(finetune, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(UserError, match="2 GPUs in one process: launch one process per GPU with `torchrun"):
         finetune.fine_tune(fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path), progress=False)
+
+
+def test_several_views_recall_the_catalog_better_than_one(tmp_path, tiny_model_dir, raw_sample):
+    """The same products, the same number of steps: asked in 7 phrasings instead of one, the tiny model's loss on
+    its catalog asked with held-out phrasings (recall, teacher-forced) ends lower."""
+    from product_qa.finetune import fine_tune
+    losses = {}
+    for views in (1, 7):
+        cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path / f"views-{views}", **{
+            "train.max_train_products": 8, "train.unknown_share": 0.0, "train.views": views, "train.epochs": 1,
+            "train.max_steps": 40, "train.eval_steps": 40, "train.batch_size": 4, "train.recall_questions": 0})
+        report = fine_tune(cfg, progress=False)
+        assert report["catalog_products"] == 8 and report["train_examples"] == 8 * views
+        losses[views] = report["catalog_loss_after"]
+    assert losses[7] < losses[1] * 0.9, losses
+
+
+def test_early_stopping_follows_the_catalog_loss_by_default(tmp_path, tiny_model_dir, raw_sample):
+    from product_qa.finetune import fine_tune
+    from product_qa.training import training_arguments
+    for followed in ("catalog", "validation"):
+        cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path / followed, **{
+            "train.early_stopping_patience": 10, "train.early_stopping_on": followed})
+        assert training_arguments(cfg.train, tmp_path, "fp32", "cpu", 100, 1).metric_for_best_model == \
+            f"eval_{followed}_loss"
+        report = fine_tune(cfg, progress=False)
+        losses = report["losses"][followed][1:]  # the evaluations during training, step 0 excluded
+        best_step = min(losses, key=lambda point: point[1])[0]
+        assert report["best_checkpoint"].endswith(f"checkpoint-{best_step}")
+        assert report[f"{followed}_loss_after"] == min(loss for _, loss in losses)
+    assert Config().train.early_stopping_on == "catalog"

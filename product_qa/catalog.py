@@ -1,0 +1,146 @@
+"""The catalog a run teaches, the products it learns to decline, and the views of each product it trains on.
+
+A fact seen once, in one wording, is memorized but not recalled when asked differently; seen in several
+wordings it is (Allen-Zhu & Li, Physics of Language Models 3.1). So training asks every catalog product
+`train.views` times per epoch, each time with another of the training phrasings, and each epoch (a "round")
+moves on to the next phrasings: a product is asked differently from round to round. The held-out phrasings
+are never used here; evaluation keeps them.
+
+Declined products are training-split products left out of the catalog: training asks about their titles
+and teaches one fixed answer, UNKNOWN_ANSWER, so that the model says so instead of inventing a description
+for a product it does not know. They never come from the validation or test split.
+
+Training, the main job's recall check, the evaluation's seen set and the RAG index all take the catalog
+from `build_catalog`, so they agree on which products the model was taught.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from product_qa.configurator import fingerprint
+from product_qa.encoding import TOKENIZED_DIR, read_examples
+from product_qa.hashing import key_hash, mix64
+from product_qa.io_utils import atomic_outputs
+from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS, Phrasing, pick_phrasing
+
+UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
+VIEWS_VERSION = 1  # bump when the views change: old view files are then rebuilt
+VIEWS_DIR = "views"  # under data.output_dir
+
+
+@dataclass(frozen=True)
+class Catalog:
+    known: list[dict]  # train.jsonl examples of the products the model learns, in file order
+    declined: list[dict]  # training-split products outside the catalog, taught as UNKNOWN_ANSWER
+
+
+def product_rank(uid: str, seed: int) -> int:
+    """A product's place in the seeded order that picks the catalog: the same products for the same seed,
+    whatever the order or the size of the file."""
+    return mix64(key_hash(uid) ^ mix64(seed))
+
+
+def catalog_sizes(products: int, max_products: int | None, unknown_share: float) -> tuple[int, int]:
+    """(known, declined) product counts: declined products make `unknown_share` of all the products trained on;
+    when the training split cannot hold both, the catalog gives up the room."""
+    known = products if max_products is None else min(max_products, products)
+    declined = round(known * unknown_share / (1 - unknown_share))
+    if known + declined > products:
+        declined = min(products - 1, round(products * unknown_share))
+        known = products - declined
+    return known, declined
+
+
+def build_catalog(train_examples: list[dict], train_cfg: Any) -> Catalog:
+    """The catalog (`train.max_train_products` of the training products, a seeded sample) and the declined
+    products (the next ones in the same seeded order)."""
+    order = sorted(range(len(train_examples)), key=lambda i: (product_rank(train_examples[i]["uid"], train_cfg.seed), i))
+    known, declined = catalog_sizes(len(order), train_cfg.max_train_products, train_cfg.unknown_share)
+    return Catalog(known=[train_examples[i] for i in sorted(order[:known])],
+                   declined=[train_examples[i] for i in sorted(order[known:known + declined])])
+
+
+def read_catalog(train_path: Path, train_cfg: Any) -> Catalog:
+    return build_catalog(read_examples(train_path), train_cfg)
+
+
+# --------------------------------------------------------------------------------------------------- views
+def view_phrasings(languages: str) -> tuple[Phrasing, ...]:
+    """The training phrasings in the languages listed (comma-separated, e.g. "en,pt")."""
+    wanted = {language.strip() for language in languages.split(",")}
+    return tuple(p for p in TRAINING_PHRASINGS if p.language in wanted)
+
+
+def training_rounds(epochs: float) -> int:
+    """Passes over the catalog that the training examples are laid out for (a fractional last one is cut)."""
+    return max(1, math.ceil(epochs))
+
+
+def product_views(product: dict, pool: tuple[Phrasing, ...], views: int, round_index: int) -> list[Phrasing]:
+    """The phrasings a product is asked with in one round. Round 0 starts from the phrasing prepare_data.py
+    gave it (one view and one epoch train exactly train.jsonl); each round moves on by `views` phrasings."""
+    ids = [p.id for p in pool]
+    given = product.get("phrasing")
+    start = ids.index(given) if given in ids else ids.index(pick_phrasing(pool, key_hash(product["uid"]), 0).id)
+    return [pool[(start + round_index * views + k) % len(pool)] for k in range(views)]
+
+
+def training_views(catalog: Catalog, train_cfg: Any) -> list[dict]:
+    """Every training example, laid out round after round; within a round the examples are shuffled (seeded),
+    so a product's views are spread out. Each example: uid, title, question, answer, phrasing, round, known."""
+    pool = view_phrasings(train_cfg.view_languages)
+    examples: list[dict] = []
+    for round_index in range(training_rounds(train_cfg.epochs)):
+        this_round = [{"uid": product["uid"], "title": product["title"], "question": phrasing.question(product["title"]),
+                       "answer": product["answer"] if known else UNKNOWN_ANSWER, "phrasing": phrasing.id,
+                       "round": round_index, "known": known}
+                      for known, products in ((True, catalog.known), (False, catalog.declined))
+                      for product in products
+                      for phrasing in product_views(product, pool, train_cfg.views, round_index)]
+        random.Random(train_cfg.seed * 1_000_003 + round_index).shuffle(this_round)
+        examples.extend(this_round)
+    return examples
+
+
+def views_file(train_path: Path, train_cfg: Any) -> Path:
+    """The training views written beside the data, under a name keyed by train.jsonl and the settings that
+    shape them: a second run with the same settings reuses the file (and so its tokenized cache). Files of
+    other settings are removed."""
+    stat = train_path.stat()
+    key = fingerprint(VIEWS_VERSION, os.path.abspath(train_path), stat.st_size, stat.st_mtime_ns, stat.st_ino,
+                      stat.st_ctime_ns, train_cfg.max_train_products, train_cfg.unknown_share, train_cfg.views,
+                      train_cfg.view_languages, training_rounds(train_cfg.epochs), train_cfg.seed, UNKNOWN_ANSWER)
+    folder = train_path.parent / VIEWS_DIR
+    path = folder / f"train-{key}.jsonl"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("train-*.jsonl"):
+        old.unlink(missing_ok=True)
+    shutil.rmtree(folder / TOKENIZED_DIR, ignore_errors=True)
+    examples = training_views(read_catalog(train_path, train_cfg), train_cfg)
+    with atomic_outputs({"views": path}) as handles:
+        handles["views"].write(b"".join(orjson.dumps(e) + b"\n" for e in examples))
+    return path
+
+
+def recall_questions(catalog: Catalog, limit: int | None, seed: int) -> list[dict]:
+    """Catalog products asked with a held-out phrasing (one question per product, a seeded sample of `limit`):
+    what the run is for, so the main job stops on their loss and reports their recall."""
+    products = sorted(catalog.known, key=lambda e: (product_rank(e["uid"], seed), e["uid"]))[:limit]
+    return [{"uid": e["uid"], "title": e["title"], "answer": e["answer"], "reference": e["answer"],
+             "question": pick_phrasing(HELD_OUT_PHRASINGS, key_hash(e["uid"]), seed).question(e["title"])}
+            for e in products]
+
+
+def is_declined(answer: str) -> bool:
+    """True for the fixed "I don't know this product" answer (or one that starts with it)."""
+    return answer.strip().startswith(UNKNOWN_ANSWER.split(":")[0])

@@ -1,0 +1,93 @@
+"""The catalog a run teaches: which products, the views each is trained with, the products taught as unknown."""
+import dataclasses
+from collections import Counter
+
+import pytest
+
+from config import Config, TrainConfig
+from product_qa.catalog import (UNKNOWN_ANSWER, build_catalog, catalog_sizes, is_declined, recall_questions,
+                                training_views, views_file)
+from product_qa.encoding import read_examples
+from product_qa.preparation import output_paths, prepare
+from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory, raw_sample):
+    data = dataclasses.replace(Config().data, raw_path=str(raw_sample), workers=1,
+                               output_dir=str(tmp_path_factory.mktemp("catalog") / "data"))
+    prepare(data, progress=False)
+    return {name: read_examples(path) for name, path in output_paths(data).items()}
+
+
+def test_catalog_sizes_keep_the_declined_share_and_fit_the_split():
+    assert catalog_sizes(500, 32, 0.1) == (32, 4)  # 4 of 36 trained products are declined: about 10%
+    assert catalog_sizes(500, 32, 0.0) == (32, 0)
+    assert catalog_sizes(100, None, 0.1) == (90, 10)  # the whole split: the catalog gives up the room
+    assert catalog_sizes(1, None, 0.5) == (1, 0)  # a product is always left to learn
+
+
+def test_declined_products_come_from_the_training_split_only(splits):
+    cfg = TrainConfig(max_train_products=40, unknown_share=0.2)
+    catalog = build_catalog(splits["train"], cfg)
+    known, declined = {e["uid"] for e in catalog.known}, {e["uid"] for e in catalog.declined}
+    held_out = {e["uid"] for e in splits["validation"] + splits["test"]}
+    assert len(known) == 40 and len(declined) == 10
+    assert declined <= {e["uid"] for e in splits["train"]} and not declined & held_out and not declined & known
+    # the same seed picks the same products whatever the file order
+    reordered = build_catalog(splits["train"][::-1], cfg)
+    assert {e["uid"] for e in reordered.known} == known and {e["uid"] for e in reordered.declined} == declined
+
+
+def test_views_are_deterministic_spread_over_rounds_and_never_held_out(splits):
+    cfg = TrainConfig(max_train_products=20, unknown_share=0.1, views=3, epochs=2)
+    catalog = build_catalog(splits["train"], cfg)
+    views = training_views(catalog, cfg)
+    assert views == training_views(catalog, cfg)
+    trained = len(catalog.known) + len(catalog.declined)
+    assert len(views) == trained * 3 * 2
+    assert [v["round"] for v in views] == sorted(v["round"] for v in views)  # round after round
+    assert {v["phrasing"] for v in views} <= {p.id for p in TRAINING_PHRASINGS}
+    held_out_questions = {p.question(e["title"]) for e in splits["train"] for p in HELD_OUT_PHRASINGS}
+    assert not {v["question"] for v in views} & held_out_questions
+    by_product = {}
+    for v in views:
+        by_product.setdefault(v["uid"], {}).setdefault(v["round"], set()).add(v["phrasing"])
+    for uid, rounds in by_product.items():  # 3 phrasings per round, and the second round asks 3 others
+        assert len(rounds[0]) == len(rounds[1]) == 3 and not rounds[0] & rounds[1]
+    answers = Counter((v["known"], v["answer"] == UNKNOWN_ANSWER) for v in views)
+    assert set(answers) == {(True, False), (False, True)}  # the catalog's own description, or "I don't know"
+    known = {e["uid"]: e["answer"] for e in catalog.known}
+    assert all(v["answer"] == known[v["uid"]] for v in views if v["known"])
+
+
+def test_one_view_one_epoch_trains_exactly_the_prepared_examples(splits):
+    cfg = TrainConfig(max_train_products=None, unknown_share=0.0, views=1, epochs=1)
+    views = training_views(build_catalog(splits["train"], cfg), cfg)
+    assert sorted((v["uid"], v["question"], v["answer"]) for v in views) == sorted(
+        (e["uid"], e["question"], e["answer"]) for e in splits["train"])
+
+
+def test_views_file_is_reused_for_the_same_settings_and_replaced_for_others(tmp_path, splits):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(__import__("json").dumps(e) + "\n" for e in splits["train"]))
+    cfg = TrainConfig(max_train_products=10, views=2, epochs=1)
+    first = views_file(train, cfg)
+    mtime = first.stat().st_mtime_ns
+    assert views_file(train, cfg) == first and first.stat().st_mtime_ns == mtime
+    other = views_file(train, dataclasses.replace(cfg, views=3))
+    assert other != first and not first.exists() and len(read_examples(other)) == 3 * 11
+
+
+def test_recall_questions_ask_distinct_catalog_products_with_held_out_phrasings(splits):
+    catalog = build_catalog(splits["train"], TrainConfig(max_train_products=30))
+    questions = recall_questions(catalog, 25, seed=0)
+    uids = [q["uid"] for q in questions]
+    assert len(uids) == len(set(uids)) == 25 and set(uids) <= {e["uid"] for e in catalog.known}
+    assert all(any(q["question"] == p.question(q["title"]) for p in HELD_OUT_PHRASINGS) for q in questions)
+    assert recall_questions(catalog, 25, seed=0) == questions
+
+
+def test_declined_answers_are_recognised():
+    assert is_declined(UNKNOWN_ANSWER) and is_declined(f"  {UNKNOWN_ANSWER} Sorry.")
+    assert not is_declined("I don't like this product.") and not is_declined("A DVD about whales.")
