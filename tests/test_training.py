@@ -230,8 +230,10 @@ def test_two_processes_on_cpu_train_as_the_full_logits_path_does(tmp_path, tiny_
         reports[answer_only] = json.loads((tmp_path / "runs" / name / "training_report.json").read_text())
         assert reports[answer_only]["processes"] == 2 and reports[answer_only]["steps"] == 4
         assert (tmp_path / "runs" / name / "adapter" / "adapter_model.safetensors").exists()
-    assert len(list((tmp_path / "data" / "tokenized").iterdir())) == 2  # train and validation, tokenized once
-    for curve in ("train", "eval"):
+    # validation, and the training views, each tokenized once
+    assert len(list((tmp_path / "data" / "tokenized").iterdir())) == 1
+    assert len(list((tmp_path / "data" / "views" / "tokenized").iterdir())) == 1
+    for curve in ("train", "catalog", "validation"):
         fast, full = reports[True]["losses"][curve], reports[False]["losses"][curve]
         assert [step for step, _ in fast] == [step for step, _ in full] and len(fast) >= 3
         assert [loss for _, loss in fast] == pytest.approx([loss for _, loss in full], rel=1e-5)
