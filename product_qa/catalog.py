@@ -29,7 +29,7 @@ from product_qa.configurator import fingerprint
 from product_qa.encoding import TOKENIZED_DIR, read_examples
 from product_qa.hashing import key_hash, mix64
 from product_qa.io_utils import atomic_outputs
-from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS, Phrasing, pick_phrasing
+from product_qa.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
 
 UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
 VIEWS_VERSION = 1  # bump when the views change: old view files are then rebuilt
@@ -73,12 +73,6 @@ def read_catalog(train_path: Path, train_cfg: Any) -> Catalog:
 
 
 # --------------------------------------------------------------------------------------------------- views
-def view_phrasings(languages: str) -> tuple[Phrasing, ...]:
-    """The training phrasings in the languages listed (comma-separated, e.g. "en,pt")."""
-    wanted = {language.strip() for language in languages.split(",")}
-    return tuple(p for p in TRAINING_PHRASINGS if p.language in wanted)
-
-
 def training_rounds(epochs: float) -> int:
     """Passes over the catalog that the training examples are laid out for (a fractional last one is cut)."""
     return max(1, math.ceil(epochs))
@@ -110,10 +104,10 @@ def training_views(catalog: Catalog, train_cfg: Any) -> list[dict]:
     return examples
 
 
-def views_file(train_path: Path, train_cfg: Any) -> Path:
-    """The training views written beside the data, under a name keyed by train.jsonl and the settings that
-    shape them: a second run with the same settings reuses the file (and so its tokenized cache). Files of
-    other settings are removed."""
+def views_file(train_path: Path, catalog: Catalog, train_cfg: Any) -> Path:
+    """The training views of `catalog` (read from `train_path` with `train_cfg`) written beside the data, under a
+    name keyed by train.jsonl and the settings that shape them: a second run with the same settings reuses the
+    file (and so its tokenized cache). Files of other settings are removed."""
     stat = train_path.stat()
     key = fingerprint(VIEWS_VERSION, os.path.abspath(train_path), stat.st_size, stat.st_mtime_ns, stat.st_ino,
                       stat.st_ctime_ns, train_cfg.max_train_products, train_cfg.unknown_share, train_cfg.views,
@@ -126,7 +120,7 @@ def views_file(train_path: Path, train_cfg: Any) -> Path:
     for old in folder.glob("train-*.jsonl"):
         old.unlink(missing_ok=True)
     shutil.rmtree(folder / TOKENIZED_DIR, ignore_errors=True)
-    examples = training_views(read_catalog(train_path, train_cfg), train_cfg)
+    examples = training_views(catalog, train_cfg)
     with atomic_outputs({"views": path}) as handles:
         handles["views"].write(b"".join(orjson.dumps(e) + b"\n" for e in examples))
     return path

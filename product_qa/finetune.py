@@ -50,7 +50,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
                                  max_length=train_cfg.max_length)
         paths = output_paths(cfg.data)
         catalog = read_catalog(paths["train"], train_cfg)
-        views = tokenized_split(views_file(paths["train"], train_cfg), encoder, processes=cfg.data.workers,
+        views = tokenized_split(views_file(paths["train"], catalog, train_cfg), encoder, processes=cfg.data.workers,
                                 progress=progress and main)
         validation = tokenized_split(paths["validation"], encoder, processes=cfg.data.workers,
                                      progress=progress and main)

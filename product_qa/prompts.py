@@ -39,6 +39,13 @@ HELD_OUT_PHRASINGS: tuple[Phrasing, ...] = (
 )
 
 SPLIT_PHRASINGS = {"train": TRAINING_PHRASINGS, "validation": HELD_OUT_PHRASINGS, "test": HELD_OUT_PHRASINGS}
+PHRASING_LANGUAGES = tuple(sorted({p.language for p in TRAINING_PHRASINGS}))
+
+
+def view_phrasings(languages: str) -> tuple[Phrasing, ...]:
+    """The training phrasings in the languages listed (comma-separated, e.g. "en,pt")."""
+    wanted = {language.strip() for language in languages.split(",")}
+    return tuple(p for p in TRAINING_PHRASINGS if p.language in wanted)
 
 
 def pick_phrasing(pool: tuple[Phrasing, ...], product_hash: int, seed: int) -> Phrasing:

@@ -12,7 +12,7 @@ import typing
 from typing import Any
 
 from product_qa.errors import UserError
-from product_qa.prompts import TRAINING_PHRASINGS
+from product_qa.prompts import PHRASING_LANGUAGES, view_phrasings
 
 # the systems that answer questions (product_qa/answering.py), as eval.systems names them
 ANSWERING_SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
@@ -92,12 +92,10 @@ def check_train(train: Any) -> None:
                         "early_stopping_patience": train.early_stopping_patience}, 1, none_ok=True)
     _at_least("train", {"weight_decay": train.weight_decay, "recall_questions": train.recall_questions}, 0)
     _fraction("train", "unknown_share", train.unknown_share)
-    languages = {language.strip() for language in train.view_languages.split(",")}
-    known_languages = {p.language for p in TRAINING_PHRASINGS}
-    if not languages <= known_languages:
+    if not {language.strip() for language in train.view_languages.split(",")} <= set(PHRASING_LANGUAGES):
         raise UserError(f"train.view_languages={train.view_languages!r}: choose from "
-                        f"{', '.join(sorted(known_languages))} (comma-separated)")
-    pool = sum(p.language in languages for p in TRAINING_PHRASINGS)
+                        f"{', '.join(PHRASING_LANGUAGES)} (comma-separated)")
+    pool = len(view_phrasings(train.view_languages))
     if train.views > pool:
         raise UserError(f"train.views={train.views} is more than the {pool} training phrasings in "
                         f"{train.view_languages!r}")

@@ -72,10 +72,11 @@ def test_views_file_is_reused_for_the_same_settings_and_replaced_for_others(tmp_
     train = tmp_path / "train.jsonl"
     train.write_text("".join(__import__("json").dumps(e) + "\n" for e in splits["train"]))
     cfg = TrainConfig(max_train_products=10, views=2, epochs=1)
-    first = views_file(train, cfg)
+    first = views_file(train, build_catalog(splits["train"], cfg), cfg)
     mtime = first.stat().st_mtime_ns
-    assert views_file(train, cfg) == first and first.stat().st_mtime_ns == mtime
-    other = views_file(train, dataclasses.replace(cfg, views=3))
+    assert views_file(train, build_catalog(splits["train"], cfg), cfg) == first and first.stat().st_mtime_ns == mtime
+    other_cfg = dataclasses.replace(cfg, views=3)
+    other = views_file(train, build_catalog(splits["train"], other_cfg), other_cfg)
     assert other != first and not first.exists() and len(read_examples(other)) == 3 * 11
 
 
