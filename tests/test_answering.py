@@ -321,7 +321,9 @@ def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     process = subprocess.Popen([sys.executable, "-u", str(REPO / "ask.py"), "--no-progress",
                                 *cli_overrides(settings)], cwd=REPO, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+                               env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+                               # as from a terminal: a test run started in the background inherits SIGINT ignored
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     process.stdin.write("What is Home Map?\n")
     process.stdin.flush()
     assert process.stdout.readline().startswith("Ask about a product")
