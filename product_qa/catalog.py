@@ -8,10 +8,7 @@ are never used here; evaluation keeps them.
 
 Declined products are training-split products left out of the catalog: training asks about their titles
 and teaches one fixed answer, UNKNOWN_ANSWER, so that the model says so instead of inventing a description
-for a product it does not know. They never come from the validation or test split. `train.unknown_share` is
-the share of each round's questions that ask one, and each asks another title while the split has titles
-to spare: the model is to learn "a title I was not taught", which a few titles asked many times does not
-teach (measured: README_FINE_TUNING.md, Catalog knowledge).
+for a product it does not know. They never come from the validation or test split.
 
 Training, the main job's recall check, the evaluation's seen set and the RAG index all take the catalog
 from `build_catalog`, so they agree on which products the model was taught.
@@ -35,14 +32,14 @@ from product_qa.io_utils import atomic_outputs
 from product_qa.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
 
 UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
-VIEWS_VERSION = 2  # bump when the views change: old view files are then rebuilt
+VIEWS_VERSION = 1  # bump when the views change: old view files are then rebuilt
 VIEWS_DIR = "views"  # under data.output_dir
 
 
 @dataclass(frozen=True)
 class Catalog:
     known: list[dict]  # train.jsonl examples of the products the model learns, in file order
-    declined: list[dict]  # training-split products outside the catalog, taught as UNKNOWN_ANSWER; seeded order
+    declined: list[dict]  # training-split products outside the catalog, taught as UNKNOWN_ANSWER
 
 
 def product_rank(uid: str, seed: int) -> int:
@@ -51,32 +48,24 @@ def product_rank(uid: str, seed: int) -> int:
     return mix64(key_hash(uid) ^ mix64(seed))
 
 
-def declined_per_round(known: int, views: int, unknown_share: float) -> int:
-    """Declined questions in one round: `unknown_share` of the round's questions, beside known x views."""
-    return round(known * views * unknown_share / (1 - unknown_share))
-
-
-def catalog_sizes(products: int, max_products: int | None, unknown_share: float, views: int,
-                  rounds: int) -> tuple[int, int]:
-    """(known, declined) product counts: a distinct declined title for every declined question of the run
-    while the training split has them; when it has not, the catalog gives up room up to `unknown_share` of
-    the split and the declined titles are asked again, each time in another phrasing."""
+def catalog_sizes(products: int, max_products: int | None, unknown_share: float) -> tuple[int, int]:
+    """(known, declined) product counts: declined products make `unknown_share` of all the products trained on;
+    when the training split cannot hold both, the catalog gives up the room."""
     known = products if max_products is None else min(max_products, products)
-    wanted = declined_per_round(known, views, unknown_share) * rounds
-    if known + wanted <= products:
-        return known, wanted
-    declined = min(wanted, products - 1, max(products - known, round(products * unknown_share)))
-    return min(known, products - declined), declined
+    declined = round(known * unknown_share / (1 - unknown_share))
+    if known + declined > products:
+        declined = min(products - 1, round(products * unknown_share))
+        known = products - declined
+    return known, declined
 
 
 def build_catalog(train_examples: list[dict], train_cfg: Any) -> Catalog:
     """The catalog (`train.max_train_products` of the training products, a seeded sample) and the declined
     products (the next ones in the same seeded order)."""
     order = sorted(range(len(train_examples)), key=lambda i: (product_rank(train_examples[i]["uid"], train_cfg.seed), i))
-    known, declined = catalog_sizes(len(order), train_cfg.max_train_products, train_cfg.unknown_share,
-                                    train_cfg.views, training_rounds(train_cfg.epochs))
+    known, declined = catalog_sizes(len(order), train_cfg.max_train_products, train_cfg.unknown_share)
     return Catalog(known=[train_examples[i] for i in sorted(order[:known])],
-                   declined=[train_examples[i] for i in order[known:known + declined]])
+                   declined=[train_examples[i] for i in sorted(order[known:known + declined])])
 
 
 def read_catalog(train_path: Path, train_cfg: Any) -> Catalog:
@@ -102,20 +91,14 @@ def training_views(catalog: Catalog, train_cfg: Any) -> list[dict]:
     """Every training example, laid out round after round; within a round the examples are shuffled (seeded),
     so a product's views are spread out. Each example: uid, title, question, answer, phrasing, round, known."""
     pool = view_phrasings(train_cfg.view_languages)
-    per_round = declined_per_round(len(catalog.known), train_cfg.views, train_cfg.unknown_share) if catalog.declined else 0
     examples: list[dict] = []
     for round_index in range(training_rounds(train_cfg.epochs)):
-        asked = [(product, phrasing, True) for product in catalog.known
-                 for phrasing in product_views(product, pool, train_cfg.views, round_index)]
-        for question in range(round_index * per_round, (round_index + 1) * per_round):
-            # the next declined title; past the last one, the first again in its next phrasing
-            cycle, title = divmod(question, len(catalog.declined))
-            product = catalog.declined[title]
-            asked.append((product, product_views(product, pool, 1, cycle)[0], False))
         this_round = [{"uid": product["uid"], "title": product["title"], "question": phrasing.question(product["title"]),
                        "answer": product["answer"] if known else UNKNOWN_ANSWER, "phrasing": phrasing.id,
                        "round": round_index, "known": known}
-                      for product, phrasing, known in asked]
+                      for known, products in ((True, catalog.known), (False, catalog.declined))
+                      for product in products
+                      for phrasing in product_views(product, pool, train_cfg.views, round_index)]
         random.Random(train_cfg.seed * 1_000_003 + round_index).shuffle(this_round)
         examples.extend(this_round)
     return examples
