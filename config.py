@@ -81,6 +81,10 @@ class TrainConfig:
     # memorized but not recalled when asked another way; several phrasings are (measured: README_FINE_TUNING.md)
     views: int = 7
     view_languages: str = "en,pt"  # the languages of the training phrasings used as views
+    # Catalog-document views per catalog product per epoch: the title, a newline and the description as plain
+    # text (no question, no chat template), trained as a completion, as a catalog page would be read in
+    # pre-training. 0: questions only (measured: README_FINE_TUNING.md, Catalog knowledge)
+    document_views: int = 0
     # Share of the trained products that are NOT in the catalog: training-split products whose questions are
     # answered "I don't know this product" (catalog.UNKNOWN_ANSWER), so that the model declines what it was not
     # taught instead of inventing a description. 0 turns it off (a team that wants descriptions written for

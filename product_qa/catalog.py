@@ -32,7 +32,8 @@ from product_qa.io_utils import atomic_outputs
 from product_qa.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
 
 UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
-VIEWS_VERSION = 1  # bump when the views change: old view files are then rebuilt
+DOCUMENT_VIEW = "document"  # the phrasing id of a catalog-document view
+VIEWS_VERSION = 2  # bump when the views change: old view files are then rebuilt
 VIEWS_DIR = "views"  # under data.output_dir
 
 
@@ -89,16 +90,22 @@ def product_views(product: dict, pool: tuple[Phrasing, ...], views: int, round_i
 
 def training_views(catalog: Catalog, train_cfg: Any) -> list[dict]:
     """Every training example, laid out round after round; within a round the examples are shuffled (seeded),
-    so a product's views are spread out. Each example: uid, title, question, answer, phrasing, round, known."""
+    so a product's views are spread out. Each example: uid, title, question, answer, phrasing, round, known,
+    document. A document view (`train.document_views` per catalog product and round) is the catalog page itself:
+    the title as the prompt, plain text with no chat template, and the description as its completion."""
     pool = view_phrasings(train_cfg.view_languages)
     examples: list[dict] = []
     for round_index in range(training_rounds(train_cfg.epochs)):
         this_round = [{"uid": product["uid"], "title": product["title"], "question": phrasing.question(product["title"]),
                        "answer": product["answer"] if known else UNKNOWN_ANSWER, "phrasing": phrasing.id,
-                       "round": round_index, "known": known}
+                       "round": round_index, "known": known, "document": False}
                       for known, products in ((True, catalog.known), (False, catalog.declined))
                       for product in products
                       for phrasing in product_views(product, pool, train_cfg.views, round_index)]
+        this_round += [{"uid": product["uid"], "title": product["title"], "question": product["title"],
+                        "answer": product["answer"], "phrasing": DOCUMENT_VIEW, "round": round_index, "known": True,
+                        "document": True}
+                       for product in catalog.known for _ in range(train_cfg.document_views)]
         random.Random(train_cfg.seed * 1_000_003 + round_index).shuffle(this_round)
         examples.extend(this_round)
     return examples
@@ -111,7 +118,8 @@ def views_file(train_path: Path, catalog: Catalog, train_cfg: Any) -> Path:
     stat = train_path.stat()
     key = fingerprint(VIEWS_VERSION, os.path.abspath(train_path), stat.st_size, stat.st_mtime_ns, stat.st_ino,
                       stat.st_ctime_ns, train_cfg.max_train_products, train_cfg.unknown_share, train_cfg.views,
-                      train_cfg.view_languages, training_rounds(train_cfg.epochs), train_cfg.seed, UNKNOWN_ANSWER)
+                      train_cfg.document_views, train_cfg.view_languages, training_rounds(train_cfg.epochs),
+                      train_cfg.seed, UNKNOWN_ANSWER)
     folder = train_path.parent / VIEWS_DIR
     path = folder / f"train-{key}.jsonl"
     if path.exists():

@@ -82,13 +82,17 @@ class ExampleEncoder:
         return self._rendered(question) if self._frame is None else self._frame[0] + question + self._frame[1]
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        """A batch of examples (columns uid, question, answer) -> input_ids, prompt_length, length, answer_tokens,
-        truncated. An example longer than max_length loses the tail of its answer (and then has no EOS: the
-        answer did not end there)."""
+        """A batch of examples (columns uid, question, answer, and optionally document) -> input_ids,
+        prompt_length, length, answer_tokens, truncated. A document example (catalog.training_views) is plain
+        text: its "question" is the title, followed by a newline and the description, with no chat template.
+        An example longer than max_length loses the tail of its answer (and then has no EOS: the answer did
+        not end there)."""
         tokenize = self.tokenizer
-        prompts = tokenize([self.prompt(q) for q in batch["question"]], add_special_tokens=False)["input_ids"]
-        answers = tokenize([answer_text(a, self.template) for a in batch["answer"]],
-                           add_special_tokens=False)["input_ids"]
+        documents = batch.get("document") or [False] * len(batch["question"])
+        prompts = tokenize([f"{q}\n" if document else self.prompt(q)
+                            for q, document in zip(batch["question"], documents)], add_special_tokens=False)["input_ids"]
+        answers = tokenize([a if document else answer_text(a, self.template)
+                            for a, document in zip(batch["answer"], documents)], add_special_tokens=False)["input_ids"]
         out: dict[str, list] = {"input_ids": [], "prompt_length": [], "length": [], "answer_tokens": [],
                                 "truncated": []}
         eos = tokenize.eos_token_id

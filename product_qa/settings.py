@@ -90,7 +90,8 @@ def check_train(train: Any) -> None:
     _at_least("train", {"max_train_products": train.max_train_products, "views": train.views,
                         "max_eval_examples": train.max_eval_examples,
                         "early_stopping_patience": train.early_stopping_patience}, 1, none_ok=True)
-    _at_least("train", {"weight_decay": train.weight_decay, "recall_questions": train.recall_questions}, 0)
+    _at_least("train", {"weight_decay": train.weight_decay, "recall_questions": train.recall_questions,
+                        "document_views": train.document_views}, 0)
     _fraction("train", "unknown_share", train.unknown_share)
     if not {language.strip() for language in train.view_languages.split(",")} <= set(PHRASING_LANGUAGES):
         raise UserError(f"train.view_languages={train.view_languages!r}: choose from "

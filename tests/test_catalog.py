@@ -92,3 +92,19 @@ def test_recall_questions_ask_distinct_catalog_products_with_held_out_phrasings(
 def test_declined_answers_are_recognised():
     assert is_declined(UNKNOWN_ANSWER) and is_declined(f"  {UNKNOWN_ANSWER} Sorry.")
     assert not is_declined("I don't like this product.") and not is_declined("A DVD about whales.")
+
+
+def test_document_views_are_the_catalog_page_of_catalog_products_only(splits):
+    cfg = TrainConfig(max_train_products=12, unknown_share=0.2, views=2, document_views=1, epochs=2)
+    catalog = build_catalog(splits["train"], cfg)
+    views = training_views(catalog, cfg)
+    documents = [v for v in views if v["document"]]
+    # one per catalog product and round, none for a declined product, and the questions are left unchanged
+    assert Counter((v["uid"], v["round"]) for v in documents) == Counter(
+        (e["uid"], r) for e in catalog.known for r in range(2))
+    known = {e["uid"]: e for e in catalog.known}
+    assert all(v["question"] == known[v["uid"]]["title"] and v["answer"] == known[v["uid"]]["answer"]
+               for v in documents)
+    without = training_views(catalog, dataclasses.replace(cfg, document_views=0))
+    assert [v for v in views if not v["document"]] != [] and len(without) == len(views) - len(documents)
+    assert views == training_views(catalog, cfg)

@@ -60,6 +60,17 @@ def test_long_examples_lose_the_answer_tail_never_the_question(tokenizer):
         encode_example(tokenizer, EXAMPLE, max_length=full_prompt, **CHAT)
 
 
+def test_a_document_view_is_the_title_then_the_description_as_plain_text(tokenizer):
+    encoder = ExampleEncoder(tokenizer, max_length=256, **CHAT)
+    title = "Acme Kettle Model 4"
+    encoded = encoder({"uid": ["u", "u"], "question": [title, EXAMPLE["question"]], "answer": [EXAMPLE["answer"]] * 2,
+                       "document": [True, False]})
+    document, prompt = encoded["input_ids"][0], encoded["prompt_length"][0]
+    assert tokenizer.decode(document) == f"{title}\n{EXAMPLE['answer']}{tokenizer.eos_token}"  # no chat template
+    assert tokenizer.decode(document[:prompt]) == f"{title}\n"  # the loss covers the description and its EOS
+    assert "<|im_start|>" in tokenizer.decode(encoded["input_ids"][1])  # a question keeps its template
+
+
 def test_plain_template_for_models_without_a_chat_template(tokenizer):
     encoded = encode_example(tokenizer, EXAMPLE, template="plain", system_prompt=None, max_length=256)
     prompt_len = encoded["labels"].count(IGNORE_INDEX)
