@@ -22,7 +22,8 @@ import orjson
 
 from product_qa.catalog import Catalog, read_catalog
 from product_qa.errors import UserError
-from product_qa.generation import Generated, generate_answers, stream_answer, with_answer_cap
+from product_qa.generation import (Generated, declined_when_unsure, generate_answers, stream_answer,
+                                  with_answer_cap)
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths
 from product_qa.prompts import prompt_text, resolve_template
@@ -193,6 +194,8 @@ class Answerer:
             generated = generate_answers(self.model(MODEL_OF[system]), self.tokenizer,
                                          [self.prompt(questions[i], hits[i]) for i in asked], self.decoding,
                                          progress=progress)
+            if system == "fine_tuned":  # the model alone: it declines what it is unsure of
+                generated = [declined_when_unsure(g, self.cfg.generation.min_confidence) for g in generated]
             by_question = dict(zip(asked, generated))
         return [Answer(system, by_question[i].text, hits[i], by_question[i].new_tokens,
                        by_question[i].seconds + retrieval_seconds) if i in by_question
@@ -206,7 +209,7 @@ class Answerer:
         if system == "retrieval" or (hit is not None and not hit.matched):
             return hit, iter([_retrieved_answer(hit)])
         return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),
-                                  self.decoding)
+                                  self.decoding, self.cfg.generation.min_confidence if system == "fine_tuned" else None)
 
 
 def _retrieved_answer(hit: Hit) -> str:

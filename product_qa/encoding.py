@@ -89,10 +89,11 @@ class ExampleEncoder:
         not end there)."""
         tokenize = self.tokenizer
         documents = batch.get("document") or [False] * len(batch["question"])
-        prompts = tokenize([f"{q}\n" if document else self.prompt(q)
-                            for q, document in zip(batch["question"], documents)], add_special_tokens=False)["input_ids"]
-        answers = tokenize([a if document else answer_text(a, self.template)
-                            for a, document in zip(batch["answer"], documents)], add_special_tokens=False)["input_ids"]
+        kinds = list(zip(batch["question"], batch["answer"], documents))
+        prompts = tokenize([f"{q}\n" if document else self.prompt(q) for q, _, document in kinds],
+                           add_special_tokens=False)["input_ids"]
+        answers = tokenize([a if document else answer_text(a, self.template) for _, a, document in kinds],
+                           add_special_tokens=False)["input_ids"]
         out: dict[str, list] = {"input_ids": [], "prompt_length": [], "length": [], "answer_tokens": [],
                                 "truncated": []}
         eos = tokenize.eos_token_id

@@ -18,7 +18,7 @@ from product_qa import metrics
 from product_qa.catalog import is_declined, read_catalog, recall_questions, training_rounds, views_file
 from product_qa.encoding import ExampleEncoder, perplexity, sample_indices, tokenized_split
 from product_qa.errors import UserError
-from product_qa.generation import generate_answers, with_answer_cap
+from product_qa.generation import declined_when_unsure, generate_answers, with_answer_cap
 from product_qa.io_utils import write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths, prepare
@@ -121,7 +121,8 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         return {}
     save_outputs(trainer, tokenizer, run_dir, train_cfg.method, model_path, precision,
                  model_cfg.trust_remote_code)
-    tuned_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding)
+    tuned_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding,
+                             cfg.generation.min_confidence)
     for name in EVAL_SETS:  # where training started
         history[name] = [(0, baseline["losses"][name]), *history[name]]
     plot_loss_curves(history, run_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
@@ -177,6 +178,10 @@ def _sampled(dataset, limit: int | None, seed: int):
     return dataset if keep is None else dataset.select(keep)
 
 
-def _answers(model, tokenizer, examples: list[dict], template: str, cfg, decoding) -> list[str]:
+def _answers(model, tokenizer, examples: list[dict], template: str, cfg, decoding,
+             min_confidence: float | None = None) -> list[str]:
+    """The model's answers; with `min_confidence` (the fine-tuned model) it declines what it is unsure of, as
+    ask.py and the evaluation have it do."""
     prompts = [prompt_text(tokenizer, e["question"], template, cfg.train.system_prompt) for e in examples]
-    return [answer.text for answer in generate_answers(model, tokenizer, prompts, decoding)]
+    return [declined_when_unsure(answer, min_confidence).text
+            for answer in generate_answers(model, tokenizer, prompts, decoding)]

@@ -14,8 +14,10 @@ from typing import Iterator
 
 import torch
 from tqdm import tqdm
-from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteria, StoppingCriteriaList,
-                          TextIteratorStreamer)
+from transformers import (LogitsProcessor, LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteria,
+                          StoppingCriteriaList, TextIteratorStreamer)
+
+from product_qa.catalog import UNKNOWN_ANSWER
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,22 @@ class Generated:
     text: str
     new_tokens: int  # tokens generated, the EOS included
     seconds: float  # wall time of the batch that produced it (what the person asking it waited)
+    confidence: float  # how sure the model was of the answer's first words (answer_confidence)
+
+
+class TopChoiceRecorder(LogitsProcessor):
+    """Records, at every step, each row's probability of the model's most likely next token, before any penalty:
+    how sure the model is of what it says. Placed first among the logits processors; it changes nothing."""
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(torch.softmax(scores.float(), dim=-1).amax(dim=-1).cpu())
+        return scores
+
+    def row(self, index: int, tokens: int) -> list[float]:
+        return [float(step[index]) for step in self.steps[:tokens]]
 
 
 FALLBACK_ANSWER_TOKENS = 256  # the answer cap when neither the settings nor a run give one
@@ -49,6 +67,16 @@ def decoding_kwargs(tokenizer, decoding, prompt_width: int) -> dict:
     if decoding.no_repeat_ngram_size:
         kwargs["no_repeat_ngram_size"] = decoding.no_repeat_ngram_size
     return kwargs
+
+
+CONFIDENCE_TOKENS = 16  # the answer's first tokens that answer_confidence looks at
+
+
+def answer_confidence(probabilities: list[float]) -> float:
+    """How sure the model was of its answer's first CONFIDENCE_TOKENS tokens: the mean of its top choice's
+    probability. 1.0 for an empty answer (nothing was said, nothing was invented)."""
+    first = probabilities[:CONFIDENCE_TOKENS]
+    return sum(first) / len(first) if first else 1.0
 
 
 def _count_new_tokens(row: torch.Tensor, eos_token_id: int) -> int:
@@ -80,17 +108,20 @@ def generate_answers(model, tokenizer, prompts: list[str], decoding, *, progress
                               add_special_tokens=False).to(model.device)
             width = batch["input_ids"].shape[1]
             started = time.perf_counter()
+            kwargs = decoding_kwargs(tokenizer, decoding, width)
+            recorder = TopChoiceRecorder()
+            kwargs["logits_processor"].insert(0, recorder)
             # A static cache is allocated once per batch; the default one grows by concatenation at every step,
             # copying the whole cache (13% slower on 64 RAG prompts here, same tokens).
-            output = model.generate(**batch, **decoding_kwargs(tokenizer, decoding, width),
-                                    cache_implementation="static")
+            output = model.generate(**batch, **kwargs, cache_implementation="static")
             seconds = time.perf_counter() - started
             new_tokens = output[:, width:]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, row, text in zip(indices, new_tokens, texts):
+            for row_index, (i, row, text) in enumerate(zip(indices, new_tokens, texts)):
+                count = _count_new_tokens(row, tokenizer.eos_token_id)
                 # an answer cut at max_new_tokens can end inside a multi-byte character: drop its remnant
-                results[i] = Generated(text.rstrip("\ufffd").strip(), _count_new_tokens(row, tokenizer.eos_token_id),
-                                       seconds)
+                results[i] = Generated(text.rstrip("\ufffd").strip(), count, seconds,
+                                       answer_confidence(recorder.row(row_index, count)))
             bar.update(len(indices))
     finally:
         tokenizer.padding_side = side
@@ -108,16 +139,29 @@ class _StopWhenSet(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-def stream_answer(model, tokenizer, prompt: str, decoding) -> Iterator[str]:
+def declined_when_unsure(generated: Generated, min_confidence: float | None) -> Generated:
+    """The fixed "I don't know this product" answer instead of one the model was not sure of (confidence below
+    `min_confidence`; None or 0: never). A catalog the model learned is recalled with near certainty; a
+    description it makes up for a product it was never taught is not (measured: README_FINE_TUNING.md)."""
+    if min_confidence and generated.confidence < min_confidence:
+        return dataclasses.replace(generated, text=UNKNOWN_ANSWER)
+    return generated
+
+
+def stream_answer(model, tokenizer, prompt: str, decoding, min_confidence: float | None = None) -> Iterator[str]:
     """The answer to one prompt, piece by piece as the tokens come (generation runs in a thread). Closing the
-    iterator early (a web page closed, Ctrl-C) stops the generation too, so it never runs on unread."""
+    iterator early (a web page closed, Ctrl-C) stops the generation too, so it never runs on unread. With
+    `min_confidence`, the first CONFIDENCE_TOKENS tokens are held back until the model's confidence in them is
+    known: below it, the generation stops and the answer is the fixed "I don't know" (declined_when_unsure)."""
     model.eval()
     batch = tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     stop = threading.Event()
+    recorder = TopChoiceRecorder()
     kwargs = {**batch, **decoding_kwargs(tokenizer, decoding, batch["input_ids"].shape[1]), "streamer": streamer,
               "stopping_criteria": StoppingCriteriaList([_StopWhenSet(stop)]),
               "cache_implementation": "static"}  # as in generate_answers: faster than a growing cache
+    kwargs["logits_processor"].insert(0, recorder)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -131,7 +175,21 @@ def stream_answer(model, tokenizer, prompt: str, decoding) -> Iterator[str]:
     thread = threading.Thread(target=run, name="stream_answer", daemon=True)
     thread.start()
     try:
-        yield from streamer
+        held: list[str] = []
+        for piece in streamer:
+            if not min_confidence:
+                yield piece
+                continue
+            held.append(piece)
+            if len(recorder.steps) >= CONFIDENCE_TOKENS:
+                break
+        if min_confidence:
+            steps = recorder.row(0, len(recorder.steps))
+            if answer_confidence(steps) < min_confidence:
+                yield UNKNOWN_ANSWER
+                return
+            yield from held
+            yield from streamer
     finally:
         stop.set()
         thread.join()

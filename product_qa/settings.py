@@ -121,6 +121,7 @@ def check_generation(generation: Any) -> None:
                              "max_question_chars": generation.max_question_chars}, 1)
     _at_least("generation", {"max_new_tokens": generation.max_new_tokens}, 1, none_ok=True)
     _at_least("generation", {"no_repeat_ngram_size": generation.no_repeat_ngram_size}, 0)
+    _fraction("generation", "min_confidence", generation.min_confidence)
     if not generation.repetition_penalty > 0:
         raise UserError(f"generation.repetition_penalty must be more than 0, got {generation.repetition_penalty}")
 
