@@ -147,7 +147,7 @@ class GenerationConfig:
     # The fine-tuned model alone answers "I don't know this product" when its mean probability of its own first
     # 16 answer tokens is below this: it recalls a product it learned with near certainty and makes up the
     # description of one it never saw. 0 turns it off (always answer).
-    min_confidence: float = 0.0
+    min_confidence: float = 0.93
     batch_size: int = 64  # questions answered together (left padding + KV cache); 1 answers one at a time
     max_question_chars: int = 300  # longer questions are cut to this length, with a note
 

@@ -45,6 +45,7 @@ class Answer:
     source: Hit | None  # the retrieved product (RAG systems), matched or not
     new_tokens: int
     seconds: float  # what the person asking waited: its share of the retrieval, plus its batch's generation time
+    confidence: float | None = None  # the model's confidence in its answer's first tokens (None: no model spoke)
 
 
 # ------------------------------------------------------------------------------------------------- runs
@@ -198,7 +199,7 @@ class Answerer:
                 generated = [declined_when_unsure(g, self.cfg.generation.min_confidence) for g in generated]
             by_question = dict(zip(asked, generated))
         return [Answer(system, by_question[i].text, hits[i], by_question[i].new_tokens,
-                       by_question[i].seconds + retrieval_seconds) if i in by_question
+                       by_question[i].seconds + retrieval_seconds, by_question[i].confidence) if i in by_question
                 else Answer(system, NO_MATCH_MESSAGE, hits[i], 0, retrieval_seconds)
                 for i in range(len(questions))]
 

@@ -91,7 +91,7 @@ def score_answers(items: list[dict], answers: list[Answer], encoder, set_name: s
                "declined": float(is_declined(answer.text)),
                "length_ratio": metrics.length_ratio(answer.text, item["reference"]),
                "repeated_3gram": metrics.repeated_ngram_rate(answer.text, 3),
-               "new_tokens": answer.new_tokens, "seconds": answer.seconds}
+               "new_tokens": answer.new_tokens, "seconds": answer.seconds, "confidence": answer.confidence}
         if answer.source is not None:
             hit = answer.source
             row.update(source_uid=hit.uid, source_title=hit.title, match_score=hit.score, matched=hit.matched,
@@ -158,7 +158,8 @@ def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
         "run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "template": answerer.template,
         "systems": systems, "skipped_systems": skipped, "labels": {s: SYSTEM_LABELS[s] for s in systems},
         "decoding": {k: getattr(answerer.decoding, k) for k in ("max_new_tokens", "repetition_penalty",
-                                                              "no_repeat_ngram_size", "batch_size")},
+                                                              "no_repeat_ngram_size", "batch_size",
+                                                              "min_confidence")},
         "rag": {"retriever": cfg.rag.retriever, "min_score": cfg.rag.min_score,
                 "max_context_tokens": cfg.rag.max_context_tokens,
                 "indexed_products": len(index.uids) if index else None},
