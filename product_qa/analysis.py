@@ -195,6 +195,12 @@ class HeavyHitters:
         return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 
+def by_count(counter: Counter) -> dict[str, int]:
+    """Most frequent first, ties by name: the report is the same from run to run (a Counter's own order of ties
+    follows the order the worker processes happened to merge)."""
+    return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
 def blank_punctuation(text: str) -> str:
     """Non-ASCII punctuation and symbols made spaces, so they don't glue to words (isascii costs nothing)."""
     return text if text.isascii() else _UNICODE_PUNCTUATION.sub(" ", text)
@@ -716,8 +722,8 @@ def analyse(cfg, *, progress: bool = True, tokenizer=None) -> Analysis:
         "top_terms": {name: {kind: {"top": _top(counter, top_k), "max_undercount": counter.error}
                              for kind, counter in kinds.items()} for name, kinds in totals.terms.items()},
         "title_patterns": {
-            "formats": dict(totals.title_formats.most_common()),
-            "language_editions": dict(totals.language_editions.most_common()),
+            "formats": by_count(totals.title_formats),
+            "language_editions": by_count(totals.language_editions),
             "qualifiers": {"top": _top(totals.qualifiers, top_k), "max_undercount": totals.qualifiers.error},
         },
         "methods": {

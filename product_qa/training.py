@@ -240,14 +240,14 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     return None
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from (None to start fresh). A fresh start clears the old checkpoints."""
-    checkpoint = latest_checkpoint(run_dir)
+def prepare_run_dir(work_dir: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from (None to start fresh). A fresh start clears what an unfinished run left."""
     if resume:
-        if checkpoint is None:
-            raise UserError(f"--resume: no checkpoint in {run_dir / 'checkpoints'} to resume from")
+        if (checkpoint := latest_checkpoint(work_dir)) is None:
+            raise UserError(f"--resume: no checkpoint in {work_dir / 'checkpoints'} to resume from (only a run "
+                            "stopped before it finished can be resumed)")
         return checkpoint
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(work_dir, ignore_errors=True)
     return None
 
 

@@ -184,19 +184,20 @@ def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not list(out.glob("train.jsonl.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
+        while (not list(tmp_path.glob("out.tmp-*/train.jsonl.tmp-*")) and process.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.002)
         assert process.poll() is None, "the run ended before it started writing: make the input bigger"
         process.send_signal(signal.SIGKILL)
         process.wait()
     finally:
         process.kill()
-    assert {p.name: p.read_bytes() for p in out.iterdir() if ".tmp-" not in p.name} == before
-    # The next run removes the dead run's temp files and completes.
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # The next run removes the dead run's half-built set and completes.
     result = subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), "--force", *args], cwd=REPO,
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert not list(out.glob("*.tmp-*"))
+    assert not list(tmp_path.glob("out.*"))
 
 
 def test_an_input_where_every_record_is_filtered_out_keeps_the_old_outputs(tmp_path, data_config):
