@@ -20,6 +20,7 @@ from product_qa.configurator import apply_overrides
 from product_qa.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
 from product_qa.errors import UserError
 from product_qa.prompts import resolve_template
+from product_qa.runs import unfinished_run_dir
 from product_qa.training import latest_checkpoint, select_precision
 
 EXAMPLE = {"uid": "B1", "question": "What is Acme Kettle Model 4?",
@@ -189,7 +190,8 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
 
     process = subprocess.Popen([*args, "--run-name", "killed"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
+    killed_dir = tmp_path / "runs" / "killed"
+    checkpoints = unfinished_run_dir(killed_dir) / "checkpoints"  # a run is built in its work directory
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         if (checkpoints / "checkpoint-6").exists():
@@ -198,12 +200,14 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
         time.sleep(0.01)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (tmp_path / "runs" / "killed" / "adapter").exists()
+    assert not killed_dir.exists()  # an unfinished run is not a run: ask.py and the demo never see it
     resumed = subprocess.run([*args, "--run-name", "killed", "--resume"], cwd=REPO, env=env, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    report = json.loads((tmp_path / "runs" / "killed" / "training_report.json").read_text())
-    assert report["resumed_from"] is not None and report["steps"] == 16
+    report = json.loads((killed_dir / "training_report.json").read_text())
+    assert report["steps"] == 16
+    assert Path(report["resumed_from"]).parent == killed_dir / "checkpoints"  # where it lies now the run is done
+    assert not unfinished_run_dir(killed_dir).exists()
     whole, killed = _adapter(tmp_path / "runs" / "whole"), _adapter(tmp_path / "runs" / "killed")
     assert whole.keys() == killed.keys()
     for name in whole:
