@@ -34,7 +34,10 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 
 def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
-    state = PartialState()  # knows this process's rank under torchrun / accelerate launch
+    # knows this process's rank under torchrun / accelerate launch. On a CPU the state must be asked for the CPU
+    # (as the Trainer later does): else it sees no distributed run there and every rank takes itself for the main
+    # one, each preparing, writing and swapping in the run's work directory under the others.
+    state = PartialState(cpu=training_device() == "cpu")
     main = state.is_main_process
     train_cfg, model_cfg = cfg.train, cfg.model
     run_dir = Path(train_cfg.output_dir) / train_cfg.run_name
@@ -45,7 +48,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     with state.main_process_first():
         prepare(cfg.data, progress=progress and main)
         model_path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
-        checkpoint = prepare_run_dir(work_dir, resume) if main else None
+        checkpoint = prepare_run_dir(work_dir, resume) if main else None  # only the main process clears it
         tokenizer = load_tokenizer(model_cfg.name, model_cfg.cache_dir, model_cfg.trust_remote_code)
         template = resolve_template(tokenizer, train_cfg.prompt_template)
         encoder = ExampleEncoder(tokenizer, template=template, system_prompt=train_cfg.system_prompt,
@@ -56,8 +59,8 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
                                 progress=progress and main)
         validation = tokenized_split(paths["validation"], encoder, processes=cfg.data.workers,
                                      progress=progress and main)
-    if resume and not main:
-        checkpoint = prepare_run_dir(work_dir, resume)
+    if not main:  # the checkpoint the main process kept, read only
+        checkpoint = prepare_run_dir(work_dir, resume, main=False)
     rounds = training_rounds(train_cfg.epochs)
     effective_batch = train_cfg.batch_size * train_cfg.gradient_accumulation_steps * state.num_processes
     train_set = views.select(training_order(views["length"], len(views) // rounds, effective_batch,
