@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from product_qa.cleaning import clean_text
+from product_qa.cleaning import clean_text_within
 from product_qa.configurator import config_dict, fingerprint
 from product_qa.errors import UserError
 from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
@@ -71,11 +71,14 @@ def spool_path(spool_dir: Path, index: int) -> Path:
     return spool_dir / f"{index:08d}.jsonl"
 
 
-def clean_record(record: Record) -> tuple[str, str]:
-    """Clean title and description; an empty one leaves the other as it is, since the record will be dropped."""
+def clean_record(record: Record, cfg) -> tuple[str, str]:
+    """Clean title and description; an empty one leaves the other as it is, since the record will be dropped.
+    A huge field that surely cleans past data.max_title_chars / max_content_chars is cleaned only as far as
+    its filter and drop example need (clean_text_within): the record is dropped as too long either way."""
     if not record.title or not record.content:
         return record.title, record.content
-    return clean_text(record.title), clean_text(record.content)
+    return (clean_text_within(record.title, cfg.max_title_chars),
+            clean_text_within(record.content, cfg.max_content_chars))
 
 
 def dedupe_keys(title: str, content: str) -> tuple[int, int]:
@@ -108,13 +111,14 @@ def process_block(index: int, task: Block | ByteRange) -> BlockResult:
                 result.bad.append(item)
             result.bad_counts[item.reason] = count + 1
             continue
-        title, content = clean_record(item)
+        title, content = clean_record(item, cfg)
         reason = drop_reason(title, content, cfg)
         if reason is not None:
             count = result.drops.get(reason, 0)
             if count < keep:
                 result.drop_examples.setdefault(reason, []).append(
-                    {"line": item.line, "title": clean_text(title)[:120], "content": clean_text(content)[:200]})
+                    {"line": item.line, "title": clean_text_within(title, cfg.max_title_chars)[:120],
+                     "content": clean_text_within(content, cfg.max_content_chars)[:200]})
             result.drops[reason] = count + 1
             continue
         title_key, exact_key = dedupe_keys(title, content)

@@ -141,6 +141,29 @@ def test_rerun_is_a_no_op_unless_forced_or_changed(tmp_path, data_config):
     assert prepare(data_config, progress=False)["skipped"] is False
 
 
+def test_a_huge_description_is_dropped_without_being_cleaned_whole(tmp_path, data_config, monkeypatch):
+    """One 50 MB description made preparation peak at 0.92 GB: it was cleaned whole (and again for its drop
+    example) before the too-long filter dropped it. Its start now shows it too long; nothing else changes."""
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(50)))
+    prepare(data_config, progress=False)
+    without = outputs_bytes(data_config)
+    huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe", "content": "A kettle that boils fast. " * 20_000}
+    data_config.raw_path = str(write_jsonl(tmp_path / "huge.json", catalog(25) + [huge] + catalog(25, 25)))
+    import product_qa.cleaning as cleaning
+    cleaned = []  # the length of each text a cleaning rule is given
+
+    def measured(rule):
+        return lambda text: cleaned.append(len(text)) or rule(text)
+
+    monkeypatch.setattr(cleaning, "CLEANING_RULES", [(name, measured(rule)) for name, rule in cleaning.CLEANING_RULES])
+    report = prepare(data_config, progress=False)
+    assert max(cleaned) <= cleaning.LONG_TEXT_CHARS < len(huge["content"])
+    dropped = report["dropped"]["content_too_long"]
+    assert dropped["count"] == 1 and dropped["examples"][0]["line"] == 26
+    assert dropped["examples"][0]["content"] == ("A kettle that boils fast. " * 8)[:200]
+    assert outputs_bytes(data_config) == without
+
+
 def test_a_failure_mid_write_leaves_previous_outputs_intact(tmp_path, data_config, monkeypatch):
     data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(500)))
     prepare(data_config, progress=False)
