@@ -136,6 +136,10 @@ def test_rerun_is_a_no_op_unless_forced_or_changed(tmp_path, data_config):
     stamp = train.stat().st_mtime_ns
     assert prepare(data_config, progress=False)["skipped"] is True
     assert train.stat().st_mtime_ns == stamp
+    # nothing left behind by the skipped run: no spool, no temp file, no half-built set beside the outputs
+    assert sorted(p.name for p in Path(data_config.output_dir).iterdir()) == [
+        "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "trn.json"]
     assert prepare(data_config, progress=False, force=True)["skipped"] is False
     data_config.min_title_chars = 4
     assert prepare(data_config, progress=False)["skipped"] is False
