@@ -59,7 +59,8 @@ def main() -> int:
     if args.compare and (args.rag or args.base):
         raise UserError("--compare asks every system already; leave out --rag and --base")
 
-    from product_qa.answering import Answerer, find_run  # heavy imports (torch, transformers) after argument checks
+    from product_qa.answering import Answerer  # heavy imports (torch, transformers) after argument checks
+    from product_qa.runs import find_run
 
     answerer = Answerer(cfg, find_run(cfg, args.run or cfg.eval.run_name))
     systems = systems_to_ask(answerer, args)

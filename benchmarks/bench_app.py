@@ -27,7 +27,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client  # noqa: E402
 
 from config import Config  # noqa: E402
-from product_qa.answering import Answerer, latest_run  # noqa: E402
+from product_qa.answering import Answerer  # noqa: E402
+from product_qa.runs import latest_run  # noqa: E402
 from product_qa.generation import generate_answers  # noqa: E402
 from product_qa.preparation import output_paths, prepare  # noqa: E402
 from product_qa.encoding import read_examples  # noqa: E402

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import Config  # noqa: E402
-from product_qa.answering import latest_run  # noqa: E402
+from product_qa.runs import latest_run  # noqa: E402
 from product_qa.evaluation import evaluate  # noqa: E402
 from product_qa.preparation import output_paths, prepare  # noqa: E402
 from product_qa.encoding import read_examples  # noqa: E402

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from product_qa.cleaning import CLEANING_RULES
+from product_qa.cleaning import CLEANING_RULES, LONG_TEXT_CHARS, too_long_start
 from product_qa.configurator import config_dict
 from product_qa.errors import UserError
 from product_qa.filtering import FILTER_REASONS, drop_reason
@@ -195,15 +195,26 @@ class HeavyHitters:
         return sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 
+def by_count(counter: Counter) -> dict[str, int]:
+    """Most frequent first, ties by name: the report is the same from run to run (a Counter's own order of ties
+    follows the order the worker processes happened to merge)."""
+    return dict(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
 def blank_punctuation(text: str) -> str:
     """Non-ASCII punctuation and symbols made spaces, so they don't glue to words (isascii costs nothing)."""
     return text if text.isascii() else _UNICODE_PUNCTUATION.sub(" ", text)
+
+
+_WORD = re.compile(r"\S+")  # what str.split() returns: \s is the same Unicode whitespace
 
 
 def word_count(text: str) -> int:
     """Whitespace-separated words: counting spaces is much faster than split() when they are all single."""
     if "  " not in text and text.isprintable() and text[:1] != " " and text[-1:] != " ":
         return text.count(" ") + 1  # isprintable is False for every whitespace character but the plain space
+    if len(text) > LONG_TEXT_CHARS:  # counted without a list of its millions of words
+        return sum(1 for _ in _WORD.finditer(text))
     return len(text.split())
 
 
@@ -278,7 +289,7 @@ def change_example(line: int, field: str, before: str, after: str) -> dict:
 class SampledRecord(NamedTuple):
     line: int
     uid: str
-    title: str  # raw
+    title: str  # raw (a field that cleans past its max length: only its start, see _FieldPass.add)
     content: str  # raw
     clean_title: str  # after every cleaning rule (as prepare cleans it when the record is kept)
     clean_content: str
@@ -325,8 +336,9 @@ def _init_worker(cfg) -> None:
 class _FieldPass:
     """One field (title or content) of a block's records: lengths, cleaning trace, texts for the word counts."""
 
-    def __init__(self, name: str, rule_examples: list[list[dict]]):
+    def __init__(self, name: str, rule_examples: list[list[dict]], max_chars: int):
         self.name = name
+        self.max_chars = max_chars  # data.max_title_chars / max_content_chars: longer ones are dropped
         self.rule_examples = rule_examples
         self.chars, self.words = array("I"), array("I")
         self.cleaned: list[str] = []
@@ -334,10 +346,16 @@ class _FieldPass:
         self.rules = array("I")  # bit mask of the cleaning rules that changed each text
         self.issues = array("I")  # bit mask of TEXT_ISSUES; the language vote is added in finish()
 
-    def add(self, text: str, line: int, record: int) -> str:
-        """Measure a non-empty text and clean it, the rules applied one by one as clean_text does."""
+    def add(self, text: str, line: int, record: int) -> tuple[str, str]:
+        """Measure a non-empty text and clean it, the rules applied one by one as clean_text does. A huge text
+        that surely cleans past the field's max length (which preparation drops) is measured whole but cleaned
+        only from its start, as preparation does (clean_text_within). Returns the cleaned text and the raw text
+        (its start alone for such a text: the sample has no use for the rest)."""
         self.chars.append(len(text))
         self.words.append(word_count(text))
+        non_ascii = not text.isascii()
+        if (start := too_long_start(text, self.max_chars)) is not None:
+            text = start
         cleaned, changed = text, 0
         for bit, (_, rule) in enumerate(CLEANING_RULES):
             result = rule(cleaned)
@@ -349,8 +367,8 @@ class _FieldPass:
         self.cleaned.append(cleaned)
         self.records.append(record)
         self.rules.append(changed)
-        self.issues.append((not text.isascii()) | mostly_non_latin(cleaned) << 1)
-        return cleaned
+        self.issues.append(non_ascii | mostly_non_latin(cleaned) << 1)
+        return cleaned, text
 
     def finish(self, stats: BlockStats, capacity: int) -> tuple[np.ndarray, np.ndarray]:
         """Store the field's lengths and word counts in `stats`; returns, for every record of the block, the bit
@@ -372,7 +390,8 @@ def analyse_block(index: int, job: tuple[Block | ByteRange, int]) -> BlockStats:
     cfg = _worker_cfg
     block = task.load() if isinstance(task, ByteRange) else task._replace(first_line=1)
     stats = BlockStats(line_count=block.line_count)
-    fields = {name: _FieldPass(name, stats.rule_examples) for name in FIELDS}
+    fields = {name: _FieldPass(name, stats.rule_examples, getattr(cfg.data, f"max_{name}_chars"))
+              for name in FIELDS}
     titles, contents = fields["title"].add, fields["content"].add
     raw_titles: list[str] = []
     seed_mix = mix64(cfg.analysis.seed)
@@ -385,8 +404,9 @@ def analyse_block(index: int, job: tuple[Block | ByteRange, int]) -> BlockStats:
             stats.bad_counts[item.reason] = count + 1
             continue
         title, content = item.title, item.content
-        clean_title = titles(title, item.line, stats.records) if title else title
-        clean_content = contents(content, item.line, stats.records) if content else content
+        clean_title, sampled_title = titles(title, item.line, stats.records) if title else (title, title)
+        clean_content, sampled_content = (contents(content, item.line, stats.records) if content
+                                          else (content, content))
         stats.records += 1
         pair_key = key_hash(f"{title}\x00{content}")
         if title and content:
@@ -418,8 +438,8 @@ def analyse_block(index: int, job: tuple[Block | ByteRange, int]) -> BlockStats:
             survivors["splits"].append(split_code(title_key, cfg.data))
         priority = pair_key ^ seed_mix  # blake2b bits are uniform already; the seed reorders them
         if priority <= threshold:
-            stats.candidates.append((priority, SampledRecord(item.line, item.uid, title, content, clean_title,
-                                                             clean_content, reason)))
+            stats.candidates.append((priority, SampledRecord(item.line, item.uid, sampled_title, sampled_content,
+                                                             clean_title, clean_content, reason)))
     masks = {name: part.finish(stats, cfg.analysis.counter_capacity) for name, part in fields.items()}
     stats.rule_counts = _count_flags([name for name, _ in CLEANING_RULES], masks["title"][0], masks["content"][0])
     stats.text_issues = _count_flags(TEXT_ISSUES, masks["title"][1], masks["content"][1])
@@ -591,13 +611,24 @@ def count_tokens(tokenizer, texts: list[str]) -> np.ndarray:
     return np.array([len(ids) for ids in encoded], dtype=np.int64)
 
 
-def token_figures(sample: list[SampledRecord], tokenizer, cfg) -> tuple[dict[str, np.ndarray], dict]:
-    """Token lengths of the sample's raw titles and contents and of its kept records' training texts, and the
-    max_length that covers `analysis.max_length_coverage` of the latter (rounded up to a multiple of 8)."""
+def too_long(record: SampledRecord, name: str, cfg) -> bool:
+    """The field cleans past data.max_title_chars / max_content_chars: preparation drops the record for it."""
+    return len(getattr(record, f"clean_{name}")) > getattr(cfg.data, f"max_{name}_chars")
+
+
+def token_figures(sample: list[SampledRecord], tokenizer, cfg) -> tuple[dict[str, np.ndarray], dict, dict]:
+    """Token lengths of the sample's raw titles and contents and of its kept records' training texts, the
+    max_length that covers `analysis.max_length_coverage` of the latter (rounded up to a multiple of 8), and how
+    many titles and contents were not tokenized: those that preparation drops as too long (one 50 MB description
+    took gigabytes to tokenize)."""
     qa, template = training_lengths([record for record in sample if record.drop_reason is None], tokenizer, cfg)
-    lengths = {"title": count_tokens(tokenizer, [record.title for record in sample if record.title]),
-               "content": count_tokens(tokenizer, [record.content for record in sample if record.content]),
-               "question_answer": qa}
+    lengths, skipped = {}, {}
+    for name in FIELDS:
+        texts = [getattr(record, name) for record in sample if getattr(record, name)]
+        counted = [getattr(record, name) for record in sample
+                   if getattr(record, name) and not too_long(record, name, cfg)]
+        lengths[name], skipped[name] = count_tokens(tokenizer, counted), len(texts) - len(counted)
+    lengths["question_answer"] = qa
     coverage = cfg.analysis.max_length_coverage
     recommendation = {"coverage_target": coverage, "examples_measured": len(qa), "template": template,
                       "system_prompt": cfg.train.system_prompt if template == "chat" else None,
@@ -608,7 +639,7 @@ def token_figures(sample: list[SampledRecord], tokenizer, cfg) -> tuple[dict[str
         recommendation.update({"tokens_at_coverage": at_coverage, "recommended": recommended,
                                "coverage": round(float((qa <= recommended).mean()), 4),
                                "train_max_length_coverage": round(float((qa <= cfg.train.max_length).mean()), 4)})
-    return lengths, recommendation
+    return lengths, recommendation, skipped
 
 
 def _top(counter: HeavyHitters, k: int) -> list[list]:
@@ -663,9 +694,10 @@ def analyse(cfg, *, progress: bool = True, tokenizer=None) -> Analysis:
     token_sample = sample[:cfg.analysis.token_sample_size]
     token_lengths: dict[str, np.ndarray] = {}
     max_length: dict = {"coverage_target": cfg.analysis.max_length_coverage, "examples_measured": 0}
+    too_long_skipped = {name: 0 for name in FIELDS}
     if token_sample:
         tokenizer = tokenizer or load_tokenizer(cfg.model.name, cfg.model.cache_dir, cfg.model.trust_remote_code)
-        token_lengths, max_length = token_figures(token_sample, tokenizer, cfg)
+        token_lengths, max_length, too_long_skipped = token_figures(token_sample, tokenizer, cfg)
     cloud_words = cloud_terms(sample, cfg)
     timings["dedupe_tokens_clouds"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
@@ -686,7 +718,9 @@ def analyse(cfg, *, progress: bool = True, tokenizer=None) -> Analysis:
 
     top_k = cfg.analysis.top_k
     tokens_note = (f"the raw fields of a reservoir sample of {len(token_sample):,} records, {cfg.model.name} "
-                   "tokenizer" if token_sample else "not counted")
+                   "tokenizer, but for the titles and descriptions that preparation drops as too long "
+                   f"({too_long_skipped['title']:,} and {too_long_skipped['content']:,})" if token_sample
+                   else "not counted")
     report = {
         "input": dataclasses.asdict(source),
         "config": {"analysis": config_dict(cfg.analysis), "data": config_dict(cfg.data),
@@ -716,8 +750,8 @@ def analyse(cfg, *, progress: bool = True, tokenizer=None) -> Analysis:
         "top_terms": {name: {kind: {"top": _top(counter, top_k), "max_undercount": counter.error}
                              for kind, counter in kinds.items()} for name, kinds in totals.terms.items()},
         "title_patterns": {
-            "formats": dict(totals.title_formats.most_common()),
-            "language_editions": dict(totals.language_editions.most_common()),
+            "formats": by_count(totals.title_formats),
+            "language_editions": by_count(totals.language_editions),
             "qualifiers": {"top": _top(totals.qualifiers, top_k), "max_undercount": totals.qualifiers.error},
         },
         "methods": {
@@ -736,7 +770,8 @@ def analyse(cfg, *, progress: bool = True, tokenizer=None) -> Analysis:
             "word_clouds": f"reservoir sample of {len(sample):,} records",
             "title_patterns": "exact counts; qualifiers by the heavy-hitter counter",
         },
-        "sample_sizes": {"reservoir": len(sample), "tokens": len(token_sample)},
+        "sample_sizes": {"reservoir": len(sample), "tokens": len(token_sample),
+                         "not_tokenized_too_long": too_long_skipped},
         "timings_s": {name: round(seconds, 3) for name, seconds in timings.items()},
     }
     return Analysis(report, totals.lengths, token_lengths, cloud_words)

@@ -17,7 +17,7 @@ from rich.table import Table
 from wordcloud import WordCloud
 
 from product_qa.analysis import FIELDS, LENGTH_UNITS, Analysis, LengthHistogram
-from product_qa.io_utils import atomic_outputs, prepare_output_dir, write_json_atomic
+from product_qa.io_utils import atomic_outputs, replaced_directory, write_json_atomic
 
 REPORT_JSON = "data_analysis_report.json"
 REPORT_MD = "report.md"
@@ -430,8 +430,17 @@ def render_markdown(analysis: Analysis) -> str:
 
 
 def write_report(analysis: Analysis, output_dir: str) -> dict[str, Path]:
-    """Write the JSON report, the plots and report.md into `output_dir`; returns their paths."""
-    out = prepare_output_dir(output_dir)
+    """Write the JSON report, the plots and report.md, as one set that replaces `output_dir` whole (a reader, such
+    as the web demo's analysis tab, never sees new plots beside an old report); returns their paths."""
+    target = Path(output_dir)
+    with replaced_directory(target, REPORT_JSON) as out:
+        _write_report_files(analysis, out)
+    written = {name: target / filename for name, filename in PLOTS.items()} | {"json": target / REPORT_JSON,
+                                                                                "markdown": target / REPORT_MD}
+    return {name: path for name, path in written.items() if path.exists()}
+
+
+def _write_report_files(analysis: Analysis, out: Path) -> None:
     report = analysis.report
     seed = report["config"]["analysis"]["seed"]
     paths = {name: out / filename for name, filename in PLOTS.items()}
@@ -440,18 +449,13 @@ def write_report(analysis: Analysis, output_dir: str) -> dict[str, Path]:
     plot_funnel(report, paths["funnel"])
     if "recommended" in report["max_length"]:
         plot_token_lengths(analysis, paths["tokens"])
-    else:
-        paths.pop("tokens").unlink(missing_ok=True)  # never leave a plot from an earlier run beside this report
     sample = report["sample_sizes"]["reservoir"]
     for name, label in (("title", "titles"), ("content", "descriptions")):
         plot_word_cloud(analysis.cloud_words[name], f"Most frequent words in {label} (reservoir sample of "
                         f"{sample:,} records, stopwords removed)", seed, paths[f"cloud_{name}"])
-    paths["json"] = out / REPORT_JSON
-    write_json_atomic(paths["json"], report)
-    paths["markdown"] = out / REPORT_MD
-    with atomic_outputs({"md": paths["markdown"]}) as handles:
+    write_json_atomic(out / REPORT_JSON, report)
+    with atomic_outputs({"md": out / REPORT_MD}) as handles:
         handles["md"].write(render_markdown(analysis).encode())
-    return paths
 
 
 def print_analysis_summary(report: dict, paths: dict[str, Path], console: Console | None = None) -> None:

@@ -48,30 +48,6 @@ class Answer:
     confidence: float | None = None  # the model's confidence in its answer's first tokens (None: no model spoke)
 
 
-# ------------------------------------------------------------------------------------------------- runs
-def finished(run_dir: Path) -> bool:
-    """A run that got to the end: its merged model, config.json and report (written last) are there."""
-    return all((run_dir / name).exists() for name in ("merged", "config.json", "training_report.json"))
-
-
-def latest_run(runs_dir: Path) -> Path | None:
-    """The most recently finished fine-tuning run."""
-    runs = [p.parent for p in runs_dir.glob("*/training_report.json") if finished(p.parent)]
-    return max(runs, key=lambda run: (run / "training_report.json").stat().st_mtime, default=None)
-
-
-def find_run(cfg, run_name: str | None) -> Path | None:
-    """The named run (an error when it is missing), else the latest one, else None (base model only)."""
-    runs_dir = Path(cfg.train.output_dir)
-    if run_name is None:
-        return latest_run(runs_dir)
-    run_dir = runs_dir / run_name
-    if not finished(run_dir):
-        raise UserError(f"{run_dir}: no finished fine-tuning run there; train one with `python "
-                        f"fine_tuning_project.py --run-name {run_name}`")
-    return run_dir
-
-
 def _run_config(run_dir: Path) -> dict:
     try:
         saved = orjson.loads((run_dir / "config.json").read_bytes())

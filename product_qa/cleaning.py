@@ -165,3 +165,47 @@ def clean_text(text: str) -> str:
     for _, rule in CLEANING_RULES:
         text = rule(text)
     return text
+
+
+# ----------------------------------------------------------------------------------------- over-long texts
+# A text this long is cleaned whole only if its start does not already show it too long for the filters: one
+# 50 MB description cost a gigabyte to clean (and gigabytes to tokenize) for a record that is dropped anyway.
+LONG_TEXT_CHARS = 1 << 16
+# What the rest of a text can take from its cleaned start, at most: a boilerplate line or an entity running
+# over the seam, the seam's space. Cleaning is otherwise local to the start (see too_long_start).
+_SEAM_MARGIN = 1024
+
+
+def _open_tag_at_end(text: str) -> bool:
+    """A `<` with no `>` after it: a tag that the rest of the text may close, removing what lies between."""
+    return text.rfind("<") > text.rfind(">")
+
+
+def too_long_start(text: str, limit: int) -> str | None:
+    """For a text of more than LONG_TEXT_CHARS (and more than twice `limit`): a start of it whose cleaning
+    shows that the whole text cleans to more than `limit` characters, so that the too-long filter drops its
+    record; else None (clean it whole).
+
+    The start ends before a space. No entity spans a space, so the entities decode there as in the whole
+    text; no tag does either once every `<` of the start meets a `>` within it; the other rules change a
+    character or a bounded stretch (a boilerplate line) at a time. The whole text thus cleans to at least the
+    cleaned start, less _SEAM_MARGIN."""
+    window = max(LONG_TEXT_CHARS, 2 * (limit + _SEAM_MARGIN))
+    if len(text) <= window:
+        return None
+    cut = text.rfind(" ", 0, window)
+    if cut < window // 2:  # no space near the window's end: clean it whole
+        return None
+    start = text[:cut]
+    decoded = decode_html_entities(start)
+    if _open_tag_at_end(decoded) or _open_tag_at_end(_BLOCK_TAG.sub(" ", decoded)):
+        return None
+    return start if len(clean_text(start)) > limit + _SEAM_MARGIN else None
+
+
+def clean_text_within(text: str, limit: int) -> str:
+    """clean_text(text), or, for a text that surely cleans to more than `limit` characters, its cleaned start
+    (longer than `limit` too, and the same at its beginning): what the filters and their examples need of a
+    text they drop as too long."""
+    start = too_long_start(text, limit)
+    return clean_text(text if start is None else start)

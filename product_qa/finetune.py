@@ -19,11 +19,12 @@ from product_qa.catalog import is_declined, read_catalog, recall_questions, trai
 from product_qa.encoding import ExampleEncoder, perplexity, sample_indices, tokenized_split
 from product_qa.errors import UserError
 from product_qa.generation import declined_when_unsure, generate_answers, with_answer_cap
-from product_qa.io_utils import write_json_atomic
+from product_qa.io_utils import commit_directory, write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths, prepare
 from product_qa.prompts import prompt_text, resolve_template
 from product_qa.reporting import plot_loss_curves
+from product_qa.runs import unfinished_run_dir
 from product_qa.training import (EVAL_SETS, build_trainer, count_parameters, load_model, loss_history,
                                  prepare_run_dir, save_outputs, select_precision, training_arguments,
                                  training_device, training_order, with_perplexity)
@@ -33,17 +34,21 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 
 def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
-    state = PartialState()  # knows this process's rank under torchrun / accelerate launch
+    # knows this process's rank under torchrun / accelerate launch. On a CPU the state must be asked for the CPU
+    # (as the Trainer later does): else it sees no distributed run there and every rank takes itself for the main
+    # one, each preparing, writing and swapping in the run's work directory under the others.
+    state = PartialState(cpu=training_device() == "cpu")
     main = state.is_main_process
     train_cfg, model_cfg = cfg.train, cfg.model
     run_dir = Path(train_cfg.output_dir) / train_cfg.run_name
+    work_dir = unfinished_run_dir(run_dir)  # the run is built here and replaces run_dir when it is done
 
     # 1. Data, the catalog, its views, model files and token ids: made once, by the main process, while the
     # others wait (they then read the files and the tokenized splits the main process wrote).
     with state.main_process_first():
         prepare(cfg.data, progress=progress and main)
         model_path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
-        checkpoint = prepare_run_dir(run_dir, resume) if main else None
+        checkpoint = prepare_run_dir(work_dir, resume) if main else None  # only the main process clears it
         tokenizer = load_tokenizer(model_cfg.name, model_cfg.cache_dir, model_cfg.trust_remote_code)
         template = resolve_template(tokenizer, train_cfg.prompt_template)
         encoder = ExampleEncoder(tokenizer, template=template, system_prompt=train_cfg.system_prompt,
@@ -54,8 +59,8 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
                                 progress=progress and main)
         validation = tokenized_split(paths["validation"], encoder, processes=cfg.data.workers,
                                      progress=progress and main)
-    if resume and not main:
-        checkpoint = prepare_run_dir(run_dir, resume)
+    if not main:  # the checkpoint the main process kept, read only
+        checkpoint = prepare_run_dir(work_dir, resume, main=False)
     rounds = training_rounds(train_cfg.epochs)
     effective_batch = train_cfg.batch_size * train_cfg.gradient_accumulation_steps * state.num_processes
     train_set = views.select(training_order(views["length"], len(views) // rounds, effective_batch,
@@ -77,12 +82,12 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     model = load_model(model_path, method=train_cfg.method, precision=precision, device=device,
                        train_cfg=train_cfg, trust_remote_code=model_cfg.trust_remote_code)
     trainable, total = count_parameters(model)
-    args = training_arguments(train_cfg, run_dir, precision, device, len(train_set), rounds)
+    args = training_arguments(train_cfg, work_dir, precision, device, len(train_set), rounds)
     trainer = build_trainer(model, tokenizer, train_set, eval_sets, args, train_cfg, progress and main)
 
     # 3. Before training: the base model's recall of the catalog and its losses (kept for a resumed run).
     questions = recall_questions(catalog, train_cfg.recall_questions, train_cfg.seed)
-    baseline_path = run_dir / "baseline.json"
+    baseline_path = work_dir / "baseline.json"
     if checkpoint is None:
         base_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding) if main else []
         losses = trainer.evaluate()
@@ -119,13 +124,13 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     # 5. Save and report (main process).
     if not main:
         return {}
-    save_outputs(trainer, tokenizer, run_dir, train_cfg.method, model_path, precision,
+    save_outputs(trainer, tokenizer, work_dir, train_cfg.method, model_path, precision,
                  model_cfg.trust_remote_code)
     tuned_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding,
                              cfg.generation.min_confidence)
     for name in EVAL_SETS:  # where training started
         history[name] = [(0, baseline["losses"][name]), *history[name]]
-    plot_loss_curves(history, run_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
+    plot_loss_curves(history, work_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
                                                          f"{model_cfg.name}")
     epochs_done = (trainer.state.epoch or 0.0) * rounds
     passes_done = epochs_done / rounds
@@ -144,7 +149,8 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         "train_seconds": round(train_seconds, 1),
         "eval_seconds_in_training": round(eval_seconds, 1),
         "tokens_per_second": round(sum(train_set["length"]) * passes_done / result.metrics["train_runtime"], 1),
-        "early_stopping_on": train_cfg.early_stopping_on, "best_checkpoint": best, "resumed_from": checkpoint,
+        "early_stopping_on": train_cfg.early_stopping_on, "best_checkpoint": _moved(best, work_dir, run_dir),
+        "resumed_from": _moved(checkpoint, work_dir, run_dir),
         **{f"{name}_loss_before": baseline["losses"][name] for name in EVAL_SETS},
         **{f"{name}_loss_after": after[name] for name in EVAL_SETS},
         "perplexity_before": perplexity(baseline["losses"]["validation"]),
@@ -154,9 +160,15 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         "sample_answers": [{"question": q["question"], "reference": q["answer"], "base": base, "fine_tuned": tuned}
                            for q, base, tuned in list(zip(questions, baseline["answers"], tuned_answers))[:3]],
     }
-    write_json_atomic(run_dir / "config.json", dataclasses.asdict(cfg))
-    write_json_atomic(run_dir / "training_report.json", report)
+    write_json_atomic(work_dir / "config.json", dataclasses.asdict(cfg))
+    write_json_atomic(work_dir / "training_report.json", report)
+    commit_directory(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
     return report
+
+
+def _moved(checkpoint: str | None, work_dir: Path, run_dir: Path) -> str | None:
+    """A checkpoint's path once the run has moved from its work directory to its own."""
+    return None if checkpoint is None else str(run_dir / Path(checkpoint).relative_to(work_dir))
 
 
 def recall_summary(questions: list[dict], base: list[str], tuned: list[str]) -> dict:

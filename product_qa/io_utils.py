@@ -1,9 +1,14 @@
-"""Atomic file output: write to a temporary file beside the target, then rename, so a run killed midway
-leaves the previous outputs intact and never a half-written file."""
+"""Atomic output: write to a temporary file beside the target, then rename, so a run killed midway leaves the
+previous outputs intact and never a half-written file; and for outputs that belong together (the splits and
+their report, a run's weights, config and report, the analysis report and its plots), build the whole set in
+a fresh sibling directory and swap it in at once (`replaced_directory`, `commit_directory`)."""
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -13,6 +18,7 @@ import orjson
 from product_qa.errors import UserError
 
 TEMP_MARK = ".tmp-"
+OLD_MARK = ".old-"  # a replaced set, set aside for the moment of a swap where the two directories cannot trade
 
 
 def temp_path_for(path: Path) -> Path:
@@ -29,6 +35,8 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
     try:
         yield handles
         for handle in handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename: a crash leaves the old file or the whole new one
             handle.close()
         for name, temp in temps.items():
             os.replace(temp, paths[name])
@@ -75,3 +83,96 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ------------------------------------------------------------------------------------------ sets of outputs
+@contextmanager
+def replaced_directory(target: Path, owner_file: str) -> Iterator[Path]:
+    """A fresh, empty sibling of `target` to write a whole set of outputs into; on success it takes `target`'s
+    place in one step (a reader sees the old set or the new one, never a mix), on error or a kill the old set
+    stays and the half-built one is removed (now, or by the next run). `target` must be ours: missing, empty,
+    or holding `owner_file` (what the set writes), so that a directory of the user's is never swapped away."""
+    recover_directory(target)
+    if target.is_dir() and any(target.iterdir()) and not (target / owner_file).exists():
+        raise UserError(f"{target}: holds files this stage did not write (no {owner_file}); set an empty or "
+                        "new output directory, the stage replaces the whole directory")
+    staging = target.with_name(f"{target.name}{TEMP_MARK}{os.getpid()}")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise UserError(f"{target.parent}: cannot write the output directory ({err.strerror})") from None
+    try:
+        yield staging
+        commit_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def commit_directory(staging: Path, target: Path, unsynced: tuple[str, ...] = ()) -> None:
+    """Put the fully written `staging` in the place of `target`: its files are flushed to disk first (all but
+    the subfolders named in `unsynced`), then the two directories trade places in one rename (Linux) or, where
+    they cannot, the old one is renamed aside and the new one in; the old set is then removed."""
+    _sync_tree(staging, unsynced)
+    if not target.exists():
+        os.rename(staging, target)
+    elif _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # it holds the old set now
+    else:
+        aside = target.with_name(f"{target.name}{OLD_MARK}{os.getpid()}")
+        os.rename(target, aside)
+        os.rename(staging, target)  # a kill between the two renames: recover_directory puts the old set back
+        shutil.rmtree(aside, ignore_errors=True)
+    _sync_dir(target.parent)
+
+
+def recover_directory(target: Path) -> None:
+    """Undo what a killed swap or build left beside `target`: an old set renamed aside comes back if the new one
+    never arrived (else it is removed), and half-built sets of dead processes are removed."""
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    for aside in parent.glob(f"{target.name}{OLD_MARK}*"):
+        pid = aside.name.rpartition(OLD_MARK)[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if target.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.rename(aside, target)
+    for staging in parent.glob(f"{target.name}{TEMP_MARK}*"):
+        pid = staging.name.rpartition(TEMP_MARK)[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directories in one step (renameat2 RENAME_EXCHANGE, Linux 3.15+); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if renameat2 is None:
+        return False
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+def _sync_tree(root: Path, skipped: tuple[str, ...]) -> None:
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in skipped]
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _sync_dir(Path(folder))
+
+
+def _sync_dir(folder: Path) -> None:
+    if sys.platform == "win32":  # directories cannot be opened there; renames are durable without it
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

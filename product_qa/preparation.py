@@ -23,12 +23,12 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from product_qa.cleaning import clean_text
+from product_qa.cleaning import clean_text_within
 from product_qa.configurator import config_dict, fingerprint
 from product_qa.errors import UserError
 from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
 from product_qa.hashing import key_hash, mix64, mix64_array
-from product_qa.io_utils import TEMP_MARK, atomic_outputs, prepare_output_dir, write_json_atomic
+from product_qa.io_utils import TEMP_MARK, atomic_outputs, recover_directory, replaced_directory, write_json_atomic
 from product_qa.parallel import BlockRunner
 from product_qa.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
 from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, ByteRange, Record, describe_source,
@@ -71,11 +71,14 @@ def spool_path(spool_dir: Path, index: int) -> Path:
     return spool_dir / f"{index:08d}.jsonl"
 
 
-def clean_record(record: Record) -> tuple[str, str]:
-    """Clean title and description; an empty one leaves the other as it is, since the record will be dropped."""
+def clean_record(record: Record, cfg) -> tuple[str, str]:
+    """Clean title and description; an empty one leaves the other as it is, since the record will be dropped.
+    A huge field that surely cleans past data.max_title_chars / max_content_chars is cleaned only as far as
+    its filter and drop example need (clean_text_within): the record is dropped as too long either way."""
     if not record.title or not record.content:
         return record.title, record.content
-    return clean_text(record.title), clean_text(record.content)
+    return (clean_text_within(record.title, cfg.max_title_chars),
+            clean_text_within(record.content, cfg.max_content_chars))
 
 
 def dedupe_keys(title: str, content: str) -> tuple[int, int]:
@@ -108,13 +111,14 @@ def process_block(index: int, task: Block | ByteRange) -> BlockResult:
                 result.bad.append(item)
             result.bad_counts[item.reason] = count + 1
             continue
-        title, content = clean_record(item)
+        title, content = clean_record(item, cfg)
         reason = drop_reason(title, content, cfg)
         if reason is not None:
             count = result.drops.get(reason, 0)
             if count < keep:
                 result.drop_examples.setdefault(reason, []).append(
-                    {"line": item.line, "title": clean_text(title)[:120], "content": clean_text(content)[:200]})
+                    {"line": item.line, "title": clean_text_within(title, cfg.max_title_chars)[:120],
+                     "content": clean_text_within(content, cfg.max_content_chars)[:200]})
             result.drops[reason] = count + 1
             continue
         title_key, exact_key = dedupe_keys(title, content)
@@ -195,8 +199,11 @@ def data_fingerprint(cfg, source) -> str:
 
 
 def output_paths(cfg) -> dict[str, Path]:
-    out = Path(cfg.output_dir)
-    return {split: out / f"{split}.jsonl" for split in SPLITS}
+    return split_paths(Path(cfg.output_dir))
+
+
+def split_paths(folder: Path) -> dict[str, Path]:
+    return {split: folder / f"{split}.jsonl" for split in SPLITS}
 
 
 def up_to_date(cfg, fp: str) -> dict | None:
@@ -219,10 +226,15 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     """Run the preparation stage; returns its report (also written to output_dir/prep_report.json)."""
     source = describe_source(cfg.raw_path)
     fp = data_fingerprint(cfg, source)
+    recover_directory(Path(cfg.output_dir))  # what a killed run left: the old set back, half-built ones gone
     if not force and (previous := up_to_date(cfg, fp)) is not None:
         return {**previous, "skipped": True}
+    # the splits and their report are built in a fresh directory that replaces output_dir as a whole
+    with replaced_directory(Path(cfg.output_dir), REPORT_NAME) as staging:
+        return _prepare_into(staging, cfg, source, fp, strict, progress)
 
-    out_dir = prepare_output_dir(cfg.output_dir)
+
+def _prepare_into(out_dir: Path, cfg, source, fp: str, strict: bool, progress: bool) -> dict:
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -273,7 +285,7 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
                             f"{cfg.output_dir} were left as they were")
 
         t0 = time.perf_counter()
-        split_counts = _write_examples(cfg, spool_dir, blocks, survivors, selected, progress)
+        split_counts = _write_examples(split_paths(out_dir), spool_dir, blocks, survivors, selected, progress)
         timings["write_examples"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(spool_dir, ignore_errors=True)
@@ -305,14 +317,14 @@ def prepare(cfg, *, strict: bool = False, force: bool = False, progress: bool = 
     return {**report, "skipped": False}
 
 
-def _write_examples(cfg, spool_dir: Path, blocks: int, survivors: Survivors, selected: np.ndarray,
-                    progress: bool) -> dict[str, int]:
+def _write_examples(paths: dict[str, Path], spool_dir: Path, blocks: int, survivors: Survivors,
+                    selected: np.ndarray, progress: bool) -> dict[str, int]:
     """Copy each selected example from the spool files, in order, to its split's file (atomic writes)."""
     split_of = np.full(len(survivors.lines), 255, dtype=np.uint8)
     split_of[selected] = survivors.splits[selected]
     counts = np.bincount(split_of[selected], minlength=len(SPLITS))
     codes = iter(split_of.tolist())
-    with atomic_outputs(output_paths(cfg)) as handles:
+    with atomic_outputs(paths) as handles:
         writers = [handles[split].write for split in SPLITS]
         for index in tqdm(range(blocks), unit="block", desc="write examples", disable=not progress):
             with open(spool_path(spool_dir, index), "rb") as spool:

@@ -226,9 +226,10 @@ def build_trainer(model, tokenizer, train_set, eval_sets: dict, args, cfg, progr
     return trainer
 
 
-def latest_checkpoint(run_dir: Path) -> str | None:
+def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str | None:
     """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while saving
-    leaves a folder without it (or with it cut short): such folders are removed, and the one before is used."""
+    leaves a folder without it (or with it cut short): such folders are skipped (and removed, unless
+    `remove_incomplete` is False), and the one before is used."""
     folders = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rpartition("-")[2]),
                      reverse=True)
     for folder in folders:
@@ -236,18 +237,22 @@ def latest_checkpoint(run_dir: Path) -> str | None:
             orjson.loads((folder / "trainer_state.json").read_bytes())
             return str(folder)
         except (OSError, orjson.JSONDecodeError):
-            shutil.rmtree(folder, ignore_errors=True)
+            if remove_incomplete:
+                shutil.rmtree(folder, ignore_errors=True)
     return None
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from (None to start fresh). A fresh start clears the old checkpoints."""
-    checkpoint = latest_checkpoint(run_dir)
+def prepare_run_dir(work_dir: Path, resume: bool, main: bool = True) -> str | None:
+    """The checkpoint to resume from (None to start fresh). A fresh start clears what an unfinished run left.
+    Only the main process changes the work directory; the other ranks of a multi-process run (called after the
+    main one is done here) only read the checkpoint they resume from."""
     if resume:
-        if checkpoint is None:
-            raise UserError(f"--resume: no checkpoint in {run_dir / 'checkpoints'} to resume from")
+        if (checkpoint := latest_checkpoint(work_dir, remove_incomplete=main)) is None:
+            raise UserError(f"--resume: no checkpoint in {work_dir / 'checkpoints'} to resume from (only a run "
+                            "stopped before it finished can be resumed)")
         return checkpoint
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if main:
+        shutil.rmtree(work_dir, ignore_errors=True)
     return None
 
 

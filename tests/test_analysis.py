@@ -121,8 +121,9 @@ def test_heavy_hitters_keep_the_top_keys_within_their_error_bound():
 
 
 def test_word_count_matches_split():
-    for text in ("a b", " a", "a  b", "a\nb", "a\xa0b", "abc", "x y z.", "\u2003a b", "a\u200bb", "a b "):
-        assert word_count(text) == len(text.split()), repr(text)
+    for text in ("a b", " a", "a  b", "a\nb", "a\xa0b", "abc", "x y z.", "\u2003a b", "a\u200bb", "a b ",
+                 "a \x1c\x85b\u3000 c  " * 10_000):  # the last counted without split(): it is long
+        assert word_count(text) == len(text.split()), repr(text[:20])
 
 
 EDGE_CASES = [
@@ -231,6 +232,31 @@ def test_max_length_covers_the_target_share_of_training_examples(tmp_path, data_
 
 
 @pytest.mark.skipif(not REAL_RECORDS.exists(), reason="real_trn_dev.jsonl is not available")
+def test_a_huge_description_is_neither_tokenized_nor_cleaned_whole(tmp_path, data_config, packaged_tokenizer,
+                                                                   monkeypatch):
+    """One 50 MB description made the analysis peak at 6.96 GB: its tokens were counted, and it was cleaned
+    whole, though preparation drops it as too long. It is measured whole (characters, words), cleaned from its
+    start as preparation does, and not tokenized; the funnel still matches preparation's."""
+    import product_qa.analysis as analysis
+    huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe", "content": "A kettle that boils fast. " * 20_000}
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", SMALL + [huge]))
+    cleaned, tokenized = [], []  # the lengths of the texts each cleaning rule, and the tokenizer, are given
+    monkeypatch.setattr(analysis, "CLEANING_RULES", [(name, lambda text, rule=rule: cleaned.append(len(text))
+                                                      or rule(text)) for name, rule in CLEANING_RULES])
+    real_count = analysis.count_tokens
+    monkeypatch.setattr(analysis, "count_tokens", lambda tokenizer, texts: tokenized.extend(map(len, texts))
+                        or real_count(tokenizer, texts))
+    report = analyse(config_for(data_config, tmp_path, token_sample_size=100), progress=False,
+                     tokenizer=packaged_tokenizer).report
+    assert max(cleaned) < len(huge["content"]) and max(tokenized) < 1000
+    assert report["sample_sizes"]["not_tokenized_too_long"] == {"title": 0, "content": 1}
+    assert report["lengths"]["content"]["chars"]["max"] == len(huge["content"])  # measured whole
+    assert report["lengths"]["content"]["words"]["max"] == 100_000
+    assert report["lengths"]["content"]["tokens"]["count"] == 6  # SMALL's descriptions
+    assert report["funnel"] == prepare(data_config, progress=False)["steps"]
+    assert {item["filter"]: item["dropped"] for item in report["filters"]}["content_too_long"] == 1
+
+
 def test_real_records(tmp_path, data_config, packaged_tokenizer):
     data_config.raw_path = str(REAL_RECORDS)
     cfg = config_for(data_config, tmp_path, token_sample_size=700)

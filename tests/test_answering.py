@@ -219,7 +219,8 @@ def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
     """config.json without some sections or with settings since removed: today's defaults fill the gaps; a
     broken config.json is one clear line."""
     import shutil
-    from product_qa.answering import Answerer, find_run
+    from product_qa.answering import Answerer
+    from product_qa.runs import find_run
     cfg = apply_overrides(Config(), [*tiny_run["settings"], f"train.output_dir={tmp_path}"])
     run = tmp_path / "old"
     shutil.copytree(tiny_run["run_dir"], run)

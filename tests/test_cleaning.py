@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from product_qa.cleaning import (CLEANING_RULES, clean_text, decode_html_entities, fix_glued_sentences,
-                                 normalize_unicode, normalize_whitespace, remove_control_characters,
-                                 remove_scraping_boilerplate, repair_windows_1252, strip_html_tags)
+from product_qa.cleaning import (CLEANING_RULES, LONG_TEXT_CHARS, clean_text, clean_text_within,
+                                 decode_html_entities, fix_glued_sentences, normalize_unicode, normalize_whitespace,
+                                 remove_control_characters, remove_scraping_boilerplate, repair_windows_1252,
+                                 strip_html_tags, too_long_start)
 
 REAL_RECORDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_trn_dev.jsonl"
 
@@ -115,3 +116,33 @@ def test_real_records_clean_without_residue():
             cleaned = clean_text(record[name])
             assert not RESIDUE.search(cleaned), (name, RESIDUE.search(cleaned).group(), cleaned[:200])
             assert clean_text(cleaned) == cleaned  # idempotent
+
+
+# ------------------------------------------------------------------------------------------- over-long texts
+def _huge(piece: str, chars: int = 3 * LONG_TEXT_CHARS) -> str:
+    return (piece * (chars // len(piece) + 1))[:chars]
+
+
+@pytest.mark.parametrize("text, limit, cut_short", [
+    (_huge("A kettle&#8217;s <b>red</b> lid &amp; handle. Copyright 1998 Reed Business Information, Inc. "), 5000,
+     True),
+    (_huge("word "), 300, True),
+    (_huge("Caf\u00e9 e\u0301 \x92 done.Next \u200b tab\there "), 5000, True),
+    ("<b " + _huge("x y ") + ">", 5000, False),  # one tag over the whole text: it cleans to nothing
+    (_huge(" ") + "short", 5000, False),  # whitespace: it cleans to one word
+    (_huge("<br>" * 50 + " "), 5000, False),  # markup: it cleans to nothing
+    (_huge("&lt;i " + "z " * 20), 5000, False),  # an entity opens a tag the rest may close
+    (_huge("x" * 1000), 5000, False),  # no space to cut at
+    ("word " * 1000, 10, False),  # short enough to clean whole
+])
+def test_a_huge_text_is_cleaned_from_its_start_only_when_that_shows_it_too_long(text, limit, cut_short):
+    start = too_long_start(text, limit)
+    assert (start is not None) == cut_short
+    whole = clean_text(text)
+    within = clean_text_within(text, limit)
+    if start is None:
+        assert within == whole
+    else:
+        assert len(start) < len(text) and text.startswith(start)
+        assert len(whole) > limit and len(within) > limit  # the too-long filter drops it either way
+        assert within[:200] == whole[:200]  # and its drop example reads the same

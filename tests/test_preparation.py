@@ -136,9 +136,36 @@ def test_rerun_is_a_no_op_unless_forced_or_changed(tmp_path, data_config):
     stamp = train.stat().st_mtime_ns
     assert prepare(data_config, progress=False)["skipped"] is True
     assert train.stat().st_mtime_ns == stamp
+    # nothing left behind by the skipped run: no spool, no temp file, no half-built set beside the outputs
+    assert sorted(p.name for p in Path(data_config.output_dir).iterdir()) == [
+        "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "trn.json"]
     assert prepare(data_config, progress=False, force=True)["skipped"] is False
     data_config.min_title_chars = 4
     assert prepare(data_config, progress=False)["skipped"] is False
+
+
+def test_a_huge_description_is_dropped_without_being_cleaned_whole(tmp_path, data_config, monkeypatch):
+    """One 50 MB description made preparation peak at 0.92 GB: it was cleaned whole (and again for its drop
+    example) before the too-long filter dropped it. Its start now shows it too long; nothing else changes."""
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(50)))
+    prepare(data_config, progress=False)
+    without = outputs_bytes(data_config)
+    huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe", "content": "A kettle that boils fast. " * 20_000}
+    data_config.raw_path = str(write_jsonl(tmp_path / "huge.json", catalog(25) + [huge] + catalog(25, 25)))
+    import product_qa.cleaning as cleaning
+    cleaned = []  # the length of each text a cleaning rule is given
+
+    def measured(rule):
+        return lambda text: cleaned.append(len(text)) or rule(text)
+
+    monkeypatch.setattr(cleaning, "CLEANING_RULES", [(name, measured(rule)) for name, rule in cleaning.CLEANING_RULES])
+    report = prepare(data_config, progress=False)
+    assert max(cleaned) <= cleaning.LONG_TEXT_CHARS < len(huge["content"])
+    dropped = report["dropped"]["content_too_long"]
+    assert dropped["count"] == 1 and dropped["examples"][0]["line"] == 26
+    assert dropped["examples"][0]["content"] == ("A kettle that boils fast. " * 8)[:200]
+    assert outputs_bytes(data_config) == without
 
 
 def test_a_failure_mid_write_leaves_previous_outputs_intact(tmp_path, data_config, monkeypatch):
@@ -184,19 +211,20 @@ def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not list(out.glob("train.jsonl.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
+        while (not list(tmp_path.glob("out.tmp-*/train.jsonl.tmp-*")) and process.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.002)
         assert process.poll() is None, "the run ended before it started writing: make the input bigger"
         process.send_signal(signal.SIGKILL)
         process.wait()
     finally:
         process.kill()
-    assert {p.name: p.read_bytes() for p in out.iterdir() if ".tmp-" not in p.name} == before
-    # The next run removes the dead run's temp files and completes.
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # The next run removes the dead run's half-built set and completes.
     result = subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), "--force", *args], cwd=REPO,
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert not list(out.glob("*.tmp-*"))
+    assert not list(tmp_path.glob("out.*"))
 
 
 def test_an_input_where_every_record_is_filtered_out_keeps_the_old_outputs(tmp_path, data_config):

@@ -20,7 +20,8 @@ from product_qa.configurator import apply_overrides
 from product_qa.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
 from product_qa.errors import UserError
 from product_qa.prompts import resolve_template
-from product_qa.training import latest_checkpoint, select_precision
+from product_qa.runs import unfinished_run_dir
+from product_qa.training import latest_checkpoint, prepare_run_dir, select_precision
 
 EXAMPLE = {"uid": "B1", "question": "What is Acme Kettle Model 4?",
            "answer": "A stainless steel kettle that holds two litres and boils fast."}
@@ -189,7 +190,8 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
 
     process = subprocess.Popen([*args, "--run-name", "killed"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
+    killed_dir = tmp_path / "runs" / "killed"
+    checkpoints = unfinished_run_dir(killed_dir) / "checkpoints"  # a run is built in its work directory
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         if (checkpoints / "checkpoint-6").exists():
@@ -198,12 +200,14 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
         time.sleep(0.01)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (tmp_path / "runs" / "killed" / "adapter").exists()
+    assert not killed_dir.exists()  # an unfinished run is not a run: ask.py and the demo never see it
     resumed = subprocess.run([*args, "--run-name", "killed", "--resume"], cwd=REPO, env=env, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    report = json.loads((tmp_path / "runs" / "killed" / "training_report.json").read_text())
-    assert report["resumed_from"] is not None and report["steps"] == 16
+    report = json.loads((killed_dir / "training_report.json").read_text())
+    assert report["steps"] == 16
+    assert Path(report["resumed_from"]).parent == killed_dir / "checkpoints"  # where it lies now the run is done
+    assert not unfinished_run_dir(killed_dir).exists()
     whole, killed = _adapter(tmp_path / "runs" / "whole"), _adapter(tmp_path / "runs" / "killed")
     assert whole.keys() == killed.keys()
     for name in whole:
@@ -219,6 +223,23 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
             (folder / "trainer_state.json").write_text("{}")
     assert latest_checkpoint(tmp_path) == str(checkpoints / "checkpoint-4")
     assert not (checkpoints / "checkpoint-6").exists()
+
+
+def test_only_the_main_process_changes_the_work_directory(tmp_path):
+    """The other ranks of a multi-process run read the checkpoint they resume from and remove nothing: not an
+    incomplete checkpoint (the main process does that first), not the work directory of a fresh start."""
+    work_dir = tmp_path / "run.unfinished"
+    for step, complete in ((2, True), (4, False)):
+        folder = work_dir / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert prepare_run_dir(work_dir, resume=True, main=False) == str(work_dir / "checkpoints" / "checkpoint-2")
+    assert (work_dir / "checkpoints" / "checkpoint-4").exists()
+    assert prepare_run_dir(work_dir, resume=False, main=False) is None and work_dir.exists()
+    assert prepare_run_dir(work_dir, resume=True) == str(work_dir / "checkpoints" / "checkpoint-2")
+    assert not (work_dir / "checkpoints" / "checkpoint-4").exists()
+    assert prepare_run_dir(work_dir, resume=False) is None and not work_dir.exists()
 
 
 def test_two_processes_on_cpu_train_as_the_full_logits_path_does(tmp_path, tiny_model_dir, raw_sample):
@@ -241,6 +262,7 @@ def test_two_processes_on_cpu_train_as_the_full_logits_path_does(tmp_path, tiny_
         reports[answer_only] = json.loads((tmp_path / "runs" / name / "training_report.json").read_text())
         assert reports[answer_only]["processes"] == 2 and reports[answer_only]["steps"] == 4
         assert (tmp_path / "runs" / name / "adapter" / "adapter_model.safetensors").exists()
+        assert not unfinished_run_dir(tmp_path / "runs" / name).exists()  # swapped in once, by the main process
     # validation, and the training views, each tokenized once
     assert len(list((tmp_path / "data" / "tokenized").iterdir())) == 1
     assert len(list((tmp_path / "data" / "views" / "tokenized").iterdir())) == 1

@@ -1,0 +1,45 @@
+"""The layout of the fine-tuning runs under train.output_dir: which runs are finished, the latest one, the one
+a command names, and the directory a run is built in until it is done."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from product_qa.errors import UserError
+from product_qa.io_utils import OLD_MARK, recover_directory
+
+UNFINISHED_SUFFIX = ".unfinished"
+
+
+def unfinished_run_dir(run_dir: Path) -> Path:
+    """Where a run is built (checkpoints, weights, report) until it is done and replaces `run_dir` whole, so
+    that `ask.py` and the demo see the previous run or this one, never this one's weights under the other's
+    report. A killed run stays here for --resume."""
+    return run_dir.with_name(run_dir.name + UNFINISHED_SUFFIX)
+
+
+def finished(run_dir: Path) -> bool:
+    """A run that got to the end: its merged model, config.json and report are there, and it is no longer in the
+    work directory it was built in."""
+    return not run_dir.name.endswith(UNFINISHED_SUFFIX) and all(
+        (run_dir / name).exists() for name in ("merged", "config.json", "training_report.json"))
+
+
+def latest_run(runs_dir: Path) -> Path | None:
+    """The most recently finished fine-tuning run."""
+    for aside in runs_dir.glob(f"*{OLD_MARK}*"):  # a run set aside by a swap that was killed halfway
+        recover_directory(runs_dir / aside.name.rpartition(OLD_MARK)[0])
+    runs = [p.parent for p in runs_dir.glob("*/training_report.json") if finished(p.parent)]
+    return max(runs, key=lambda run: (run / "training_report.json").stat().st_mtime, default=None)
+
+
+def find_run(cfg, run_name: str | None) -> Path | None:
+    """The named run (an error when it is missing), else the latest one, else None (base model only)."""
+    runs_dir = Path(cfg.train.output_dir)
+    if run_name is None:
+        return latest_run(runs_dir)
+    run_dir = runs_dir / run_name
+    recover_directory(run_dir)
+    if not finished(run_dir):
+        raise UserError(f"{run_dir}: no finished fine-tuning run there; train one with `python "
+                        f"fine_tuning_project.py --run-name {run_name}`")
+    return run_dir

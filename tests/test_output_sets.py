@@ -1,0 +1,163 @@
+"""Outputs that belong together are replaced together: the writer is killed (SIGKILL) at every rename it makes
+and a reader then finds the old set or the new one, never a mix; the next run cleans up and completes."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, cli_overrides, tiny_run_overrides
+
+from config import Config, TrainConfig
+from product_qa.io_utils import recover_directory
+from product_qa.runs import find_run
+
+# Runs a script with os.rename, os.replace and the directory exchange counted; at call `kill_at` whose destination
+# matches the regular expression `watched`, the process kills itself (a kill -9 at exactly that point). exchange=off stands for a file
+# system without renameat2's exchange, where the swap is two renames.
+KILLER = """
+import os, re, runpy, signal, sys
+import product_qa.io_utils as io_utils
+kill_at, watched, exchange = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "on"
+calls = 0
+def counted(real):
+    def call(source, destination, *args, **kwargs):
+        global calls
+        if re.match(watched, os.path.abspath(os.fspath(destination))):
+            calls += 1
+            if calls == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(source, destination, *args, **kwargs)
+    return call
+os.rename, os.replace = counted(os.rename), counted(os.replace)
+io_utils._exchange = counted(io_utils._exchange) if exchange else (lambda first, second: False)
+sys.argv = sys.argv[4:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_killed(kill_at: int, watched: str, exchange: str, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", KILLER, str(kill_at), str(watched), exchange, str(REPO / script),
+                           *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def kill_at_every_rename(watched: str, exchange: str, script: str, args: list[str], check) -> int:
+    """Kill the writer at its 1st, 2nd, ... watched rename until it gets through; `check` reads the set after
+    each kill. Returns the number of renames it was killed at."""
+    for kill_at in range(1, 200):
+        result = run_killed(kill_at, watched, exchange, script, *args)
+        if result.returncode == 0:
+            return kill_at - 1
+        assert result.returncode == -9, result.stderr[-3000:]
+        check()
+    raise AssertionError("the writer never finished")
+
+
+def leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(name) and p.name != name)
+
+
+@pytest.mark.parametrize("exchange", ["on", "off"])
+def test_prepared_splits_and_report_are_replaced_as_one_set(tmp_path, raw_sample, exchange):
+    out = tmp_path / "data"
+    def args(records: int) -> list[str]:
+        return ["--no-progress", "--data", str(raw_sample), *cli_overrides(
+            [f"data.output_dir={out}", "data.workers=1", f"data.max_records={records}"])]
+
+    sets = {}
+    for records in (300, 200):  # the old set, then (for reference) the new one
+        assert subprocess.run([sys.executable, "prepare_data.py", *args(records)], cwd=REPO, capture_output=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 0
+        sets[records] = snapshot(out)
+    old, new = sets[300], sets[200]
+    splits = [name for name in old if name.endswith(".jsonl")]
+    assert splits and all(old[name] != new[name] for name in splits)
+
+    def reader_sees_one_set():
+        if exchange == "off" and not out.exists():  # killed between the two renames: every stage that reads the
+            recover_directory(out)                  # splits runs prepare() first, which puts the old set back
+        now = snapshot(out)
+        report = json.loads(now["prep_report.json"])
+        whole = next(s for s in (old, new) if json.loads(s["prep_report.json"])["fingerprint"] == report["fingerprint"])
+        assert {name: now[name] for name in splits} == {name: whole[name] for name in splits}
+        assert set(now) == set(whole)
+
+    # back to the old set, then the new one is written with a kill at each rename
+    assert subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 0
+    renames = kill_at_every_rename(re.escape(str(out)), exchange, "prepare_data.py", args(200), reader_sees_one_set)
+    assert renames >= 5  # three splits and the report inside the new set, then the swap (two renames without exchange)
+    assert {n: b for n, b in snapshot(out).items() if n != "prep_report.json"} == {
+        n: b for n, b in new.items() if n != "prep_report.json"}
+    assert leftovers(tmp_path, "data") == []  # what the kills left was cleaned up by the runs after them
+
+
+def test_analysis_report_and_plots_are_replaced_as_one_set(tmp_path, raw_sample):
+    out = tmp_path / "analysis"
+    def args(records: int) -> list[str]:
+        return ["--no-progress", "--data", str(raw_sample), *cli_overrides(
+            [f"analysis.output_dir={out}", "data.workers=1", f"data.max_records={records}",
+             f"data.output_dir={tmp_path / 'data'}"])]
+
+    def run(records: int) -> dict[str, bytes]:
+        result = subprocess.run([sys.executable, "data_analysis.py", *args(records)], cwd=REPO, capture_output=True,
+                                text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert result.returncode == 0, result.stderr[-2000:]
+        return snapshot(out)
+
+    sets = {300: run(300), 200: run(200)}
+    assert sets[300].keys() == sets[200].keys()
+    run(300)
+
+    def timeless(files: dict[str, bytes]) -> dict[str, bytes]:  # the report states its run's seconds
+        return {name: re.sub(rb"\d+\.\d s", b"", data) if name == "report.md" else data
+                for name, data in files.items() if name != "data_analysis_report.json"}
+
+    def reader_sees_one_set():
+        now = snapshot(out)
+        records = json.loads(now["data_analysis_report.json"])["config"]["data"]["max_records"]
+        assert timeless(now) == timeless(sets[records])
+
+    renames = kill_at_every_rename(re.escape(str(out)), "on", "data_analysis.py", args(200), reader_sees_one_set)
+    assert renames >= len(sets[200])  # every file of the set, then the swap
+    assert timeless(snapshot(out)) == timeless(sets[200]) and leftovers(tmp_path, "analysis") == []
+
+
+def test_a_run_retrained_under_its_name_is_replaced_as_a_whole(tmp_path, tiny_model_dir, raw_sample):
+    # the swap without exchange (two renames) is the one the splits' test kills between
+    runs = tmp_path / "runs"
+    def args(seed: int) -> list[str]:
+        return ["--no-progress", "--run-name", "same", *cli_overrides(tiny_run_overrides(
+            tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 2, "train.seed": seed}))]
+
+    def train(seed: int) -> dict[str, bytes]:
+        result = subprocess.run([sys.executable, "fine_tuning_project.py", *args(seed)], cwd=REPO, text=True,
+                                capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        return snapshot(runs / "same")
+
+    served = ("merged/model.safetensors", "config.json", "training_report.json")
+    old = train(1)
+
+    def reader_sees_the_old_run():  # the new run is not finished before its swap, so the old one stays whole
+        assert find_run(Config(train=TrainConfig(output_dir=str(runs))), "same") == runs / "same"
+        now = snapshot(runs / "same")
+        assert all(now[name] == old[name] for name in served)
+
+    # killed at each file written at the top of the run's work directory (the report among them) and at the swap
+    top_files = re.escape(str(runs / "same")) + r"(\.unfinished/[^/]+)?$"
+    kills = kill_at_every_rename(top_files, "on", "fine_tuning_project.py", args(2), reader_sees_the_old_run)
+    assert kills >= 4  # baseline.json, the loss plot, config.json, training_report.json, then the swap
+    now = snapshot(runs / "same")
+    assert json.loads(now["config.json"])["train"]["seed"] == 2 and now["merged/model.safetensors"] != \
+        old["merged/model.safetensors"]
+    assert leftovers(runs, "same") == []
