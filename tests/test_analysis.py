@@ -231,7 +231,6 @@ def test_max_length_covers_the_target_share_of_training_examples(tmp_path, data_
     assert analysis.report["lengths"]["title"]["tokens"]["count"] == len(analysis.token_lengths["title"]) > 0
 
 
-@pytest.mark.skipif(not REAL_RECORDS.exists(), reason="real_trn_dev.jsonl is not available")
 def test_a_huge_description_is_neither_tokenized_nor_cleaned_whole(tmp_path, data_config, packaged_tokenizer,
                                                                    monkeypatch):
     """One 50 MB description made the analysis peak at 6.96 GB: its tokens were counted, and it was cleaned
@@ -257,6 +256,7 @@ def test_a_huge_description_is_neither_tokenized_nor_cleaned_whole(tmp_path, dat
     assert {item["filter"]: item["dropped"] for item in report["filters"]}["content_too_long"] == 1
 
 
+@pytest.mark.skipif(not REAL_RECORDS.exists(), reason="real_trn_dev.jsonl is not available")
 def test_real_records(tmp_path, data_config, packaged_tokenizer):
     data_config.raw_path = str(REAL_RECORDS)
     cfg = config_for(data_config, tmp_path, token_sample_size=700)

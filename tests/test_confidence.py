@@ -1,5 +1,6 @@
 """Declining what the model is unsure of: its confidence in an answer's first tokens, and the fixed answer."""
 import dataclasses
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -59,3 +60,16 @@ def test_a_streamed_answer_is_held_back_until_the_model_is_known_to_be_sure(tiny
     assert list(stream_answer(model, tokenizer, prompts[0], decoding, min_confidence=0.999999)) == [UNKNOWN_ANSWER]
     sure = "".join(stream_answer(model, tokenizer, prompts[0], decoding, min_confidence=batched.confidence / 2))
     assert sure.strip() == batched.text
+
+
+def test_only_the_fine_tuned_model_alone_declines_when_unsure(tiny_run):
+    from product_qa.answering import Answerer
+    from product_qa.configurator import apply_overrides
+    cfg = apply_overrides(Config(), [*tiny_run["settings"], "generation.min_confidence=0.999999"])
+    answerer = Answerer(cfg, Path(tiny_run["run_dir"]))
+    question = answerer.catalog.known[0]["question"]
+    tuned = answerer.answer([question], "fine_tuned")[0]
+    assert tuned.text == UNKNOWN_ANSWER and 0 < tuned.confidence < 0.999999
+    assert "".join(answerer.stream(question, "fine_tuned")[1]) == UNKNOWN_ANSWER
+    assert answerer.answer([question], "base")[0].text != UNKNOWN_ANSWER  # the base model is never gated
+    assert answerer.answer([question], "fine_tuned_rag")[0].text != UNKNOWN_ANSWER  # nor a model given context
