@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +22,10 @@ from pathlib import Path
 import orjson
 
 from product_qa.errors import UserError
+
+# The hub client logs each retry of an unreachable hub (five lines before the one-line error this module
+# raises); its errors still raise and are reported.
+logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ def test_bad_settings_give_one_clear_line(tmp_path, tiny_model_dir, raw_sample, 
     result = run_script("fine_tuning_project.py", "--no-progress", *sum((["--set", s] for s in overrides), []))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert re.search(message, result.stderr.strip().splitlines()[-1])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), lines
 
 
 def test_empty_prepared_data_is_a_clear_error(tmp_path, tiny_model_dir):
