@@ -22,7 +22,7 @@ import orjson
 
 from product_qa.catalog import Catalog, read_catalog
 from product_qa.errors import UserError
-from product_qa.generation import (Generated, declined_when_unsure, generate_answers, stream_answer,
+from product_qa.generation import (Generated, decline_threshold, declined_when_unsure, generate_answers, stream_answer,
                                   with_answer_cap)
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths
@@ -92,8 +92,12 @@ class Answerer:
                                              cache_dir=cfg.model.cache_dir)
         self.train_cfg = _section(type(cfg.train), run_cfg["train"], "train") if "train" in run_cfg else cfg.train
         # the answer cap follows the run's data (generation.max_new_tokens=None): its longest training answer
-        self.decoding = with_answer_cap(cfg.generation, _run_report(run_dir).get("longest_answer_tokens")
-                                        if run_dir else None)
+        report = _run_report(run_dir) if run_dir else {}
+        self.decoding = with_answer_cap(cfg.generation, report.get("longest_answer_tokens"))
+        # the fine-tuned model's decline threshold: the user's, lowered to what the run's own catalog reached
+        floor = report.get("catalog_confidence_floor")
+        self.min_confidence = decline_threshold(cfg.generation.min_confidence,
+                                                floor if isinstance(floor, (int, float)) else None)
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
         self._models: dict[str, object] = {}
@@ -172,7 +176,7 @@ class Answerer:
                                          [self.prompt(questions[i], hits[i]) for i in asked], self.decoding,
                                          progress=progress)
             if system == "fine_tuned":  # the model alone: it declines what it is unsure of
-                generated = [declined_when_unsure(g, self.cfg.generation.min_confidence) for g in generated]
+                generated = [declined_when_unsure(g, self.min_confidence) for g in generated]
             by_question = dict(zip(asked, generated))
         return [Answer(system, by_question[i].text, hits[i], by_question[i].new_tokens,
                        by_question[i].seconds + retrieval_seconds, by_question[i].confidence) if i in by_question
@@ -186,7 +190,7 @@ class Answerer:
         if system == "retrieval" or (hit is not None and not hit.matched):
             return hit, iter([_retrieved_answer(hit)])
         return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),
-                                  self.decoding, self.cfg.generation.min_confidence if system == "fine_tuned" else None)
+                                  self.decoding, self.min_confidence if system == "fine_tuned" else None)
 
 
 def _retrieved_answer(hit: Hit) -> str:

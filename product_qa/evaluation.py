@@ -158,8 +158,8 @@ def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
         "run": str(run_dir) if run_dir else None, "model": answerer.model_cfg.name, "template": answerer.template,
         "systems": systems, "skipped_systems": skipped, "labels": {s: SYSTEM_LABELS[s] for s in systems},
         "decoding": {k: getattr(answerer.decoding, k) for k in ("max_new_tokens", "repetition_penalty",
-                                                              "no_repeat_ngram_size", "batch_size",
-                                                              "min_confidence")},
+                                                              "no_repeat_ngram_size", "batch_size")}
+        | {"min_confidence": answerer.min_confidence},  # the run's threshold (answering.Answerer)
         "rag": {"retriever": cfg.rag.retriever, "min_score": cfg.rag.min_score,
                 "max_context_tokens": cfg.rag.max_context_tokens,
                 "indexed_products": len(index.uids) if index else None},

@@ -18,7 +18,8 @@ from product_qa import metrics
 from product_qa.catalog import is_declined, read_catalog, recall_questions, training_rounds, views_file
 from product_qa.encoding import ExampleEncoder, perplexity, sample_indices, tokenized_split
 from product_qa.errors import UserError
-from product_qa.generation import declined_when_unsure, generate_answers, with_answer_cap
+from product_qa.generation import (Generated, catalog_confidence_floor, decline_threshold, declined_when_unsure,
+                                  generate_answers, with_answer_cap)
 from product_qa.io_utils import commit_directory, write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths, prepare
@@ -89,7 +90,8 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     questions = recall_questions(catalog, train_cfg.recall_questions, train_cfg.seed)
     baseline_path = work_dir / "baseline.json"
     if checkpoint is None:
-        base_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding) if main else []
+        base_answers = ([a.text for a in _answers(trainer.model, tokenizer, questions, template, cfg, decoding)]
+                        if main else [])
         losses = trainer.evaluate()
         baseline = {"losses": {name: losses[f"eval_{name}_loss"] for name in EVAL_SETS}, "answers": base_answers}
         if main:
@@ -126,8 +128,11 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         return {}
     save_outputs(trainer, tokenizer, work_dir, train_cfg.method, model_path, precision,
                  model_cfg.trust_remote_code)
-    tuned_answers = _answers(trainer.model, tokenizer, questions, template, cfg, decoding,
-                             cfg.generation.min_confidence)
+    tuned = _answers(trainer.model, tokenizer, questions, template, cfg, decoding)
+    # the decline threshold of this run, from its own catalog (saved in the report; ask.py and the evaluation use it)
+    confidence_floor = catalog_confidence_floor([a.confidence for a in tuned])
+    threshold = decline_threshold(cfg.generation.min_confidence, confidence_floor)
+    tuned_answers = [declined_when_unsure(a, threshold).text for a in tuned]
     for name in EVAL_SETS:  # where training started
         history[name] = [(0, baseline["losses"][name]), *history[name]]
     plot_loss_curves(history, work_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
@@ -143,6 +148,8 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         "views": train_cfg.views, "rounds": rounds,
         "train_examples": len(train_set), "truncated_examples": sum(train_set["truncated"]),
         "longest_answer_tokens": max(train_set["answer_tokens"]),  # the answer cap of generation.max_new_tokens=None
+        "catalog_confidence_floor": confidence_floor,  # lowers generation.min_confidence for this run
+        "decline_threshold": threshold,
         "steps": trainer.state.global_step, "epochs": round(epochs_done, 3),
         "answer_tokens_seen": round(answer_tokens * passes_done),
         "tokens_seen": round(sum(train_set["length"]) * passes_done),
@@ -190,10 +197,6 @@ def _sampled(dataset, limit: int | None, seed: int):
     return dataset if keep is None else dataset.select(keep)
 
 
-def _answers(model, tokenizer, examples: list[dict], template: str, cfg, decoding,
-             min_confidence: float | None = None) -> list[str]:
-    """The model's answers; with `min_confidence` (the fine-tuned model) it declines what it is unsure of, as
-    ask.py and the evaluation have it do."""
+def _answers(model, tokenizer, examples: list[dict], template: str, cfg, decoding) -> list[Generated]:
     prompts = [prompt_text(tokenizer, e["question"], template, cfg.train.system_prompt) for e in examples]
-    return [declined_when_unsure(answer, min_confidence).text
-            for answer in generate_answers(model, tokenizer, prompts, decoding)]
+    return generate_answers(model, tokenizer, prompts, decoding)

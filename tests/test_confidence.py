@@ -1,5 +1,6 @@
 """Declining what the model is unsure of: its confidence in an answer's first tokens, and the fixed answer."""
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -7,8 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from config import Config
 from product_qa.catalog import UNKNOWN_ANSWER, is_declined
-from product_qa.generation import (CONFIDENCE_TOKENS, Generated, answer_confidence, declined_when_unsure,
-                                   generate_answers, stream_answer)
+from product_qa.generation import (CONFIDENCE_TOKENS, Generated, answer_confidence, catalog_confidence_floor,
+                                   decline_threshold, declined_when_unsure, generate_answers, stream_answer)
 from product_qa.prompts import prompt_text
 
 QUESTIONS = ["What is Girls Ballet Tutu Neon Pink?", "Describe The Forgotten Tide (Paperback) in a few words."]
@@ -26,6 +27,14 @@ def test_unsure_answers_become_the_fixed_decline_and_sure_ones_stay():
     declined = declined_when_unsure(unsure, 0.8)
     assert declined.text == UNKNOWN_ANSWER and is_declined(declined.text) and declined.new_tokens == 6
     assert declined_when_unsure(unsure, 0.0) == unsure and declined_when_unsure(unsure, None) == unsure
+
+
+def test_a_runs_threshold_is_lowered_to_what_its_own_catalog_reached():
+    confidences = [0.99] * 18 + [0.80, 0.40]  # 20 catalog answers: at most one (5%) may fall below the floor
+    assert catalog_confidence_floor(confidences) == 0.80 and catalog_confidence_floor([]) is None
+    assert decline_threshold(0.93, 0.80) == 0.80  # a long-description catalog: 0.93 would decline 2 of 20
+    assert decline_threshold(0.93, 0.99) == 0.93  # a sure catalog keeps the user's threshold
+    assert decline_threshold(0.0, 0.80) == 0.0 and decline_threshold(0.93, None) == 0.93  # off stays off
 
 
 def _model_and_prompts(tiny_model_dir, tokenizer):
@@ -67,6 +76,9 @@ def test_only_the_fine_tuned_model_alone_declines_when_unsure(tiny_run):
     from product_qa.configurator import apply_overrides
     cfg = apply_overrides(Config(), [*tiny_run["settings"], "generation.min_confidence=0.999999"])
     answerer = Answerer(cfg, Path(tiny_run["run_dir"]))
+    floor = json.loads((Path(tiny_run["run_dir"]) / "training_report.json").read_text())["catalog_confidence_floor"]
+    assert 0 < floor < 0.999999 and answerer.min_confidence == floor  # the run's own catalog lowers the threshold
+    answerer.min_confidence = 0.999999  # as for a run whose catalog was recalled with certainty
     question = answerer.catalog.known[0]["question"]
     tuned = answerer.answer([question], "fine_tuned")[0]
     assert tuned.text == UNKNOWN_ANSWER and 0 < tuned.confidence < 0.999999
