@@ -146,7 +146,9 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0  # > 0: never repeat an n-gram of this many tokens (stronger, slower per step)
     # The fine-tuned model alone answers "I don't know this product" when its mean probability of its own first
     # 16 answer tokens is below this: it recalls a product it learned with near certainty and makes up the
-    # description of one it never saw. 0 turns it off (always answer).
+    # description of one it never saw. Measured on the sample's default run: 0.93 declined 75% of unseen products
+    # and no catalog product (0.94: 83% and 15%). Each run lowers it to the confidence 95% of its own catalog
+    # answers reach (long genuine descriptions are recalled less surely). 0 turns it off (always answer).
     min_confidence: float = 0.93
     batch_size: int = 64  # questions answered together (left padding + KV cache); 1 answers one at a time
     max_question_chars: int = 300  # longer questions are cut to this length, with a note
