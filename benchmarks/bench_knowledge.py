@@ -2,7 +2,7 @@
 
 Each point is the main job (`fine_tuning_project.py`, a separate process) with a catalog of N products, each
 asked `views` ways per epoch for `epochs` epochs (exposures = views x epochs), and "I don't know" training
-off so that every trained product is a catalog product. A point's recall is the fine-tuned model's ROUGE-L on
+off so that every trained product is a catalog product (and the confidence gate off: recall itself). A point's recall is the fine-tuned model's ROUGE-L on
 its catalog asked with held-out phrasings (at most 64 products, closed book), next to the base model's, and
 the share of descriptions recalled (ROUGE-L >= 0.9). Catalogs past the bundled sample's training products come
 from the project's own generator (`product_qa/synthetic.py`), prepared like the sample.
@@ -68,6 +68,7 @@ def run_point(products: int, views: int, epochs: int, extra: list[str], sample_p
     name = f"knowledge-{products}x{views}x{epochs}"
     settings = [*data_settings(products, sample_products), f"train.max_train_products={products}",
                 f"train.views={views}", f"train.epochs={epochs}", "train.unknown_share=0.0",
+                "generation.min_confidence=0.0",  # recall itself: no answer replaced by a decline
                 f"train.recall_questions={min(products, 64)}", *extra]
     command = [sys.executable, "fine_tuning_project.py", "--no-progress", "--run-name", name,
                *sum((["--set", s] for s in settings), [])]
