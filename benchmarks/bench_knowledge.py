@@ -2,8 +2,9 @@
 
 Each point is the main job (`fine_tuning_project.py`, a separate process) with a catalog of N products, each
 asked `views` ways per epoch for `epochs` epochs (exposures = views x epochs), and "I don't know" training
-off so that every trained product is a catalog product (and the confidence gate off: recall itself). A point's recall is the fine-tuned model's ROUGE-L on
-its catalog asked with held-out phrasings (at most 64 products, closed book), next to the base model's, and
+off so that every trained product is a catalog product (the confidence gate off too: recall itself). A point's
+recall is the fine-tuned model's ROUGE-L on its catalog asked with held-out phrasings (at most 64 products,
+closed book), next to the base model's, and
 the share of descriptions recalled (ROUGE-L >= 0.9). Catalogs past the bundled sample's training products come
 from the project's own generator (`product_qa/synthetic.py`), prepared like the sample.
 
