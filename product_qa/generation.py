@@ -29,8 +29,9 @@ class Generated:
 
 
 class TopChoiceRecorder(LogitsProcessor):
-    """Records, at every step, each row's probability of the model's most likely next token, before any penalty:
-    how sure the model is of what it says. Placed first among the logits processors; it changes nothing."""
+    """Records, at every step, each row's probability of the model's most likely next token, before the
+    repetition penalty: how sure the model is of what it says. Placed first in the custom logits processors
+    (with no_repeat_ngram_size > 0 generate() bans repeats before them); it changes nothing."""
 
     def __init__(self) -> None:
         self.steps: list[torch.Tensor] = []
@@ -169,6 +170,26 @@ def declined_when_unsure(generated: Generated, min_confidence: float | None) -> 
     return generated
 
 
+def _judged(streamer: TextIteratorStreamer, recorder: TopChoiceRecorder, min_confidence: float,
+            stop: threading.Event, errors: list[BaseException]) -> Iterator[str]:
+    """The streamed pieces, the first CONFIDENCE_TOKENS tokens held back until the model's confidence in them is
+    known; below `min_confidence`, the fixed decline instead (and the generation is told to stop)."""
+    held: list[str] = []
+    ended = True  # the answer ended (or generation failed) before its confidence was known
+    for piece in streamer:
+        held.append(piece)
+        if len(recorder.steps) >= CONFIDENCE_TOKENS:
+            ended = False
+            break
+    if not errors and answer_confidence(recorder.row(0, len(recorder.steps))) < min_confidence:
+        stop.set()
+        yield UNKNOWN_ANSWER
+        return
+    yield from held
+    if not ended:  # an ended streamer would wait forever for more
+        yield from streamer
+
+
 def stream_answer(model, tokenizer, prompt: str, decoding, min_confidence: float | None = None) -> Iterator[str]:
     """The answer to one prompt, piece by piece as the tokens come (generation runs in a thread). Closing the
     iterator early (a web page closed, Ctrl-C) stops the generation too, so it never runs on unread. With
@@ -196,21 +217,7 @@ def stream_answer(model, tokenizer, prompt: str, decoding, min_confidence: float
     thread = threading.Thread(target=run, name="stream_answer", daemon=True)
     thread.start()
     try:
-        held: list[str] = []
-        for piece in streamer:
-            if not min_confidence:
-                yield piece
-                continue
-            held.append(piece)
-            if len(recorder.steps) >= CONFIDENCE_TOKENS:
-                break
-        if min_confidence:
-            steps = recorder.row(0, len(recorder.steps))
-            if answer_confidence(steps) < min_confidence:
-                yield UNKNOWN_ANSWER
-                return
-            yield from held
-            yield from streamer
+        yield from _judged(streamer, recorder, min_confidence, stop, errors) if min_confidence else streamer
     finally:
         stop.set()
         thread.join()

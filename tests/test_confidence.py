@@ -69,6 +69,12 @@ def test_a_streamed_answer_is_held_back_until_the_model_is_known_to_be_sure(tiny
     assert list(stream_answer(model, tokenizer, prompts[0], decoding, min_confidence=0.999999)) == [UNKNOWN_ANSWER]
     sure = "".join(stream_answer(model, tokenizer, prompts[0], decoding, min_confidence=batched.confidence / 2))
     assert sure.strip() == batched.text
+    # an answer that ends before its first CONFIDENCE_TOKENS tokens is still judged, and the stream ends
+    short = dataclasses.replace(decoding, max_new_tokens=CONFIDENCE_TOKENS // 2)
+    brief = generate_answers(model, tokenizer, prompts[:1], short)[0]
+    assert "".join(stream_answer(model, tokenizer, prompts[0], short, min_confidence=brief.confidence / 2)
+                   ).strip() == brief.text
+    assert list(stream_answer(model, tokenizer, prompts[0], short, min_confidence=0.999999)) == [UNKNOWN_ANSWER]
 
 
 def test_only_the_fine_tuned_model_alone_declines_when_unsure(tiny_run):
