@@ -22,7 +22,7 @@ from product_qa.catalog import is_declined, recall_questions
 from product_qa.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity,
                                  read_examples)
 from product_qa.errors import UserError
-from product_qa.io_utils import atomic_outputs, prepare_output_dir, write_json_atomic
+from product_qa.io_utils import atomic_outputs, json_bytes, prepare_output_dir, write_json_atomic
 from product_qa.modeling import load_sentence_encoder
 from product_qa.preparation import output_paths
 from product_qa.reporting import evaluation_markdown, plot_evaluation
@@ -172,8 +172,8 @@ def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
     out = prepare_output_dir(output_dir)
     paths = {"json": out / "evaluation_report.json", "markdown": out / "evaluation_report.md",
              "chart": out / "evaluation_report.png"}
-    write_json_atomic(paths["json"], report)
-    with atomic_outputs({"markdown": paths["markdown"], "chart": paths["chart"]}) as handles:
+    with atomic_outputs(paths) as handles:  # all three written in full before any replaces the old one
+        handles["json"].write(json_bytes(report))
         handles["markdown"].write(evaluation_markdown(report).encode())
         plot_evaluation(report, handles["chart"])
     return paths

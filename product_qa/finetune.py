@@ -20,7 +20,7 @@ from product_qa.encoding import ExampleEncoder, perplexity, sample_indices, toke
 from product_qa.errors import UserError
 from product_qa.generation import (Generated, catalog_confidence_floor, decline_threshold, declined_when_unsure,
                                   generate_answers, with_answer_cap)
-from product_qa.io_utils import commit_directory, write_json_atomic
+from product_qa.io_utils import commit_directory, prepare_output_dir, refuse_read_only, write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.preparation import output_paths, prepare
 from product_qa.prompts import prompt_text, resolve_template
@@ -49,6 +49,9 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     with state.main_process_first():
         prepare(cfg.data, progress=progress and main)
         model_path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
+        if main:  # train.output_dir created, and a read-only one (or run) refused, before any work
+            prepare_output_dir(run_dir.parent)
+            refuse_read_only(run_dir)
         checkpoint = prepare_run_dir(work_dir, resume) if main else None  # only the main process clears it
         tokenizer = load_tokenizer(model_cfg.name, model_cfg.cache_dir, model_cfg.trust_remote_code)
         template = resolve_template(tokenizer, train_cfg.prompt_template)

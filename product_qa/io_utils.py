@@ -8,6 +8,7 @@ import ctypes
 import errno
 import os
 import shutil
+import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +47,13 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
             temp.unlink(missing_ok=True)
 
 
+def json_bytes(obj: object) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
 def write_json_atomic(path: Path, obj: object) -> None:
     with atomic_outputs({"json": path}) as handles:
-        handles["json"].write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        handles["json"].write(json_bytes(obj))
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -58,8 +63,16 @@ def prepare_output_dir(path: str | Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{out}: cannot create the output directory ({err.strerror})") from None
+    refuse_read_only(out)
     remove_stale_temps(out)
     return out
+
+
+def refuse_read_only(directory: Path) -> None:
+    """A directory the user made read-only is neither written into nor replaced, before any work starts. Its own
+    write bit is read as well as access(): root may write anywhere, but a read-only folder says "keep this"."""
+    if directory.is_dir() and not (directory.stat().st_mode & stat.S_IWUSR and os.access(directory, os.W_OK)):
+        raise UserError(f"{directory}: the output directory is read-only; make it writable or set another one")
 
 
 def remove_stale_temps(directory: Path) -> None:
@@ -93,6 +106,8 @@ def replaced_directory(target: Path, owner_file: str) -> Iterator[Path]:
     stays and the half-built one is removed (now, or by the next run). `target` must be ours: missing, empty,
     or holding `owner_file` (what the set writes), so that a directory of the user's is never swapped away."""
     recover_directory(target)
+    refuse_read_only(target)
+    refuse_read_only(target.parent)
     if target.is_dir() and any(target.iterdir()) and not (target / owner_file).exists():
         raise UserError(f"{target}: holds files this stage did not write (no {owner_file}); set an empty or "
                         "new output directory, the stage replaces the whole directory")

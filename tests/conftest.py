@@ -1,6 +1,7 @@
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,12 @@ def write_jsonl(path: Path, records, *, compress: bool = False) -> Path:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
     path.write_bytes(gzip.compress(data) if compress else data)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config import Config
-from conftest import cli_overrides, run_script, tiny_settings
+from conftest import cli_overrides, free_port, run_script, tiny_settings
 from product_qa.configurator import apply_overrides
 from product_qa.errors import UserError
 from product_qa.filtering import normalize_title
@@ -281,7 +281,8 @@ def test_a_run_directory_cannot_run_code_unless_the_user_trusts_it(tiny_run, tmp
     saved = json.loads((run / "config.json").read_text())
     saved["model"]["trust_remote_code"] = True
     (run / "config.json").write_text(json.dumps(saved))
-    for script, extra in (("ask.py", ["What is Home Map?"]), ("test_pipeline.py", [])):
+    scripts = (("ask.py", ["What is Home Map?"]), ("test_pipeline.py", []), ("app.py", ["--port", str(free_port())]))
+    for script, extra in scripts:
         result = run_script(script, *extra, *args)
         assert result.returncode == 2, result.stderr[-2000:]
         assert "Traceback" not in result.stderr and not marker.exists()

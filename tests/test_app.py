@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 
 from config import Config
-from conftest import REPO, cli_overrides, run_script
+from conftest import REPO, cli_overrides, free_port, run_script
 from product_qa.configurator import apply_overrides
 from product_qa.webapp import EMPTY_ANSWER
 
@@ -143,12 +143,6 @@ def test_a_port_in_use_or_out_of_range_is_one_line_before_any_model_loads(tmp_pa
 
 
 # ------------------------------------------------------------------------------------------------ browser
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_until_serving(url: str, server: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
@@ -186,7 +180,7 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
     settings = [*tiny_run["settings"], f"eval.output_dir={tmp_path / 'evaluation'}"]
     cfg = apply_overrides(Config(), [*settings, "eval.systems=retrieval", "eval.perplexity=False"])
     write_evaluation(evaluate(cfg, Path(tiny_run["run_dir"]), progress=False), cfg.eval.output_dir)
-    port, log = _free_port(), tmp_path / "app.log"
+    port, log = free_port(), tmp_path / "app.log"
     url = f"http://127.0.0.1:{port}/"
     driver = headless_chromium(tmp_path / "chromium-profile")
     server = None
@@ -234,12 +228,6 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
                 server.kill()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
     """Any web page the user visits can post to 127.0.0.1: uploads are capped, a foreign Host header (DNS
     rebinding) is refused, and every response forbids framing and content sniffing."""
@@ -249,7 +237,7 @@ def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
     assert "*.gradio.live" not in allowed_hosts("127.0.0.1") and allowed_hosts("0.0.0.0") == ["*"]
     with gr.Blocks() as page:
         gr.Markdown("hello")
-    port = _free_port()
+    port = free_port()
     launch(page, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
         def request(method: str, path: str, headers: dict, body: bytes | None = None):
