@@ -25,7 +25,11 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 
 def config_from_args(config: Any, args: argparse.Namespace) -> Any:
-    """The config with the --set overrides and --data applied."""
+    """The config with the --set overrides and --data applied; --no-progress also silences the libraries' bars."""
+    if getattr(args, "no_progress", False):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" would add lines to a one-line error
     apply_overrides(config, args.overrides)
     if args.data:
         config.data.raw_path = args.data

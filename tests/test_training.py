@@ -159,6 +159,7 @@ def test_full_fine_tuning_saves_the_model(tmp_path, tiny_model_dir, raw_sample):
     ("model.name=no-such-org/no-such-model", "could not be loaded"),
     ("train.max_length=8", "shorter than the question"),
     ("train.prompt_template=jinja", "'jinja' is not one of: auto, chat, plain"),
+    ("train.lora_target_modules=x", "train.lora_target_modules='x': Target modules .*x.* not found"),
 ])
 def test_bad_settings_give_one_clear_line(tmp_path, tiny_model_dir, raw_sample, override, message):
     overrides = [*tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path), override]
