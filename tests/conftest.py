@@ -86,6 +86,9 @@ def tiny_run_overrides(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> 
                 "train.max_steps": 6, "train.eval_steps": 2, "train.logging_steps": 1, "train.batch_size": 4,
                 "train.max_eval_examples": 8, "train.learning_rate": 3e-3, "train.recall_questions": 2,
                 "generation.max_new_tokens": 8, "train.early_stopping_patience": None,
+                # the tiny run's catalog is pinned, not the default recipe's: its few steps see the same
+                # examples whatever config.py's catalog size and epochs become
+                "train.max_train_products": 20, "train.epochs": 3,
                 # a model trained 6 steps is sure of nothing: the confidence gate would decline every answer
                 "generation.min_confidence": 0.0, **extra}
     return [f"{key}={value}" for key, value in settings.items()]
