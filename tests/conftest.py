@@ -24,8 +24,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -170,6 +170,18 @@ def test_bad_settings_give_one_clear_line(tmp_path, tiny_model_dir, raw_sample, 
     assert len(lines) == 1 and re.search(message, lines[0]), lines
 
 
+def test_an_unreachable_hub_is_one_line_without_the_hub_clients_retry_log(tmp_path, tiny_model_dir, raw_sample):
+    """Online, the hub client logs each retry before the error (five lines); the tests run offline, where it
+    never retries, so the hub is pointed at a closed local port (no network either way; about a minute of the
+    client's own back-off)."""
+    overrides = [*tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path), "model.name=no-such-org/no-such-model"]
+    result = run_script("fine_tuning_project.py", "--no-progress", *sum((["--set", s] for s in overrides), []),
+                        env={"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not be loaded" in lines[0] and "couldn't connect" in lines[0], lines
+
+
 def test_empty_prepared_data_is_a_clear_error(tmp_path, tiny_model_dir):
     raw = tmp_path / "trn.json"
     raw.write_text(json.dumps({"uid": "1", "title": "A", "content": ""}) + "\n")
