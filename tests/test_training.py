@@ -171,7 +171,7 @@ def test_bad_settings_give_one_clear_line(tmp_path, tiny_model_dir, raw_sample, 
 
 
 def test_an_unreachable_hub_is_one_line_without_the_hub_clients_retry_log(tmp_path, tiny_model_dir, raw_sample):
-    """Online, the hub client logs each retry before the error (five lines); the tests run offline, where it
+    """Online, the hub client logs each retry before the error (ten lines); the tests run offline, where it
     never retries, so the hub is pointed at a closed local port (no network either way; about a minute of the
     client's own back-off)."""
     overrides = [*tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path), "model.name=no-such-org/no-such-model"]
