@@ -5,6 +5,8 @@ import argparse
 import ast
 import dataclasses
 import hashlib
+import os
+import sys
 import types
 import typing
 from typing import Any
@@ -26,14 +28,27 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 def config_from_args(config: Any, args: argparse.Namespace) -> Any:
     """The config with the --set overrides and --data applied; --no-progress also silences the libraries' bars."""
-    if getattr(args, "no_progress", False):
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # "Loading weights" would add lines to a one-line error
     apply_overrides(config, args.overrides)
+    if getattr(args, "no_progress", False):
+        silence_library_progress_bars()
     if args.data:
         config.data.raw_path = args.data
     return config
+
+
+def silence_library_progress_bars() -> None:
+    """The Hugging Face libraries' own bars off ("Loading weights" would add lines to a one-line error). The
+    environment variable is read when huggingface_hub is first imported, so the stage does not pay for importing
+    transformers here; libraries imported already are told directly."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def add_override_argument(parser: argparse.ArgumentParser) -> None:

@@ -268,9 +268,10 @@ def _copied_run(tiny_run, tmp_path, name: str) -> tuple[Path, list[str]]:
                  "--run", name, "--no-progress"]
 
 
-def test_a_run_directory_cannot_run_code_unless_the_user_trusts_it(tiny_run, tmp_path):
+@pytest.mark.parametrize("script", ["ask.py", "test_pipeline.py", "app.py"])
+def test_a_run_directory_cannot_run_code_unless_the_user_trusts_it(tiny_run, tmp_path, script):
     """A downloaded run is data: its config.json saying trust_remote_code=True and an auto_map in merged/ to a
-    Python file of its own are refused in one line; nothing of it runs."""
+    Python file of its own are refused in one line by every script that loads a run; nothing of it runs."""
     run, args = _copied_run(tiny_run, tmp_path, "shared")
     marker = tmp_path / "code-ran"
     (run / "merged" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
@@ -281,12 +282,11 @@ def test_a_run_directory_cannot_run_code_unless_the_user_trusts_it(tiny_run, tmp
     saved = json.loads((run / "config.json").read_text())
     saved["model"]["trust_remote_code"] = True
     (run / "config.json").write_text(json.dumps(saved))
-    scripts = (("ask.py", ["What is Home Map?"]), ("test_pipeline.py", []), ("app.py", ["--port", str(free_port())]))
-    for script, extra in scripts:
-        result = run_script(script, *extra, *args)
-        assert result.returncode == 2, result.stderr[-2000:]
-        assert "Traceback" not in result.stderr and not marker.exists()
-        assert "auto_map" in result.stderr.strip().splitlines()[-1]
+    extra = {"ask.py": ["What is Home Map?"], "test_pipeline.py": [], "app.py": ["--port", str(free_port())]}[script]
+    result = run_script(script, *extra, *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not marker.exists()
+    assert "auto_map" in result.stderr.strip().splitlines()[-1]
 
 
 def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_run, tmp_path):
@@ -311,17 +311,32 @@ def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_
         assert "the weights file is damaged" in error_lines[0]
 
 
+# ask.py under a driver that presses Ctrl-C a second time at the worst moment, deterministically: while the first one
+# is stopping the generation thread (joining it), where the interpreter used to abort.
+SECOND_CTRL_C_WHILE_STOPPING = """
+import os, runpy, signal, sys, threading
+real_join = threading.Thread.join
+def join(self, *args, **kwargs):
+    if sys.exc_info()[0] is KeyboardInterrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_join(self, *args, **kwargs)
+threading.Thread.join = join
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     """The second Ctrl-C used to arrive while the first was stopping the generation thread, and the interpreter
-    aborted (exit 134, "terminate called without an active exception")."""
+    aborted (exit 134, "terminate called without an active exception") or printed a traceback."""
     import signal
     import subprocess
     import sys
-    import time
     from conftest import REPO
     settings = [*tiny_run["settings"], "generation.max_new_tokens=4000"]
-    process = subprocess.Popen([sys.executable, "-u", str(REPO / "ask.py"), "--no-progress",
-                                *cli_overrides(settings)], cwd=REPO, stdin=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-u", "-c", SECOND_CTRL_C_WHILE_STOPPING, str(REPO / "ask.py"),
+                                "--no-progress", *cli_overrides(settings)], cwd=REPO, stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
                                # as from a terminal: a test run started in the background inherits SIGINT ignored
@@ -330,9 +345,7 @@ def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     process.stdin.flush()
     assert process.stdout.readline().startswith("Ask about a product")
     process.stdout.read(12)  # the prompt, then the answer has begun to stream
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # the first Ctrl-C; the driver presses the second
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     assert "terminate called" not in stderr and "Traceback" not in stderr

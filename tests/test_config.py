@@ -91,3 +91,23 @@ def test_every_stage_script_refuses_a_bad_setting_in_one_line(script):
         assert result.returncode == 2, result.stderr[-2000:]
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script, override", [
+    ("prepare_data.py", "data.workers=-1"), ("prepare_data.py", "data.block_mb=-1"),
+    ("data_analysis.py", "data.validation_fraction=-0.5"),
+    *[("fine_tuning_project.py", f"train.{setting}") for setting in (
+        "batch_size=0", "gradient_accumulation_steps=0", "learning_rate=-1", "lora_r=0", "lora_dropout=1.5",
+        "lr_scheduler=bogus", "eval_batch_size=0", "max_train_products=0", "epochs=0", "max_steps=0")],
+    ("app.py", "app.max_queue=-1"),
+])
+def test_each_setting_the_red_team_broke_is_refused_by_its_stage_before_any_work(tmp_path, script, override):
+    """Through the script the red team ran (tracebacks then; learning_rate=-1 only after the baseline evaluation,
+    epochs=0 saved a 0-step "finished" run): one line naming the setting, exit 2, nothing printed or written."""
+    from conftest import run_script
+    folders = [f"data.output_dir={tmp_path / 'data'}", f"analysis.output_dir={tmp_path / 'analysis'}",
+               f"train.output_dir={tmp_path / 'runs'}", f"eval.output_dir={tmp_path / 'evaluation'}"]
+    result = run_script(script, "--no-progress", *sum((["--set", s] for s in [*folders, override]), []))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and override.split("=")[0] in result.stderr
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []

@@ -101,6 +101,42 @@ def test_prepared_splits_and_report_are_replaced_as_one_set(tmp_path, raw_sample
     assert leftovers(tmp_path, "data") == []  # what the kills left was cleaned up by the runs after them
 
 
+# Runs a script that kills itself (SIGKILL) when it calls the function named `module.function`.
+KILLED_AT_CALL = """
+import importlib, os, runpy, signal, sys
+module, function = sys.argv[1].rsplit(".", 1)
+setattr(importlib.import_module(module), function, lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL))
+sys.argv = sys.argv[2:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_what_a_killed_preparation_spooled_is_removed_by_the_next_run_even_when_it_has_nothing_to_do(
+        tmp_path, raw_sample):
+    """Killed once its records were spooled (on the real file, tens of MB), a preparation left the spool behind
+    for good: the next run found its outputs up to date and returned before any clean-up."""
+    out = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def args(records: int) -> list[str]:
+        return ["--no-progress", "--data", str(raw_sample), *cli_overrides(
+            [f"data.output_dir={out}", "data.workers=1", f"data.max_records={records}"])]
+
+    assert subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, env=env).returncode == 0
+    kept = snapshot(out)
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_CALL, "product_qa.preparation._write_examples",
+                             str(REPO / "prepare_data.py"), *args(200)], cwd=REPO, env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert any("spool" in p.name for p in tmp_path.rglob("*"))  # killed after spooling, before writing the splits
+    again = subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, env=env, capture_output=True,
+                           text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert snapshot(out) == kept  # up to date: nothing redone
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["data", *sorted(
+        f"data/{name}" for name in kept)]
+
+
 def test_analysis_report_and_plots_are_replaced_as_one_set(tmp_path, raw_sample):
     out = tmp_path / "analysis"
     def args(records: int) -> list[str]:
@@ -153,8 +189,9 @@ def test_a_run_retrained_under_its_name_is_replaced_as_a_whole(tmp_path, tiny_mo
         now = snapshot(runs / "same")
         assert all(now[name] == old[name] for name in served)
 
-    # killed at each file written at the top of the run's work directory (the report among them) and at the swap
-    top_files = re.escape(str(runs / "same")) + r"(\.unfinished/[^/]+)?$"
+    # killed at each file written at the top of the run (into its work directory NAME.unfinished, or straight into
+    # NAME as the code before whole-run swaps did: the test shows that mix too), the report among them, and at the swap
+    top_files = re.escape(str(runs / "same")) + r"(\.unfinished)?(/[^/]+)?$"
     kills = kill_at_every_rename(top_files, "on", "fine_tuning_project.py", args(2), reader_sees_the_old_run)
     assert kills >= 4  # baseline.json, the loss plot, config.json, training_report.json, then the swap
     now = snapshot(runs / "same")

@@ -145,6 +145,72 @@ def test_rerun_is_a_no_op_unless_forced_or_changed(tmp_path, data_config):
     assert prepare(data_config, progress=False)["skipped"] is False
 
 
+def test_the_new_set_is_on_disk_before_it_replaces_the_old_one(tmp_path, data_config, monkeypatch):
+    """A crash (power loss) just after the swap must find the new files whole, not empty: every file of the set
+    is flushed to disk (fsync) before the set takes the old one's place, and the folder holding it after."""
+    import product_qa.io_utils as io_utils
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(50)))
+    prepare(data_config, progress=False)  # the old set
+    events: list[tuple[str, str]] = []
+    real_fsync, real_exchange = os.fsync, io_utils._exchange
+
+    def fsync(descriptor: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def renamed(real):
+        def call(source, destination, *args, **kwargs):
+            events.append(("rename", os.path.abspath(destination)))
+            return real(source, destination, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", renamed(os.rename))
+    monkeypatch.setattr(os, "replace", renamed(os.replace))
+    monkeypatch.setattr(io_utils, "_exchange", renamed(real_exchange))
+    data_config.max_records = 40
+    prepare(data_config, progress=False)
+
+    out = str(Path(data_config.output_dir).resolve())
+    swap = max(i for i, event in enumerate(events) if event == ("rename", out))
+    synced_before = {Path(path).name for kind, path in events[:swap]
+                     if kind == "fsync" and not path.startswith(out + "/")}
+    assert {p.name for p in Path(out).iterdir()} <= synced_before  # each file, in the set being built
+    assert ("fsync", str(Path(out).parent)) in events[swap:]  # the swap itself, once it happened
+
+
+# Runs a command and prints its exit code and the peak memory (MiB) of it and its worker processes.
+PEAK_MEMORY = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], capture_output=True).returncode
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("script", ["prepare_data.py", "data_analysis.py"])
+def test_one_huge_line_costs_about_its_own_size_in_memory(tmp_path, tiny_model_dir, script):
+    """A file with one 50 MB description made preparation peak at 0.92 GB and the analysis at 6.96 GB, for a
+    field that preparation drops as too long: the stage's peak now grows by a small multiple of the line."""
+    line_mb = 20
+    records = catalog(200)
+    huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe",
+            "content": "A kettle that boils fast. " * (line_mb * 2**20 // 26)}
+
+    def peak_mb(name: str, rows: list[dict]) -> int:
+        raw = write_jsonl(tmp_path / f"{name}.json", rows)
+        settings = [f"data.output_dir={tmp_path / name / 'data'}", f"analysis.output_dir={tmp_path / name / 'an'}",
+                    "data.workers=1", f"model.name={tiny_model_dir}"]
+        result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, sys.executable, script, "--no-progress",
+                                 "--data", str(raw), *sum((["--set", s] for s in settings), [])],
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+        code, peak = result.stdout.split()
+        assert code == "0", result.stderr
+        return int(peak)
+
+    growth = peak_mb("with-huge-line", records[:100] + [huge] + records[100:]) - peak_mb("plain", records)
+    assert growth < 4 * line_mb, f"{script}: {growth} MB more for a {line_mb} MB line"
+
+
 def test_a_huge_description_is_dropped_without_being_cleaned_whole(tmp_path, data_config, monkeypatch):
     """One 50 MB description made preparation peak at 0.92 GB: it was cleaned whole (and again for its drop
     example) before the too-long filter dropped it. Its start now shows it too long; nothing else changes."""
