@@ -208,7 +208,9 @@ def test_one_huge_line_costs_about_its_own_size_in_memory(tmp_path, tiny_model_d
         return int(peak)
 
     growth = peak_mb("with-huge-line", records[:100] + [huge] + records[100:]) - peak_mb("plain", records)
-    assert growth < 4 * line_mb, f"{script}: {growth} MB more for a {line_mb} MB line"
+    # reading and parsing the line whole costs a few copies of it (preparation: about 4); before the fix,
+    # preparation took 16 and the analysis 143 times the line
+    assert growth < 8 * line_mb, f"{script}: {growth} MB more for a {line_mb} MB line"
 
 
 def test_a_huge_description_is_dropped_without_being_cleaned_whole(tmp_path, data_config, monkeypatch):
