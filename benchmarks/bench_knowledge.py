@@ -102,6 +102,13 @@ def plot(points: list[dict], path: Path) -> None:
         line = sorted((p for p in points if p["exposures"] == exposures), key=lambda p: p["products"])
         by_size.plot([p["products"] for p in line], [p["rougeL"] for p in line], "o-",
                      label=f"{exposures} exposures (views x epochs)")
+    # the points of about the largest training budget: where recall starts to fall for that budget
+    budget = max(p["train_examples"] for p in points)
+    same_budget = sorted((p for p in points if p["train_examples"] >= 0.8 * budget), key=lambda p: p["products"])
+    if len({p["products"] for p in same_budget}) > 1:
+        examples = sorted(p["train_examples"] for p in same_budget)
+        by_size.plot([p["products"] for p in same_budget], [p["rougeL"] for p in same_budget], "--", color="black",
+                     alpha=0.6, label=f"about the same training ({examples[0]:,}-{examples[-1]:,} examples)")
     base = sorted(points, key=lambda p: p["products"])
     by_size.plot([p["products"] for p in base], [p["base_rougeL"] for p in base], "x:", color="grey",
                  label="base model")
