@@ -123,7 +123,8 @@ def test_what_a_killed_preparation_spooled_is_removed_by_the_next_run_even_when_
         return ["--no-progress", "--data", str(raw_sample), *cli_overrides(
             [f"data.output_dir={out}", "data.workers=1", f"data.max_records={records}"])]
 
-    assert subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, env=env).returncode == 0
+    assert subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, env=env,
+                          capture_output=True).returncode == 0
     kept = snapshot(out)
     killed = subprocess.run([sys.executable, "-c", KILLED_AT_CALL, "product_qa.preparation._write_examples",
                              str(REPO / "prepare_data.py"), *args(200)], cwd=REPO, env=env, capture_output=True)
