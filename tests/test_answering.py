@@ -311,16 +311,26 @@ def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_
         assert "the weights file is damaged" in error_lines[0]
 
 
-# ask.py under a driver that presses Ctrl-C a second time at the worst moment, deterministically: while the first one
-# is stopping the generation thread (joining it), where the interpreter used to abort.
-SECOND_CTRL_C_WHILE_STOPPING = """
+# ask.py under a driver that presses Ctrl-C twice at injected points, not after delays: the first once the answer has
+# begun to stream (inside the streamer, so the generation is running), the second at the worst moment, while the
+# first is stopping the generation thread (joining it), where the interpreter used to abort.
+CTRL_C_TWICE = """
 import os, runpy, signal, sys, threading
-real_join = threading.Thread.join
+from transformers import TextIteratorStreamer
+real_next, real_join, pieces = TextIteratorStreamer.__next__, threading.Thread.join, []
+def press(which):
+    print(f"driver: Ctrl-C {which}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+def next_piece(self):
+    pieces.append(1)
+    if len(pieces) == 3:
+        press("first")
+    return real_next(self)
 def join(self, *args, **kwargs):
     if sys.exc_info()[0] is KeyboardInterrupt:
-        os.kill(os.getpid(), signal.SIGINT)
+        press("second")
     return real_join(self, *args, **kwargs)
-threading.Thread.join = join
+TextIteratorStreamer.__next__, threading.Thread.join = next_piece, join
 sys.argv = sys.argv[1:]
 sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 runpy.run_path(sys.argv[0], run_name="__main__")
@@ -335,17 +345,11 @@ def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     import sys
     from conftest import REPO
     settings = [*tiny_run["settings"], "generation.max_new_tokens=4000"]
-    process = subprocess.Popen([sys.executable, "-u", "-c", SECOND_CTRL_C_WHILE_STOPPING, str(REPO / "ask.py"),
-                                "--no-progress", *cli_overrides(settings)], cwd=REPO, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
-                               # as from a terminal: a test run started in the background inherits SIGINT ignored
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    process.stdin.write("What is Home Map?\n")
-    process.stdin.flush()
-    assert process.stdout.readline().startswith("Ask about a product")
-    process.stdout.read(12)  # the prompt, then the answer has begun to stream
-    process.send_signal(signal.SIGINT)  # the first Ctrl-C; the driver presses the second
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
-    assert "terminate called" not in stderr and "Traceback" not in stderr
+    result = subprocess.run([sys.executable, "-c", CTRL_C_TWICE, str(REPO / "ask.py"), "--no-progress",
+                             *cli_overrides(settings)], cwd=REPO, input="What is Home Map?\n", capture_output=True,
+                            text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+                            # as from a terminal: a test run started in the background inherits SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert "driver: Ctrl-C first\ndriver: Ctrl-C second\n" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "terminate called" not in result.stderr and "Traceback" not in result.stderr

@@ -104,10 +104,11 @@ def test_every_stage_script_refuses_a_bad_setting_in_one_line(script):
 def test_each_setting_the_red_team_broke_is_refused_by_its_stage_before_any_work(tmp_path, script, override):
     """Through the script the red team ran (tracebacks then; learning_rate=-1 only after the baseline evaluation,
     epochs=0 saved a 0-step "finished" run): one line naming the setting, exit 2, nothing printed or written."""
-    from conftest import run_script
+    from conftest import free_port, run_script
     folders = [f"data.output_dir={tmp_path / 'data'}", f"analysis.output_dir={tmp_path / 'analysis'}",
                f"train.output_dir={tmp_path / 'runs'}", f"eval.output_dir={tmp_path / 'evaluation'}"]
-    result = run_script(script, "--no-progress", *sum((["--set", s] for s in [*folders, override]), []))
+    port = ["--port", str(free_port())] if script == "app.py" else []  # were the check to fail, no fixed port
+    result = run_script(script, "--no-progress", *port, *sum((["--set", s] for s in [*folders, override]), []))
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and override.split("=")[0] in result.stderr
     assert result.stdout == "" and list(tmp_path.iterdir()) == []

@@ -149,6 +149,7 @@ def test_the_new_set_is_on_disk_before_it_replaces_the_old_one(tmp_path, data_co
     """A crash (power loss) just after the swap must find the new files whole, not empty: every file of the set
     is flushed to disk (fsync) before the set takes the old one's place, and the folder holding it after."""
     import product_qa.io_utils as io_utils
+    from product_qa.io_utils import TEMP_MARK
     data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(50)))
     prepare(data_config, progress=False)  # the old set
     events: list[tuple[str, str]] = []
@@ -160,7 +161,7 @@ def test_the_new_set_is_on_disk_before_it_replaces_the_old_one(tmp_path, data_co
 
     def renamed(real):
         def call(source, destination, *args, **kwargs):
-            events.append(("rename", os.path.abspath(destination)))
+            events.append(("rename", os.path.realpath(destination)))
             return real(source, destination, *args, **kwargs)
         return call
 
@@ -173,13 +174,14 @@ def test_the_new_set_is_on_disk_before_it_replaces_the_old_one(tmp_path, data_co
 
     out = str(Path(data_config.output_dir).resolve())
     swap = max(i for i, event in enumerate(events) if event == ("rename", out))
-    synced_before = {Path(path).name for kind, path in events[:swap]
-                     if kind == "fsync" and not path.startswith(out + "/")}
-    assert {p.name for p in Path(out).iterdir()} <= synced_before  # each file, in the set being built
+    synced_before = {Path(path).name for kind, path in events[:swap]  # in the set being built beside out
+                     if kind == "fsync" and path.startswith(f"{out}{TEMP_MARK}")}
+    assert {p.name for p in Path(out).iterdir()} <= synced_before
     assert ("fsync", str(Path(out).parent)) in events[swap:]  # the swap itself, once it happened
 
 
-# Runs a command and prints its exit code and the peak memory (MiB) of it and its worker processes.
+# Runs a command and prints its exit code and its peak memory (MiB: the largest process's; with data.workers=1
+# the stages run in one).
 PEAK_MEMORY = """
 import resource, subprocess, sys
 code = subprocess.run(sys.argv[1:], capture_output=True).returncode
@@ -189,8 +191,9 @@ print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
 
 @pytest.mark.parametrize("script", ["prepare_data.py", "data_analysis.py"])
 def test_one_huge_line_costs_about_its_own_size_in_memory(tmp_path, tiny_model_dir, script):
-    """A file with one 50 MB description made preparation peak at 0.92 GB and the analysis at 6.96 GB, for a
-    field that preparation drops as too long: the stage's peak now grows by a small multiple of the line."""
+    """The red team's file with one 50 MB description made preparation peak at 0.92 GB and the analysis at
+    6.96 GB, for a field that preparation drops as too long: the stage's peak now grows by a small multiple of
+    the line."""
     line_mb = 20
     records = catalog(200)
     huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe",
