@@ -35,9 +35,9 @@ def main() -> int:
     check_app(cfg.app)  # the flags are settings too
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
-    from product_qa.answering import Answerer  # heavy imports (torch, gradio) after argument checks
+    from product_qa.answering.systems import Answerer  # heavy imports (torch, gradio) after argument checks
     from product_qa.runs import find_run
-    from product_qa.webapp import Demo, build_page, check_address, launch
+    from product_qa.app.webapp import Demo, build_page, check_address, launch
 
     check_address(cfg.app.host, cfg.app.port)
 

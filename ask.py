@@ -30,8 +30,8 @@ def systems_to_ask(answerer, args) -> list[str]:
 
 
 def ask(answerer, question: str, systems: list[str]) -> None:
-    from product_qa.answering import SYSTEM_LABELS
-    from product_qa.retrieval import source_line
+    from product_qa.answering.systems import SYSTEM_LABELS
+    from product_qa.answering.retrieval import source_line
 
     question, cut = answerer.clean(question)
     if cut:
@@ -59,7 +59,7 @@ def main() -> int:
     if args.compare and (args.rag or args.base):
         raise UserError("--compare asks every system already; leave out --rag and --base")
 
-    from product_qa.answering import Answerer  # heavy imports (torch, transformers) after argument checks
+    from product_qa.answering.systems import Answerer  # heavy imports (torch, transformers) after argument checks
     from product_qa.runs import find_run
 
     answerer = Answerer(cfg, find_run(cfg, args.run or cfg.eval.run_name))

@@ -78,7 +78,7 @@ class TrainConfig:
     # on faster hardware or with more time.
     max_train_products: int | None = 10
     # Views: each catalog product is asked this many times per epoch, each time in another training phrasing,
-    # and each epoch moves on to the next phrasings (product_qa/catalog.py). One phrasing seen once is
+    # and each epoch moves on to the next phrasings (product_qa/data/catalog.py). One phrasing seen once is
     # memorized but not recalled when asked another way; several phrasings are (measured: README_FINE_TUNING.md)
     views: int = 7
     view_languages: str = "en,pt"  # the languages of the training phrasings used as views

@@ -29,7 +29,7 @@ def main() -> int:
         raise UserError("--evaluate asks the evaluation sets' questions; leave out your own questions (or --evaluate)")
 
     from product_qa.runs import find_run  # heavy imports (torch, transformers) after argument checks
-    from product_qa.evaluation import evaluate, generation_test, write_evaluation
+    from product_qa.answering.evaluation import evaluate, generation_test, write_evaluation
     from product_qa.reporting import print_evaluation_summary, print_generation_test
 
     run_dir = find_run(cfg, args.run or cfg.eval.run_name)

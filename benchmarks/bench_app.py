@@ -27,12 +27,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client  # noqa: E402
 
 from config import Config  # noqa: E402
-from product_qa.answering import Answerer  # noqa: E402
+from product_qa.answering.systems import Answerer  # noqa: E402
 from product_qa.runs import latest_run  # noqa: E402
-from product_qa.generation import generate_answers  # noqa: E402
-from product_qa.preparation import output_paths, prepare  # noqa: E402
-from product_qa.encoding import read_examples  # noqa: E402
-from product_qa.webapp import PANELS, Demo, build_page, launch  # noqa: E402
+from product_qa.answering.generation import generate_answers  # noqa: E402
+from product_qa.data.preparation import prepare  # noqa: E402
+from product_qa.data.examples import output_paths
+from product_qa.data.encoding import read_examples  # noqa: E402
+from product_qa.app.webapp import PANELS, Demo, build_page, launch  # noqa: E402
 
 
 def free_port() -> int:

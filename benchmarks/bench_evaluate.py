@@ -23,9 +23,10 @@ sys.path.insert(0, str(REPO))
 
 from config import Config  # noqa: E402
 from product_qa.runs import latest_run  # noqa: E402
-from product_qa.evaluation import evaluate  # noqa: E402
-from product_qa.preparation import output_paths, prepare  # noqa: E402
-from product_qa.encoding import read_examples  # noqa: E402
+from product_qa.answering.evaluation import evaluate  # noqa: E402
+from product_qa.data.preparation import prepare  # noqa: E402
+from product_qa.data.examples import output_paths
+from product_qa.data.encoding import read_examples  # noqa: E402
 
 TARGET_SECONDS = 600
 

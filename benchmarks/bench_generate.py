@@ -20,11 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import Config  # noqa: E402
-from product_qa.answering import Answerer  # noqa: E402
+from product_qa.answering.systems import Answerer  # noqa: E402
 from product_qa.runs import latest_run  # noqa: E402
-from product_qa.generation import generate_answers  # noqa: E402
-from product_qa.preparation import output_paths, prepare  # noqa: E402
-from product_qa.encoding import read_examples  # noqa: E402
+from product_qa.answering.generation import generate_answers  # noqa: E402
+from product_qa.data.preparation import prepare  # noqa: E402
+from product_qa.data.examples import output_paths
+from product_qa.data.encoding import read_examples  # noqa: E402
 
 TARGET_SPEEDUP = 4.0
 TARGET_BATCH = 16

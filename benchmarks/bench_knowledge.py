@@ -6,7 +6,7 @@ off so that every trained product is a catalog product (the confidence gate off 
 recall is the fine-tuned model's ROUGE-L on its catalog asked with held-out phrasings (at most 64 products,
 closed book), next to the base model's, and
 the share of descriptions recalled (ROUGE-L >= 0.9). Catalogs past the bundled sample's training products come
-from the project's own generator (`product_qa/synthetic.py`), prepared like the sample.
+from the project's own generator (`product_qa/data/synthetic.py`), prepared like the sample.
 
     python benchmarks/bench_knowledge.py                               # the default points (hours on 2 cores)
     python benchmarks/bench_knowledge.py --points 32x7x3 128x7x3       # N x views x epochs
@@ -33,9 +33,10 @@ from bench_train import cpu_features, cpu_name  # noqa: E402
 
 from config import Config  # noqa: E402
 from product_qa.configurator import apply_overrides  # noqa: E402
-from product_qa.encoding import read_examples  # noqa: E402
+from product_qa.data.encoding import read_examples  # noqa: E402
 from product_qa.io_utils import write_json_atomic  # noqa: E402
-from product_qa.preparation import output_paths, prepare  # noqa: E402
+from product_qa.data.preparation import prepare  # noqa: E402
+from product_qa.data.examples import output_paths
 
 DEFAULT_POINTS = ("16x7x3", "32x7x3", "128x7x2", "512x7x2")  # the last one alone: about 2 hours on 2 cores
 RESULTS = REPO / "outputs" / "bench" / "knowledge.json"
@@ -55,7 +56,7 @@ def data_settings(products: int, sample_products: int) -> list[str]:
     """The bundled sample while it holds the catalog; past it, a generated file about twice as large."""
     if products <= sample_products:
         return []
-    from product_qa.synthetic import generate_records, write_records
+    from product_qa.data.synthetic import generate_records, write_records
 
     records = products * 2 + 200
     raw = GENERATED / f"trn-{records}.json"

@@ -23,7 +23,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from product_qa.synthetic import generate_records, write_records  # noqa: E402
+from product_qa.data.synthetic import generate_records, write_records  # noqa: E402
 
 FULL_SIZE = 2_248_619
 BENCH_DIR = REPO / "outputs" / "bench"
@@ -33,7 +33,7 @@ def naive_pandas_prepare(path: str, out_dir: str) -> None:
     """What public notebooks do: load everything into pandas, clean row by row, dedupe, split the head."""
     import pandas as pd
 
-    from product_qa.cleaning import clean_text
+    from product_qa.data.cleaning import clean_text
 
     frame = pd.read_json(path, lines=True)
     frame = frame[(frame["title"].str.len() > 0) & (frame["content"].str.len() > 0)]

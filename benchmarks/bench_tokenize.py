@@ -32,9 +32,9 @@ TOKENIZE_DIR = BENCH_DIR / "tokenize"
 
 def encoder():
     from config import Config
-    from product_qa.encoding import ExampleEncoder
+    from product_qa.data.encoding import ExampleEncoder
     from product_qa.modeling import load_tokenizer
-    from product_qa.prompts import resolve_template
+    from product_qa.data.prompts import resolve_template
 
     cfg = Config()
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
@@ -43,7 +43,7 @@ def encoder():
 
 
 def tokenize_ours(path: Path, chosen) -> int:
-    from product_qa.encoding import tokenized_split
+    from product_qa.data.encoding import tokenized_split
 
     return len(tokenized_split(path, chosen, progress=False))
 
@@ -53,7 +53,7 @@ def tokenize_before(path: Path, chosen) -> int:
     (with today's encoder, which fills a pre-rendered chat template: the old one rendered it per example)."""
     from datasets import Dataset
 
-    from product_qa.encoding import read_examples
+    from product_qa.data.examples import read_examples
 
     return len(Dataset.from_list([chosen.encode([example])[0] for example in read_examples(path)]))
 

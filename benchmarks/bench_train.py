@@ -36,13 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import Config  # noqa: E402
-from product_qa.catalog import VIEWS_DIR  # noqa: E402
+from product_qa.data.catalog import VIEWS_DIR  # noqa: E402
 from product_qa.configurator import apply_overrides  # noqa: E402
-from product_qa.encoding import TOKENIZED_DIR, ExampleEncoder, read_examples  # noqa: E402
+from product_qa.data.encoding import TOKENIZED_DIR, ExampleEncoder, read_examples  # noqa: E402
 from product_qa.modeling import load_tokenizer, resolve_model_path  # noqa: E402
-from product_qa.preparation import output_paths, prepare  # noqa: E402
-from product_qa.prompts import resolve_template  # noqa: E402
-from product_qa.training import select_precision, training_device  # noqa: E402
+from product_qa.data.preparation import prepare  # noqa: E402
+from product_qa.data.examples import output_paths
+from product_qa.data.prompts import resolve_template  # noqa: E402
+from product_qa.devices import best_device, select_precision  # noqa: E402
 
 # The defaults before the training-speed work. Evaluation gathering every logit (prediction_loss_only=False)
 # is not a setting: it was pure waste, so it is gone from both.
@@ -142,7 +143,7 @@ def main() -> None:
     encoder = ExampleEncoder(tokenizer, template=resolve_template(tokenizer, cfg.train.prompt_template),
                              system_prompt=cfg.train.system_prompt, max_length=cfg.train.max_length)
     examples = encoder.encode(read_examples(output_paths(cfg.data)["train"]))
-    device = training_device()
+    device = best_device()
     precision = select_precision(cfg.train.precision, device)
     mean_length = sum(e["length"] for e in examples) / len(examples)
     rows = round(cfg.train.batch_size * mean_length)

@@ -122,6 +122,8 @@ def load_sentence_encoder(name: str):
     directories or hub ids."""
     from sentence_transformers import SentenceTransformer
 
+    from product_qa.devices import best_device
+
     path = name
     if name in PACKAGED_ENCODERS:
         package, pip_install = PACKAGED_ENCODERS[name]
@@ -130,15 +132,9 @@ def load_sentence_encoder(name: str):
             raise UserError(f"the sentence encoder {name} needs the {package!r} package: {pip_install}")
         path = str(Path(next(iter(spec.submodule_search_locations))) / "model")
     try:
-        return SentenceTransformer(path, device="cuda" if _cuda() else "cpu")
+        return SentenceTransformer(path, device=best_device())
     except (OSError, ValueError) as err:
         raise _not_found(name, err) from None
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -163,20 +159,21 @@ def load_inference_model(path: str, trust_remote_code: bool = False):
     """A model ready to answer: on a GPU in bf16 (fp16 where bf16 is missing), on a CPU in fp32 (bf16 matmuls
     are emulated, and slow, on CPUs without AVX512-BF16), in eval mode. Unless the user trusts the model, a local
     checkpoint must be data only (`check_checkpoint_is_data`) and weights load from safetensors only."""
-    import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    from product_qa.devices import best_device, inference_dtype  # torch: imported only by the stages that run models
+
     if not trust_remote_code and Path(path).is_dir():
         check_checkpoint_is_data(Path(path))
-    cuda = _cuda()
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
+    device = best_device()
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=inference_dtype(device),
+                                                     trust_remote_code=trust_remote_code,
                                                      use_safetensors=None if trust_remote_code else True)
     except SafetensorError as err:
         raise UserError(f"{path}: the weights file is damaged ({str(err).splitlines()[0][:160]}); train the run "
                         "again or restore the file") from None
     except (OSError, ValueError) as err:
         raise _not_found(path, err) from None
-    return model.to("cuda" if cuda else "cpu").eval()
+    return model.to(device).eval()

@@ -12,9 +12,9 @@ import typing
 from typing import Any
 
 from product_qa.errors import UserError
-from product_qa.prompts import PHRASING_LANGUAGES, view_phrasings
+from product_qa.data.prompts import PHRASING_LANGUAGES, view_phrasings
 
-# the systems that answer questions (product_qa/answering.py), as eval.systems names them
+# the systems that answer questions (product_qa/answering/systems.py), as eval.systems names them
 ANSWERING_SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
 
 

@@ -74,7 +74,7 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def raw_sample(tmp_path_factory) -> Path:
     """A small generated trn.json: about 250 usable products."""
-    from product_qa.synthetic import generate_records, write_records
+    from product_qa.data.synthetic import generate_records, write_records
     path = tmp_path_factory.mktemp("raw") / "trn.json"
     write_records(str(path), generate_records(400, seed=5))
     return path
@@ -111,7 +111,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir, raw_sample):
     """A fine-tuned tiny model (6 LoRA steps) and the overrides that point every stage at it."""
     from config import Config
     from product_qa.configurator import apply_overrides
-    from product_qa.finetune import fine_tune
+    from product_qa.training.workflow import fine_tune
     root = tmp_path_factory.mktemp("answering")
     settings = tiny_settings(tiny_model_dir, raw_sample, root)
     report = fine_tune(apply_overrides(Config(), settings), progress=False)

@@ -11,11 +11,11 @@ import pytest
 
 from config import Config
 from conftest import REAL_RECORDS, REPO, run_script, write_jsonl
-from product_qa.analysis import HeavyHitters, LengthHistogram, analyse, word_count
-from product_qa.analysis_report import PLOTS, REPORT_JSON, REPORT_MD, write_report
-from product_qa.cleaning import CLEANING_RULES
-from product_qa.preparation import prepare
-from product_qa.synthetic import generate_records, write_records
+from product_qa.analysis.statistics import HeavyHitters, LengthHistogram, analyse, word_count
+from product_qa.analysis.report import PLOTS, REPORT_JSON, REPORT_MD, write_report
+from product_qa.data.cleaning import CLEANING_RULES
+from product_qa.data.preparation import prepare
+from product_qa.data.synthetic import generate_records, write_records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -236,7 +236,7 @@ def test_a_huge_description_is_neither_tokenized_nor_cleaned_whole(tmp_path, dat
     """One 50 MB description made the analysis peak at 6.96 GB: its tokens were counted, and it was cleaned
     whole, though preparation drops it as too long. It is measured whole (characters, words), cleaned from its
     start as preparation does, and not tokenized; the funnel still matches preparation's."""
-    import product_qa.analysis as analysis
+    import product_qa.analysis.statistics as analysis
     huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe", "content": "A kettle that boils fast. " * 20_000}
     data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", SMALL + [huge]))
     cleaned, tokenized = [], []  # the lengths of the texts each cleaning rule, and the tokenizer, are given

@@ -14,7 +14,7 @@ import pytest
 from config import Config
 from conftest import REPO, cli_overrides, free_port, run_script
 from product_qa.configurator import apply_overrides
-from product_qa.webapp import EMPTY_ANSWER
+from product_qa.app.webapp import EMPTY_ANSWER
 
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -27,14 +27,14 @@ HANG_GUARD_S = 600  # only so that a broken page fails instead of hanging CI; ne
 
 @pytest.fixture(scope="module")
 def tiny_demo(tiny_run):
-    from product_qa.answering import Answerer
-    from product_qa.webapp import Demo
+    from product_qa.answering.systems import Answerer
+    from product_qa.app.webapp import Demo
     cfg = apply_overrides(Config(), tiny_run["settings"])
     return Demo.load(Answerer(cfg, Path(tiny_run["run_dir"])))
 
 
 def test_all_panels_stream_in_and_rag_names_its_source(tiny_demo):
-    from product_qa.retrieval import source_line
+    from product_qa.answering.retrieval import source_line
     question = tiny_demo.example_questions()[0]
     assert [value for _, value in tiny_demo.modes] == ["base", "fine_tuned", "rag", "all"]
     steps = list(tiny_demo.respond(question, "all"))
@@ -57,8 +57,8 @@ def test_one_panel_alone_leaves_the_others_empty(tiny_demo):
 
 
 def test_models_load_once_when_the_app_starts(tiny_run, monkeypatch):
-    from product_qa import answering
-    from product_qa.webapp import Demo
+    from product_qa.answering import systems as answering
+    from product_qa.app.webapp import Demo
     loads = []
     real_load = answering.load_inference_model
     monkeypatch.setattr(answering, "load_inference_model", lambda *a: loads.append(a) or real_load(*a))
@@ -70,8 +70,8 @@ def test_models_load_once_when_the_app_starts(tiny_run, monkeypatch):
 
 
 def test_before_fine_tuning_the_page_says_so_and_offers_the_base_model(tiny_run, tmp_path):
-    from product_qa.answering import Answerer
-    from product_qa.webapp import Demo
+    from product_qa.answering.systems import Answerer
+    from product_qa.app.webapp import Demo
     cfg = apply_overrides(Config(), [*tiny_run["settings"], f"train.output_dir={tmp_path / 'no-runs'}"])
     demo = Demo.load(Answerer(cfg, None))
     assert "No fine-tuned model yet" in demo.notices[0] and "fine_tuning_project.py" in demo.notices[0]
@@ -84,8 +84,8 @@ def test_before_fine_tuning_the_page_says_so_and_offers_the_base_model(tiny_run,
 
 
 def test_without_prepared_data_rag_is_off_with_the_reason(tiny_run, tmp_path):
-    from product_qa.answering import Answerer
-    from product_qa.webapp import Demo
+    from product_qa.answering.systems import Answerer
+    from product_qa.app.webapp import Demo
     cfg = apply_overrides(Config(), [*tiny_run["settings"], f"data.output_dir={tmp_path}"])
     demo = Demo.load(Answerer(cfg, None))
     assert any("RAG is off" in n and "prepare_data.py" in n for n in demo.notices)
@@ -101,7 +101,7 @@ def test_empty_questions_are_refused_and_long_ones_cut(tiny_demo):
 
 
 def test_the_page_answers_one_question_at_a_time_and_queues_the_rest(tiny_demo, tmp_path):
-    from product_qa.webapp import build_page
+    from product_qa.app.webapp import build_page
     page = build_page(tiny_demo, tmp_path, tmp_path, tmp_path)
     answer_handlers = [fn for fn in page.fns.values() if fn.name == "respond"]
     # the button and Enter in the question box share one event, hence one queue with one answer at a time
@@ -112,7 +112,7 @@ def test_the_page_answers_one_question_at_a_time_and_queues_the_rest(tiny_demo, 
 
 
 def test_report_tabs_fall_back_to_the_shipped_plots_and_say_how_to_evaluate(tmp_path):
-    from product_qa.webapp import analysis_plots, evaluation_view
+    from product_qa.app.webapp import analysis_plots, evaluation_view
     outputs, docs = tmp_path / "outputs", tmp_path / "docs"
     outputs.mkdir(), docs.mkdir()
     (docs / "funnel.png").write_bytes(b"png")
@@ -174,7 +174,7 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
     import psutil
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    from product_qa.evaluation import evaluate, write_evaluation
+    from product_qa.answering.evaluation import evaluate, write_evaluation
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     # a quick evaluation (retrieval alone) for the Evaluation tab to show
     settings = [*tiny_run["settings"], f"eval.output_dir={tmp_path / 'evaluation'}"]
@@ -232,7 +232,7 @@ def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
     """Any web page the user visits can post to 127.0.0.1: uploads are capped, a foreign Host header (DNS
     rebinding) is refused, and every response forbids framing and content sniffing."""
     import http.client
-    from product_qa.webapp import allowed_hosts, launch
+    from product_qa.app.webapp import allowed_hosts, launch
     assert "*.gradio.live" in allowed_hosts("127.0.0.1", share=True)  # the share tunnel passes its Host through
     assert "*.gradio.live" not in allowed_hosts("127.0.0.1") and allowed_hosts("0.0.0.0") == ["*"]
     with gr.Blocks() as page:

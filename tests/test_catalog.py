@@ -5,11 +5,12 @@ from collections import Counter
 import pytest
 
 from config import Config, TrainConfig
-from product_qa.catalog import (UNKNOWN_ANSWER, build_catalog, catalog_sizes, is_declined, recall_questions,
+from product_qa.data.catalog import (UNKNOWN_ANSWER, build_catalog, catalog_sizes, is_declined, recall_questions,
                                 training_views, views_file)
-from product_qa.encoding import read_examples
-from product_qa.preparation import output_paths, prepare
-from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+from product_qa.data.examples import read_examples
+from product_qa.data.preparation import prepare
+from product_qa.data.examples import output_paths
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
 
 
 @pytest.fixture(scope="module")

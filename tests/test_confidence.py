@@ -7,10 +7,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from config import Config
-from product_qa.catalog import UNKNOWN_ANSWER, is_declined
-from product_qa.generation import (CONFIDENCE_TOKENS, Generated, answer_confidence, catalog_confidence_floor,
+from product_qa.data.catalog import UNKNOWN_ANSWER, is_declined
+from product_qa.answering.generation import (CONFIDENCE_TOKENS, Generated, answer_confidence, catalog_confidence_floor,
                                    decline_threshold, declined_when_unsure, generate_answers, stream_answer)
-from product_qa.prompts import prompt_text
+from product_qa.data.prompts import prompt_text
 
 QUESTIONS = ["What is Girls Ballet Tutu Neon Pink?", "Describe The Forgotten Tide (Paperback) in a few words."]
 
@@ -78,7 +78,7 @@ def test_a_streamed_answer_is_held_back_until_the_model_is_known_to_be_sure(tiny
 
 
 def test_only_the_fine_tuned_model_alone_declines_when_unsure(tiny_run):
-    from product_qa.answering import Answerer
+    from product_qa.answering.systems import Answerer
     from product_qa.configurator import apply_overrides
     cfg = apply_overrides(Config(), [*tiny_run["settings"], "generation.min_confidence=0.999999"])
     answerer = Answerer(cfg, Path(tiny_run["run_dir"]))

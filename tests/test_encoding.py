@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from product_qa import encoding
-from product_qa.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss,
+from product_qa.data import encoding
+from product_qa.data.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss,
                                  tokenized_split)
-from product_qa.prompts import prompt_text
+from product_qa.data.prompts import prompt_text
 
 SYSTEM = "Answer with the product's description."
 QUESTIONS = ["What is Acme Kettle Model 4?", "Descreva o produto Caneca {azul} 300 ml.", "  spaces  ",

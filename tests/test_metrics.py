@@ -1,9 +1,9 @@
 """Each metric on cases worked out by hand, and the similarity metric with the real sentence encoder."""
 import pytest
 
-from product_qa import metrics
+from product_qa.answering import metrics
 
-from product_qa.metrics import (corpus_bleu_chrf, distinct_n, length_ratio, repeated_ngram_rate, rouge_scores,
+from product_qa.answering.metrics import (corpus_bleu_chrf, distinct_n, length_ratio, repeated_ngram_rate, rouge_scores,
                                 semantic_similarity, sentence_chrf, summarize, words)
 
 SENTENCES = ["a soft cotton shirt for summer days", "the red leather shoe with a rubber sole"]

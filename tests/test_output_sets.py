@@ -126,7 +126,7 @@ def test_what_a_killed_preparation_spooled_is_removed_by_the_next_run_even_when_
     assert subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, env=env,
                           capture_output=True).returncode == 0
     kept = snapshot(out)
-    killed = subprocess.run([sys.executable, "-c", KILLED_AT_CALL, "product_qa.preparation._write_examples",
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_CALL, "product_qa.data.preparation._write_examples",
                              str(REPO / "prepare_data.py"), *args(200)], cwd=REPO, env=env, capture_output=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert any("spool" in p.name for p in tmp_path.rglob("*"))  # killed after spooling, before writing the splits

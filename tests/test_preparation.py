@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import REAL_RECORDS, REPO, write_jsonl
-from product_qa.filtering import normalize_title
-from product_qa.preparation import SPLITS, prepare
-from product_qa.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+from product_qa.data.filtering import normalize_title
+from product_qa.data.preparation import prepare
+from product_qa.data.examples import SPLITS
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
 
 
 def catalog(n: int, start: int = 0) -> list[dict]:
@@ -224,7 +225,7 @@ def test_a_huge_description_is_dropped_without_being_cleaned_whole(tmp_path, dat
     without = outputs_bytes(data_config)
     huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe", "content": "A kettle that boils fast. " * 20_000}
     data_config.raw_path = str(write_jsonl(tmp_path / "huge.json", catalog(25) + [huge] + catalog(25, 25)))
-    import product_qa.cleaning as cleaning
+    import product_qa.data.cleaning as cleaning
     cleaned = []  # the length of each text a cleaning rule is given
 
     def measured(rule):
@@ -243,7 +244,7 @@ def test_a_failure_mid_write_leaves_previous_outputs_intact(tmp_path, data_confi
     data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(500)))
     prepare(data_config, progress=False)
     before = outputs_bytes(data_config)
-    import product_qa.preparation as preparation
+    import product_qa.data.preparation as preparation
     real_outputs = preparation.atomic_outputs
 
     class FailingWriter:

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import run_script, write_jsonl
 from product_qa.errors import UserError
-from product_qa.reading import BadInputLog, BlockReader, describe_source, iter_records, stable_uid
+from product_qa.data.reading import BadInputLog, BlockReader, describe_source, iter_records, stable_uid
 
 GOOD = [{"uid": f"B{i:09d}", "title": f"Product {i}", "content": f"Description of product {i}."} for i in range(5)]
 

@@ -8,9 +8,9 @@ import pytest
 from config import RagConfig
 from product_qa.errors import UserError
 from product_qa.modeling import load_sentence_encoder
-from product_qa.prompts import HELD_OUT_PHRASINGS
-from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text, source_line
-from product_qa.synthetic import generate_records
+from product_qa.data.prompts import HELD_OUT_PHRASINGS
+from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text, source_line
+from product_qa.data.synthetic import generate_records
 
 RETRIEVERS = ("bm25", "minilm")
 

@@ -8,7 +8,7 @@ from statistics import median
 import pytest
 
 from conftest import REPO
-from product_qa.synthetic import generate_records, write_records
+from product_qa.data.synthetic import generate_records, write_records
 
 KEYS = ["uid", "title", "content", "target_ind", "target_rel"]
 

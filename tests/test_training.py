@@ -17,11 +17,12 @@ from safetensors.torch import load_file
 from config import Config
 from conftest import REPO, run_script, tiny_run_overrides, write_jsonl
 from product_qa.configurator import apply_overrides
-from product_qa.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
+from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
 from product_qa.errors import UserError
-from product_qa.prompts import resolve_template
+from product_qa.data.prompts import resolve_template
 from product_qa.runs import unfinished_run_dir
-from product_qa.training import latest_checkpoint, prepare_run_dir, select_precision
+from product_qa.devices import select_precision
+from product_qa.training.trainer import latest_checkpoint, prepare_run_dir
 
 EXAMPLE = {"uid": "B1", "question": "What is Acme Kettle Model 4?",
            "answer": "A stainless steel kettle that holds two litres and boils fast."}
@@ -97,13 +98,13 @@ def test_batches_pad_to_their_longest_example_and_examples_do_not_attend_to_each
 
 
 def test_precision_selection(tmp_path, monkeypatch):
-    import product_qa.training as training
+    import product_qa.devices as devices
     with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
     with_bf16.write_text("flags\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
     without.write_text("flags\t: fpu sse avx2\n")
-    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: True)
     assert select_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: False)
     assert select_precision("auto", "cpu") == "fp32"
     assert select_precision("bf16", "cpu") == "bf16"  # asked for explicitly: allowed, if slow
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
@@ -115,8 +116,8 @@ def test_precision_selection(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="does not support bf16"):
         select_precision("bf16", "cuda")
     monkeypatch.undo()
-    assert training.cpu_supports_bf16(str(with_bf16)) and not training.cpu_supports_bf16(str(without))
-    assert not training.cpu_supports_bf16(str(tmp_path / "missing"))
+    assert devices.cpu_supports_bf16(str(with_bf16)) and not devices.cpu_supports_bf16(str(without))
+    assert not devices.cpu_supports_bf16(str(tmp_path / "missing"))
 
 
 def fine_tune_cfg(tiny_model_dir, raw_sample, root, **extra):
@@ -124,7 +125,7 @@ def fine_tune_cfg(tiny_model_dir, raw_sample, root, **extra):
 
 
 def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
-    from product_qa.finetune import fine_tune
+    from product_qa.training.workflow import fine_tune
     cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path)
     report = fine_tune(cfg, progress=False)
     run = Path(report["run_dir"])
@@ -147,7 +148,7 @@ def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
 
 
 def test_full_fine_tuning_saves_the_model(tmp_path, tiny_model_dir, raw_sample):
-    from product_qa.finetune import fine_tune
+    from product_qa.training.workflow import fine_tune
     cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path, **{"train.method": "full", "train.max_steps": 2})
     report = fine_tune(cfg, progress=False)
     assert report["trainable_parameters"] == report["total_parameters"]
@@ -291,7 +292,7 @@ def test_packaged_gguf_model_converts_and_trains(tmp_path, packaged_checkpoint, 
     model = AutoModelForCausalLM.from_pretrained(packaged_checkpoint)
     assert getattr(model.config, "quantization_config", None) is None  # a plain model: it can be saved
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
-    from product_qa.finetune import fine_tune
+    from product_qa.training.workflow import fine_tune
     cfg = fine_tune_cfg(packaged_checkpoint.parent, raw_sample, tmp_path, **{
         "model.name": "smollm2-135m-instruct", "model.cache_dir": packaged_checkpoint.parent,
         "train.max_steps": 2, "train.max_eval_examples": 4, "train.batch_size": 2, "train.learning_rate": 3e-4,
@@ -305,8 +306,8 @@ def test_packaged_gguf_model_converts_and_trains(tmp_path, packaged_checkpoint, 
 def test_several_gpus_in_one_process_are_refused_before_the_model_loads(tmp_path, tiny_model_dir, raw_sample,
                                                                         monkeypatch):
     """One process driving several GPUs (DataParallel) would scale the answer-only loss by the GPU count."""
-    import product_qa.finetune as finetune
-    monkeypatch.setattr(finetune, "training_device", lambda: "cuda")
+    import product_qa.training.workflow as finetune
+    monkeypatch.setattr(finetune, "best_device", lambda: "cuda")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(finetune, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(UserError, match="2 GPUs in one process: launch one process per GPU with `torchrun"):
@@ -317,7 +318,7 @@ def test_several_views_recall_the_catalog_better_than_one(tmp_path, tiny_model_d
     """The same 8 products, the same 200 steps: asked in one phrasing, the tiny model memorizes the training
     questions (train loss near 0) but recalls the descriptions poorly when asked with held-out phrasings; asked
     in 7 phrasings, it recalls them (measured: catalog loss 0.55 with one view, 0.024 with seven)."""
-    from product_qa.finetune import fine_tune
+    from product_qa.training.workflow import fine_tune
     nouns = ("kettle", "lamp", "chair", "mirror", "blender", "heater", "clock", "toaster", "fan", "stool")
     places = ("Lisbon", "Osaka", "Quito", "Oslo", "Cairo", "Perth", "Lima", "Riga", "Hanoi", "Dakar")
     colors = ("red", "teal", "amber", "olive", "navy", "coral", "ivory", "plum", "sage", "rust")
@@ -339,8 +340,8 @@ def test_several_views_recall_the_catalog_better_than_one(tmp_path, tiny_model_d
 
 
 def test_early_stopping_follows_the_catalog_loss_by_default(tmp_path, tiny_model_dir, raw_sample):
-    from product_qa.finetune import fine_tune
-    from product_qa.training import training_arguments
+    from product_qa.training.workflow import fine_tune
+    from product_qa.training.trainer import training_arguments
     for followed in ("catalog", "validation"):
         cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path / followed, **{
             "train.early_stopping_patience": 10, "train.early_stopping_on": followed})

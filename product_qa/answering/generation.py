@@ -17,7 +17,7 @@ from tqdm import tqdm
 from transformers import (LogitsProcessor, LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteria,
                           StoppingCriteriaList, TextIteratorStreamer)
 
-from product_qa.catalog import UNKNOWN_ANSWER
+from product_qa.data.catalog import UNKNOWN_ANSWER
 
 
 @dataclass(frozen=True)

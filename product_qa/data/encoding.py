@@ -15,48 +15,22 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import torch
 
 from product_qa.configurator import fingerprint
 from product_qa.errors import UserError
 from product_qa.io_utils import TEMP_MARK, remove_stale_temps
-from product_qa.prompts import answer_text, prompt_text
+from product_qa.data.prompts import answer_text, prompt_text
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
 ENCODING_VERSION = 1  # bump when the encoding changes: old caches are then rebuilt
 TOKENIZED_DIR = "tokenized"  # under data.output_dir
 _QUESTION_SLOT = "\x00question\x00"
-
-
-# ----------------------------------------------------------------------------------------------- examples
-def read_examples(path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
-    """The examples of one split; with `limit`, a seeded uniform sample of them in file order."""
-    if not path.exists():
-        raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
-    examples = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-    if not examples:
-        raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
-    return sample_in_order(examples, limit, seed)
-
-
-def sample_indices(count: int, limit: int | None, seed: int) -> list[int] | None:
-    """Sorted indices of a seeded uniform sample of `limit` of `count` items (None: keep them all)."""
-    if limit is None or count <= limit:
-        return None
-    return sorted(random.Random(seed).sample(range(count), limit))
-
-
-def sample_in_order(items: list, limit: int | None, seed: int) -> list:
-    """A seeded uniform sample of `limit` items, in their original order (all of them when limit is None)."""
-    keep = sample_indices(len(items), limit, seed)
-    return items if keep is None else [items[i] for i in keep]
 
 
 # ----------------------------------------------------------------------------------------------- encoding

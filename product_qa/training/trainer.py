@@ -16,40 +16,9 @@ import torch
 from tqdm import tqdm
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from product_qa.encoding import AnswerOnlyCollator, answer_only_loss, contiguous_output_layer_input, perplexity
+from product_qa.data.encoding import AnswerOnlyCollator, answer_only_loss, contiguous_output_layer_input, perplexity
+from product_qa.devices import TORCH_DTYPES
 from product_qa.errors import UserError
-
-
-# ---------------------------------------------------------------------------------------------- precision
-def cpu_supports_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX). Without them bf16 autocast
-    is emulated and far slower than fp32."""
-    try:
-        flags = Path(cpuinfo_path).read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def select_precision(requested: str, device: str) -> str:
-    """bf16, fp16 or fp32 for this device. auto: on CUDA bf16 where supported, else fp16; on CPU bf16 where
-    the processor has native bf16, else fp32."""
-    if device == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if requested == "auto":
-            return "bf16" if bf16_ok else "fp16"
-        if requested == "bf16" and not bf16_ok:
-            raise UserError("this GPU does not support bf16: use train.precision=fp16 or auto")
-        return requested
-    if requested == "fp16":
-        raise UserError("fp16 needs a CUDA GPU; on CPU use train.precision=bf16 (with AVX512-BF16) or fp32")
-    if requested == "auto":
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    return requested
-
-
-def training_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -61,7 +30,7 @@ def load_model(model_path: str, *, method: str, precision: str, device: str, tra
 
     if method == "qlora" and device != "cuda":
         raise UserError("QLoRA (4-bit) needs a CUDA GPU with bitsandbytes; on CPU use train.method=lora")
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    half = {"bf16": TORCH_DTYPES["bf16"], "fp16": TORCH_DTYPES["fp16"]}.get(precision)
     kwargs = {"trust_remote_code": trust_remote_code}
     if method == "qlora":
         from transformers import BitsAndBytesConfig
@@ -270,8 +239,8 @@ def save_outputs(trainer, tokenizer, run_dir: Path, method: str, model_path: str
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if precision == "bf16"
-                                                    else torch.float16, trust_remote_code=trust_remote_code)
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=TORCH_DTYPES["bf16" if precision == "bf16" else
+                                                                             "fp16"], trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(base, run_dir / "adapter")
     merged = model.merge_and_unload()
     merged.save_pretrained(run_dir / "merged", safe_serialization=True)

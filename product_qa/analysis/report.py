@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from wordcloud import WordCloud
 
-from product_qa.analysis import FIELDS, LENGTH_UNITS, Analysis, LengthHistogram
+from product_qa.analysis.statistics import FIELDS, LENGTH_UNITS, Analysis, LengthHistogram
 from product_qa.io_utils import atomic_outputs, replaced_directory, write_json_atomic
 
 REPORT_JSON = "data_analysis_report.json"
@@ -348,7 +348,7 @@ def render_markdown(analysis: Analysis) -> str:
               "non-Latin letters. Duplicates: " + methods["duplicates"] + ".", ""]
 
     lines += ["## Cleaning rules of the preparation stage", "",
-              "How many records each rule of `product_qa/cleaning.py` changes, applied in order to every non-empty "
+              "How many records each rule of `product_qa/data/cleaning.py` changes, applied in order to every non-empty "
               "title and description (the preparation stage cleans the records that have both).", ""]
     lines += _table(["rule", "records changed", "share", "titles", "descriptions"],
                     [[f"`{rule['rule']}`", _num(rule["records"]), f"{rule['records'] / parsed:.1%}",
@@ -361,7 +361,7 @@ def render_markdown(analysis: Analysis) -> str:
             lines += [""]
 
     lines += ["## Filters of the preparation stage", "",
-              "Records each filter of `product_qa/filtering.py` drops, counted under the first that applies, on "
+              "Records each filter of `product_qa/data/filtering.py` drops, counted under the first that applies, on "
               "the cleaned records.", ""]
     lines += _table(["filter", "dropped", "share"],
                     [[f"`{item['filter']}`", _num(item["dropped"]), f"{item['dropped'] / parsed:.1%}"]

@@ -32,7 +32,7 @@ import numpy as np
 from product_qa.configurator import fingerprint
 from product_qa.errors import UserError
 from product_qa.io_utils import atomic_outputs
-from product_qa.metrics import words
+from product_qa.answering.metrics import words
 from product_qa.modeling import load_sentence_encoder
 
 NO_MATCH_MESSAGE = "No matching product was found in the catalog for this question."

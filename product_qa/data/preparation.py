@@ -23,19 +23,19 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from product_qa.cleaning import clean_text_within
+from product_qa.data.cleaning import clean_text_within
 from product_qa.configurator import config_dict, fingerprint
 from product_qa.errors import UserError
-from product_qa.filtering import FILTER_REASONS, drop_reason, normalize_title
+from product_qa.data.filtering import FILTER_REASONS, drop_reason, normalize_title
 from product_qa.hashing import key_hash, mix64, mix64_array
 from product_qa.io_utils import TEMP_MARK, atomic_outputs, recover_directory, replaced_directory, write_json_atomic
 from product_qa.parallel import BlockRunner
-from product_qa.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
-from product_qa.reading import (BadInputLog, BadLine, Block, BlockReader, ByteRange, Record, describe_source,
+from product_qa.data.examples import SPLITS, output_paths, split_paths
+from product_qa.data.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
+from product_qa.data.reading import (BadInputLog, BadLine, Block, BlockReader, ByteRange, Record, describe_source,
                                 parse_block, strict_error)
 
 PIPELINE_VERSION = 1  # bump when a change to cleaning, filters or examples changes the outputs
-SPLITS = ("train", "validation", "test")
 REPORT_NAME = "prep_report.json"
 # Settings that change speed, not outputs, stay out of the fingerprint.
 _RUNTIME_ONLY = ("workers", "block_mb", "output_dir")
@@ -196,14 +196,6 @@ def data_fingerprint(cfg, source) -> str:
     settings = {k: v for k, v in config_dict(cfg).items() if k not in _RUNTIME_ONLY}
     stats = {"path": os.path.abspath(source.path), "size": source.size_bytes, "mtime_ns": source.mtime_ns}
     return fingerprint(PIPELINE_VERSION, settings, stats)
-
-
-def output_paths(cfg) -> dict[str, Path]:
-    return split_paths(Path(cfg.output_dir))
-
-
-def split_paths(folder: Path) -> dict[str, Path]:
-    return {split: folder / f"{split}.jsonl" for split in SPLITS}
 
 
 def up_to_date(cfg, fp: str) -> dict | None:

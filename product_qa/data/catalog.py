@@ -26,10 +26,11 @@ from typing import Any
 import orjson
 
 from product_qa.configurator import fingerprint
-from product_qa.encoding import TOKENIZED_DIR, read_examples
+from product_qa.data.encoding import TOKENIZED_DIR
+from product_qa.data.examples import read_examples
 from product_qa.hashing import key_hash, mix64
 from product_qa.io_utils import atomic_outputs
-from product_qa.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
 
 UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
 DOCUMENT_VIEW = "document"  # the phrasing id of a catalog-document view

@@ -17,10 +17,10 @@ from typing import Iterator
 import gradio as gr
 import orjson
 
-from product_qa.answering import MODEL_OF, Answerer
+from product_qa.answering.systems import MODEL_OF, Answerer
 from product_qa.errors import UserError
 from product_qa.reporting import evaluation_tables
-from product_qa.retrieval import source_line
+from product_qa.answering.retrieval import source_line
 
 PANELS = ("base", "fine_tuned", "rag")
 PANEL_LABELS = {"base": "Base model", "fine_tuned": "Fine-tuned model", "rag": "RAG"}

@@ -14,21 +14,23 @@ from accelerate import PartialState
 from datasets import Dataset
 from transformers import set_seed
 
-from product_qa import metrics
-from product_qa.catalog import is_declined, read_catalog, recall_questions, training_rounds, views_file
-from product_qa.encoding import ExampleEncoder, perplexity, sample_indices, tokenized_split
+from product_qa.answering import metrics
+from product_qa.data.catalog import is_declined, read_catalog, recall_questions, training_rounds, views_file
+from product_qa.data.encoding import ExampleEncoder, perplexity, tokenized_split
+from product_qa.data.examples import sample_indices
+from product_qa.devices import best_device, select_precision
 from product_qa.errors import UserError
-from product_qa.generation import (Generated, catalog_confidence_floor, decline_threshold, declined_when_unsure,
+from product_qa.answering.generation import (Generated, catalog_confidence_floor, decline_threshold, declined_when_unsure,
                                   generate_answers, with_answer_cap)
 from product_qa.io_utils import commit_directory, prepare_output_dir, refuse_read_only, write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
-from product_qa.preparation import output_paths, prepare
-from product_qa.prompts import prompt_text, resolve_template
+from product_qa.data.preparation import prepare
+from product_qa.data.examples import output_paths
+from product_qa.data.prompts import prompt_text, resolve_template
 from product_qa.reporting import plot_loss_curves
 from product_qa.runs import unfinished_run_dir
-from product_qa.training import (EVAL_SETS, build_trainer, count_parameters, load_model, loss_history,
-                                 prepare_run_dir, save_outputs, select_precision, training_arguments,
-                                 training_device, training_order, with_perplexity)
+from product_qa.training.trainer import (EVAL_SETS, build_trainer, count_parameters, load_model, loss_history,
+                                 prepare_run_dir, save_outputs, training_arguments, training_order, with_perplexity)
 
 # peft still calls the old name inside transformers; the warning says nothing the user can act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -38,7 +40,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     # knows this process's rank under torchrun / accelerate launch. On a CPU the state must be asked for the CPU
     # (as the Trainer later does): else it sees no distributed run there and every rank takes itself for the main
     # one, each preparing, writing and swapping in the run's work directory under the others.
-    state = PartialState(cpu=training_device() == "cpu")
+    state = PartialState(cpu=best_device() == "cpu")
     main = state.is_main_process
     train_cfg, model_cfg = cfg.train, cfg.model
     run_dir = Path(train_cfg.output_dir) / train_cfg.run_name
@@ -76,7 +78,7 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     decoding = with_answer_cap(cfg.generation, max(train_set["answer_tokens"]))  # the run's longest answer
 
     # 2. The model, at the precision this device does best.
-    device = training_device()
+    device = best_device()
     if device == "cuda" and torch.cuda.device_count() > 1 and state.num_processes == 1:
         raise UserError(f"{torch.cuda.device_count()} GPUs in one process: launch one process per GPU with "
                         f"`torchrun --nproc_per_node {torch.cuda.device_count()} fine_tuning_project.py`, or "

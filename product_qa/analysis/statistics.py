@@ -23,16 +23,17 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from product_qa.cleaning import CLEANING_RULES, LONG_TEXT_CHARS, too_long_start
+from product_qa.data.cleaning import CLEANING_RULES, LONG_TEXT_CHARS, too_long_start
 from product_qa.configurator import config_dict
 from product_qa.errors import UserError
-from product_qa.filtering import FILTER_REASONS, drop_reason
+from product_qa.data.filtering import FILTER_REASONS, drop_reason
 from product_qa.hashing import key_hash, mix64
 from product_qa.modeling import load_tokenizer
 from product_qa.parallel import BlockRunner
-from product_qa.preparation import SPLITS, Survivors, dedupe_keys, select, split_code
-from product_qa.prompts import TRAINING_PHRASINGS, build_example, pick_phrasing, resolve_template
-from product_qa.reading import BadInputLog, BadLine, Block, BlockReader, ByteRange, describe_source, parse_block
+from product_qa.data.preparation import Survivors, dedupe_keys, select, split_code
+from product_qa.data.examples import SPLITS
+from product_qa.data.prompts import TRAINING_PHRASINGS, build_example, pick_phrasing, resolve_template
+from product_qa.data.reading import BadInputLog, BadLine, Block, BlockReader, ByteRange, describe_source, parse_block
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 FIELDS = ("title", "content")
@@ -590,7 +591,7 @@ def training_lengths(records: list[SampledRecord], tokenizer, cfg) -> tuple[np.n
     """Tokens of each kept record as the training stage encodes it, untruncated: the question in the training
     phrasing prepare picks for it, in the train.prompt_template (the chat template and train.system_prompt by
     default), then the description and EOS. Returns the lengths and the template used."""
-    from product_qa.encoding import ExampleEncoder  # imports torch: only when tokens are counted
+    from product_qa.data.encoding import ExampleEncoder  # imports torch: only when tokens are counted
 
     template = resolve_template(tokenizer, cfg.train.prompt_template)
     encoder = ExampleEncoder(tokenizer, template=template, system_prompt=cfg.train.system_prompt,

@@ -7,7 +7,7 @@ size, material, cast...), so a model fine-tuned on the sample learns a mapping a
 (empty fields, every HTML entity form, scraping boilerplate, glued sentences, tags, placeholders, duplicates,
 very long descriptions, foreign editions) appear at the rates measured on the real file.
 
-    python -m product_qa.synthetic --records 1000 --seed 0 --out sample_data.json
+    python -m product_qa.data.synthetic --records 1000 --seed 0 --out sample_data.json
 """
 from __future__ import annotations
 

@@ -20,14 +20,14 @@ from typing import Iterator
 
 import orjson
 
-from product_qa.catalog import Catalog, read_catalog
+from product_qa.data.catalog import Catalog, read_catalog
 from product_qa.errors import UserError
-from product_qa.generation import (Generated, decline_threshold, declined_when_unsure, generate_answers, stream_answer,
+from product_qa.answering.generation import (Generated, decline_threshold, declined_when_unsure, generate_answers, stream_answer,
                                   with_answer_cap)
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
-from product_qa.preparation import output_paths
-from product_qa.prompts import prompt_text, resolve_template
-from product_qa.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
+from product_qa.data.examples import output_paths
+from product_qa.data.prompts import prompt_text, resolve_template
+from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
 from product_qa.settings import ANSWERING_SYSTEMS, check_choices
 
 SYSTEMS = ANSWERING_SYSTEMS

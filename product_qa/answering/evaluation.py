@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from product_qa import metrics
-from product_qa.answering import MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, Answer, Answerer
-from product_qa.catalog import is_declined, recall_questions
-from product_qa.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity,
-                                 read_examples)
+from product_qa.answering import metrics
+from product_qa.answering.systems import MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, Answer, Answerer
+from product_qa.data.catalog import is_declined, recall_questions
+from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity
+from product_qa.data.examples import read_examples
 from product_qa.errors import UserError
 from product_qa.io_utils import atomic_outputs, json_bytes, prepare_output_dir, write_json_atomic
 from product_qa.modeling import load_sentence_encoder
-from product_qa.preparation import output_paths
+from product_qa.data.examples import output_paths
 from product_qa.reporting import evaluation_markdown, plot_evaluation
 
 # averaged over answers (invented_details over the answers that state specific facts)

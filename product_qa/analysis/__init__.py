@@ -1,0 +1,1 @@
+"""Stage 2, the analysis of the raw file: one streaming pass of statistics, the sketches it keeps, the report."""

@@ -1,0 +1,1 @@
+"""The web demo (Gradio) over the answering systems."""
