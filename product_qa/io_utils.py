@@ -51,6 +51,16 @@ def json_bytes(obj: object) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
 
 
+def read_json(path: Path, what: str) -> object:
+    """A JSON file the pipeline wrote; a missing or damaged one ends the run in one line naming the file."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no {what} here") from None
+    except (OSError, orjson.JSONDecodeError) as err:
+        raise UserError(f"{path}: cannot read the {what} ({str(err).splitlines()[0][:160]})") from None
+
+
 def write_json_atomic(path: Path, obj: object) -> None:
     with atomic_outputs({"json": path}) as handles:
         handles["json"].write(json_bytes(obj))

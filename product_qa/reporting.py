@@ -1,9 +1,37 @@
-"""One-screen summaries printed at the end of each stage."""
+"""One-screen summaries printed at the end of each stage, and the helpers every report uses: a Markdown table
+and a figure saved atomically."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import IO
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from product_qa.io_utils import atomic_outputs
+
+
+def markdown_table(header: list[str], rows: list[list], align: str = "") -> list[str]:
+    """The lines of a Markdown table; align has one letter per column, l or r (default: first left, rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"]
+    lines += ["| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |" for row in rows]
+    return lines
+
+
+def save_figure(fig: Figure, target: Path | IO[bytes], dpi: int = 120) -> None:
+    """A PNG of a matplotlib Figure (drawn on the Agg canvas: no pyplot, no display), written to a temp file and
+    renamed into place, or into an open binary file (one of several outputs written together)."""
+    FigureCanvasAgg(fig)
+    if not isinstance(target, Path):
+        fig.savefig(target, format="png", dpi=dpi)
+        return
+    with atomic_outputs({"png": target}) as handles:
+        fig.savefig(handles["png"], format="png", dpi=dpi)
 
 
 def print_prep_summary(report: dict, console: Console | None = None) -> None:
