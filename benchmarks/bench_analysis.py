@@ -3,7 +3,7 @@
 Analyses the file bench_prepare.py generates and caches (2,248,619 records with the real length distribution, a
 third empty contents) and prints the wall time and the peak RSS summed over the process and its workers.
 
-    python benchmarks/bench_analysis.py [--records 2248619]
+    python -m benchmarks.bench_analysis [--records 2248619]
 
 Targets on a 2-core machine: <= 3 minutes and <= 1.5 GiB.
 """
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure
+from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure
 
 TARGET_S = 180
 TARGET_MIB = 1536

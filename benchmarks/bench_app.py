@@ -2,7 +2,7 @@
 answer from the default model, asked through the running page (HTTP, the queue, token streaming), against the
 same prompts answered by a plain model.generate call in the same run (the baseline: the model's own time).
 
-    python benchmarks/bench_app.py [--questions 10] [--tokens 64] [--mode fine_tuned]
+    python -m benchmarks.bench_app [--questions 10] [--tokens 64] [--mode fine_tuned]
 
 The model is the latest fine-tuning run's when there is one (what the page answers with), else the base model.
 Every answer is made exactly --tokens long (the model's end-of-text is held off), so the latencies compare
@@ -21,19 +21,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from gradio_client import Client  # noqa: E402
+from gradio_client import Client
 
-from config import Config  # noqa: E402
-from product_qa.answering.systems import Answerer  # noqa: E402
-from product_qa.runs import latest_run  # noqa: E402
-from product_qa.answering.generation import generate_answers  # noqa: E402
-from product_qa.data.preparation import prepare  # noqa: E402
+from config import Config
+from product_qa.answering.systems import Answerer
+from product_qa.runs import latest_run
+from product_qa.answering.generation import generate_answers
+from product_qa.data.preparation import prepare
 from product_qa.data.examples import output_paths
-from product_qa.data.encoding import read_examples  # noqa: E402
-from product_qa.app.webapp import PANELS, Demo, build_page, launch  # noqa: E402
+from product_qa.data.encoding import read_examples
+from product_qa.app.webapp import PANELS, Demo, build_page, launch
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ Baseline, in the same run: the same systems answering a few questions one at a t
 to N questions. The comparison counts the time spent answering and scoring (the evaluation's own clock, which
 starts once the models and the index are loaded), not the start-up before it.
 
-    python benchmarks/bench_evaluate.py [--questions 200] [--baseline-questions 8]
+    python -m benchmarks.bench_evaluate [--questions 200] [--baseline-questions 8]
 """
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from config import Config  # noqa: E402
-from product_qa.runs import latest_run  # noqa: E402
-from product_qa.answering.evaluation import evaluate  # noqa: E402
-from product_qa.data.preparation import prepare  # noqa: E402
+from config import Config
+from product_qa.runs import latest_run
+from product_qa.answering.evaluation import evaluate
+from product_qa.data.preparation import prepare
 from product_qa.data.examples import output_paths
-from product_qa.data.encoding import read_examples  # noqa: E402
+from product_qa.data.encoding import read_examples
 
 TARGET_SECONDS = 600
 

@@ -3,7 +3,7 @@ model one at a time (the baseline: what a loop over questions does) and in batch
 what test_pipeline.py and the evaluation do), in generated tokens per second, measured in one run.
 Target: batches of 16 at least 4x the tokens/s of one question at a time.
 
-    python benchmarks/bench_generate.py [--questions 32] [--batch-sizes 1,8,16,32] [--max-new-tokens 64]
+    python -m benchmarks.bench_generate [--questions 32] [--batch-sizes 1,8,16,32] [--max-new-tokens 64]
 
 Every answer is greedy and stops at its EOS or at max_new_tokens, as in real use. The model is the latest
 fine-tuning run's when there is one (it answers like the deployed model), else the base model.
@@ -17,15 +17,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from config import Config  # noqa: E402
-from product_qa.answering.systems import Answerer  # noqa: E402
-from product_qa.runs import latest_run  # noqa: E402
-from product_qa.answering.generation import generate_answers  # noqa: E402
-from product_qa.data.preparation import prepare  # noqa: E402
+from config import Config
+from product_qa.answering.systems import Answerer
+from product_qa.runs import latest_run
+from product_qa.answering.generation import generate_answers
+from product_qa.data.preparation import prepare
 from product_qa.data.examples import output_paths
-from product_qa.data.encoding import read_examples  # noqa: E402
+from product_qa.data.encoding import read_examples
 
 TARGET_SPEEDUP = 4.0
 TARGET_BATCH = 16

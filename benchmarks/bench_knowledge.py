@@ -8,9 +8,9 @@ closed book), next to the base model's, and
 the share of descriptions recalled (ROUGE-L >= 0.9). Catalogs past the bundled sample's training products come
 from the project's own generator (`product_qa/data/synthetic.py`), prepared like the sample.
 
-    python benchmarks/bench_knowledge.py                               # the default points (hours on 2 cores)
-    python benchmarks/bench_knowledge.py --points 32x7x3 128x7x3       # N x views x epochs
-    python benchmarks/bench_knowledge.py --set train.lora_r=16         # extra settings for every point
+    python -m benchmarks.bench_knowledge                               # the default points (hours on 2 cores)
+    python -m benchmarks.bench_knowledge --points 32x7x3 128x7x3       # N x views x epochs
+    python -m benchmarks.bench_knowledge --set train.lora_r=16         # extra settings for every point
 
 Points already measured with the same settings are read back from outputs/bench/knowledge.json (a long curve
 can be run in pieces). Writes that file and docs/training/knowledge_curve.png, and prints a table with the
@@ -27,15 +27,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from bench_train import cpu_features, cpu_name  # noqa: E402
+from benchmarks.bench_train import cpu_features, cpu_name
 
-from config import Config  # noqa: E402
-from product_qa.configurator import apply_overrides  # noqa: E402
-from product_qa.data.encoding import read_examples  # noqa: E402
-from product_qa.io_utils import write_json_atomic  # noqa: E402
-from product_qa.data.preparation import prepare  # noqa: E402
+from config import Config
+from product_qa.configurator import apply_overrides
+from product_qa.data.encoding import read_examples
+from product_qa.io_utils import write_json_atomic
+from product_qa.data.preparation import prepare
 from product_qa.data.examples import output_paths
 
 DEFAULT_POINTS = ("16x7x3", "32x7x3", "128x7x2", "512x7x2")  # the last one alone: about 2 hours on 2 cores

@@ -5,7 +5,7 @@
 2. Times the naive baseline most public attempts use, pd.read_json(lines=True) plus row-wise cleaning, at a
    size it can hold, and our stage at that same size, and prints the ratios.
 
-    python benchmarks/bench_prepare.py [--records 2248619] [--baseline-records 200000]
+    python -m benchmarks.bench_prepare [--records 2248619] [--baseline-records 200000]
 
 Targets on a 2-core machine: full size in <= 60 s with peak RSS <= 1 GiB; at the baseline's size >= 5x its
 records/s with <= 1/10 of its peak memory. Generated files are cached under outputs/bench/.
@@ -21,9 +21,8 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from product_qa.data.synthetic import generate_records, write_records  # noqa: E402
+from product_qa.data.synthetic import generate_records, write_records
 
 FULL_SIZE = 2_248_619
 BENCH_DIR = REPO / "outputs" / "bench"
@@ -95,7 +94,7 @@ def main() -> None:
           f"{full.stat().st_size / 2**20:,.0f} MiB", flush=True)
 
     rows = []
-    base_s, base_mb = measure([sys.executable, __file__, "--run-baseline", str(small), str(BENCH_DIR / "prep_pandas")])
+    base_s, base_mb = measure([sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", "--run-baseline", str(small), str(BENCH_DIR / "prep_pandas")])
     rows.append(("pandas baseline", args.baseline_records, base_s, base_mb))
     small_s, small_mb = measure(ours(small, "small"))
     rows.append(("prepare_data.py", args.baseline_records, small_s, small_mb))

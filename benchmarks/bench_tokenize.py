@@ -8,7 +8,7 @@
 3. Times the path before it (every example encoded into a Python list, then datasets.Dataset.from_list) at a
    size that path can hold, and ours at that same size.
 
-    python benchmarks/bench_tokenize.py [--examples 1300000] [--baseline-examples 100000]
+    python -m benchmarks.bench_tokenize [--examples 1300000] [--baseline-examples 100000]
 
 Targets on a 2-core CPU: 1.3M examples in <= 90 s with peak RSS <= 2 GiB; the cache reused in <= 5 s.
 """
@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure  # noqa: E402
+from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure
 
 TOKENIZE_DIR = BENCH_DIR / "tokenize"
 
@@ -107,7 +106,7 @@ def main() -> None:
     def run(which: str, path: Path) -> tuple[float, float]:
         """Seconds of tokenization alone, and the peak RSS of the process and its workers together."""
         result = TOKENIZE_DIR / "result.json"
-        _, mib = measure([sys.executable, __file__, "--run", which, str(path), str(result)])
+        _, mib = measure([sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", "--run", which, str(path), str(result)])
         return json.loads(result.read_text())["seconds"], mib
 
     rows = []

@@ -15,7 +15,7 @@ shapes, in the precision used. It ends with two lines:
     main job: answer tokens learned per minute NEW vs TODAY (R.RRx)
     training loop MFU: P% (PRECISION on CPU NAME)
 
-    python benchmarks/bench_train.py [--set SECTION.FIELD=VALUE ...]   # extra settings for both jobs
+    python -m benchmarks.bench_train [--set SECTION.FIELD=VALUE ...]   # extra settings for both jobs
 
 The sizes of tokenizing the real catalog are measured by benchmarks/bench_tokenize.py.
 """
@@ -33,17 +33,16 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from config import Config  # noqa: E402
-from product_qa.data.catalog import VIEWS_DIR  # noqa: E402
-from product_qa.configurator import apply_overrides  # noqa: E402
-from product_qa.data.encoding import TOKENIZED_DIR, ExampleEncoder, read_examples  # noqa: E402
-from product_qa.modeling import load_tokenizer, resolve_model_path  # noqa: E402
-from product_qa.data.preparation import prepare  # noqa: E402
+from config import Config
+from product_qa.data.catalog import VIEWS_DIR
+from product_qa.configurator import apply_overrides
+from product_qa.data.encoding import TOKENIZED_DIR, ExampleEncoder, read_examples
+from product_qa.modeling import load_tokenizer, resolve_model_path
+from product_qa.data.preparation import prepare
 from product_qa.data.examples import output_paths
-from product_qa.data.prompts import resolve_template  # noqa: E402
-from product_qa.devices import best_device, select_precision  # noqa: E402
+from product_qa.data.prompts import resolve_template
+from product_qa.devices import best_device, select_precision
 
 # The defaults before the training-speed work. Evaluation gathering every logit (prediction_loss_only=False)
 # is not a setting: it was pure waste, so it is gone from both.
