@@ -1,6 +1,9 @@
-"""Where the model runs and in which precision, chosen in one place for training, answering and the encoder."""
+"""Where the model runs and in which precision, chosen in one place for training, answering and the encoder:
+CUDA, then Apple's MPS, then the CPU."""
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -11,9 +14,39 @@ from product_qa.errors import UserError
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
 def best_device() -> str:
-    """cuda when a usable GPU is there, else cpu."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """cuda when a usable NVIDIA GPU is there, else mps on Apple Silicon, else cpu."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cuda_unusable_warning() -> str | None:
+    """One line when this machine has an NVIDIA driver but torch cannot use the GPU (a driver older than the
+    CUDA of the torch build, or a CPU-only build): without it the run would silently train on the CPU."""
+    if torch.cuda.is_available() or not nvidia_driver_present():
+        return None
+    build = f"torch {torch.__version__} (CUDA {torch.version.cuda})" if torch.version.cuda else \
+        f"torch {torch.__version__}, a CPU-only build"
+    return (f"warning: an NVIDIA driver is installed but {build} cannot use the GPU; running on the "
+            f"{best_device().upper()}. Install the torch build that matches the driver (README_FINE_TUNING.md, GPU).")
+
+
+def peak_rss_mb(children: bool = False) -> float | None:
+    """Peak resident memory of this process (or of its finished children), in MB; None where the platform
+    cannot say (Windows has no `resource` module)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, Linux kilobytes
 
 
 def cpu_supports_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
@@ -27,8 +60,14 @@ def cpu_supports_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
 
 
 def select_precision(requested: str, device: str) -> str:
-    """bf16, fp16 or fp32 for this device. auto: on CUDA bf16 where supported, else fp16; on CPU bf16 where
-    the processor has native bf16, else fp32."""
+    """bf16, fp16 or fp32 for training on this device. auto: on CUDA bf16 where supported, else fp16; on MPS
+    fp32 (the Trainer's mixed precision is CUDA's and the CPU's); on CPU bf16 where the processor has native
+    bf16, else fp32."""
+    if device == "mps":
+        if requested in ("fp16", "bf16"):
+            raise UserError(f"{requested} training needs a CUDA GPU (or bf16 on a CPU); on Apple MPS use "
+                            "train.precision=fp32 or auto")
+        return "fp32"
     if device == "cuda":
         bf16_ok = torch.cuda.is_bf16_supported()
         if requested == "auto":
@@ -44,8 +83,16 @@ def select_precision(requested: str, device: str) -> str:
 
 
 def inference_dtype(device: str) -> torch.dtype:
-    """Answering: on a GPU bf16 (fp16 where bf16 is missing); on a CPU fp32, since generation's small matmuls
-    gain little from bf16 and are emulated, and slow, on CPUs without AVX512-BF16."""
+    """Answering: on a GPU bf16 (fp16 where bf16 is missing), on MPS fp16 (its fast half type); on a CPU fp32,
+    since generation's small matmuls gain little from bf16 and are emulated, and slow, without AVX512-BF16."""
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
     return torch.float32
+
+
+def device_line(device: str, precision: str) -> str:
+    """What a stage that loads a model prints first: where it runs and in which precision."""
+    name = torch.cuda.get_device_name() if device == "cuda" else "Apple GPU" if device == "mps" else "CPU"
+    return f"device: {device} ({name}), precision: {precision}"
