@@ -16,6 +16,7 @@ from pathlib import Path
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
+from product_qa.runs import add_run_argument, run_from_args
 from product_qa.settings import check_app
 
 DOCS_ANALYSIS = Path(__file__).resolve().parent / "docs" / "analysis"  # plots shipped with the repo
@@ -26,7 +27,7 @@ def main() -> int:
     parser.add_argument("--host", help="address to listen on (default: app.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: app.port, 7860)")
     parser.add_argument("--share", action="store_true", help="also serve a public gradio.live link")
-    parser.add_argument("--run", help="fine-tuning run (default: eval.run_name, else the latest run)")
+    add_run_argument(parser)
     args = parser.parse_args()
     cfg = config_from_args(Config(), args)
     cfg.app.host = args.host or cfg.app.host
@@ -36,13 +37,12 @@ def main() -> int:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     from product_qa.answering.systems import Answerer  # heavy imports (torch, gradio) after argument checks
-    from product_qa.runs import find_run
     from product_qa.app.webapp import Demo, build_page, check_address, launch
 
     check_address(cfg.app.host, cfg.app.port)
 
     print("Loading the models and the RAG index (once) ...")
-    demo = Demo.load(Answerer(cfg, find_run(cfg, args.run or cfg.eval.run_name)))
+    demo = Demo.load(Answerer(cfg, run_from_args(cfg, args)))
     for notice in demo.notices:
         print("note:", notice.replace("**", ""))
     analysis_dir, eval_dir = Path(cfg.analysis.output_dir), Path(cfg.eval.output_dir)

@@ -11,27 +11,31 @@ matches the question, the answer says so instead of describing another product.
 """
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import UserError, run_cli
+from product_qa.runs import add_run_argument, no_run_note, run_from_args
+
+if TYPE_CHECKING:
+    from product_qa.answering.systems import Answerer
 
 
-def systems_to_ask(answerer, args) -> list[str]:
+def systems_to_ask(answerer: Answerer, args: argparse.Namespace) -> list[str]:
     if args.compare:
         return list(answerer.systems)
-    tuned = "fine_tuned" in answerer.systems and not args.base
-    if not tuned and not args.base:
-        print("note: no fine-tuned model yet (train one with `python fine_tuning_project.py`); answering with the "
-              "base model", file=sys.stderr)
-    model = "fine_tuned" if tuned else "base"
+    if not args.base and (note := no_run_note(answerer.cfg, answerer.run_dir)):
+        print(f"note: {note}", file=sys.stderr)
+    model = "base" if args.base else answerer.stand_in("fine_tuned")
     return [f"{model}_rag" if args.rag else model]
 
 
-def ask(answerer, question: str, systems: list[str]) -> None:
-    from product_qa.answering.systems import SYSTEM_LABELS
+def ask(answerer: Answerer, question: str, systems: list[str]) -> None:
     from product_qa.answering.retrieval import source_line
+    from product_qa.answering.systems import SYSTEM_LABELS
 
     question, cut = answerer.clean(question)
     if cut:
@@ -53,16 +57,15 @@ def main() -> int:
     parser.add_argument("--rag", action="store_true", help="give the model the retrieved product description")
     parser.add_argument("--base", action="store_true", help="ask the base model instead of the fine-tuned one")
     parser.add_argument("--compare", action="store_true", help="ask every system, one after another")
-    parser.add_argument("--run", help="fine-tuning run (default: eval.run_name, else the latest run)")
+    add_run_argument(parser)
     args = parser.parse_args()
     cfg = config_from_args(Config(), args)
     if args.compare and (args.rag or args.base):
         raise UserError("--compare asks every system already; leave out --rag and --base")
 
     from product_qa.answering.systems import Answerer  # heavy imports (torch, transformers) after argument checks
-    from product_qa.runs import find_run
 
-    answerer = Answerer(cfg, find_run(cfg, args.run or cfg.eval.run_name))
+    answerer = Answerer(cfg, run_from_args(cfg, args))
     systems = systems_to_ask(answerer, args)
     if args.question:  # an empty one is refused with a clear message
         ask(answerer, " ".join(args.question), systems)

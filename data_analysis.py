@@ -8,8 +8,8 @@ Writes outputs/analysis/report.md, data_analysis_report.json and the PNG plots (
 from __future__ import annotations
 
 from config import Config
-from product_qa.analysis.statistics import analyse
 from product_qa.analysis.report import print_analysis_summary, write_report
+from product_qa.analysis.statistics import analyse
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
 

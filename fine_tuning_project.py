@@ -25,8 +25,8 @@ def main() -> int:
     if args.run_name:
         cfg.train.run_name = args.run_name
 
+    from product_qa.training.report import print_training_summary
     from product_qa.training.workflow import fine_tune  # heavy imports (torch, transformers) after argument checks
-    from product_qa.reporting import print_training_summary
 
     report = fine_tune(cfg, resume=args.resume, progress=not args.no_progress)
     if report:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
-from product_qa.errors import run_cli
 from product_qa.data.preparation import prepare
-from product_qa.reporting import print_prep_summary
+from product_qa.data.report import print_prep_summary
+from product_qa.errors import run_cli
 
 
 def main() -> int:

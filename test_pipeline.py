@@ -15,31 +15,35 @@ from __future__ import annotations
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import UserError, run_cli
+from product_qa.runs import add_run_argument, no_run_note, run_from_args
 
 
 def main() -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("questions", nargs="*", help="your own questions (default: eval.test_questions held-out "
                                                      "questions from the seen and the unseen products)")
-    parser.add_argument("--run", help="fine-tuning run (default: eval.run_name, else the latest run)")
+    add_run_argument(parser)
     parser.add_argument("--evaluate", action="store_true", help="score every system on the evaluation sets")
     args = parser.parse_args()
     cfg = config_from_args(Config(), args)
     if args.evaluate and args.questions:
         raise UserError("--evaluate asks the evaluation sets' questions; leave out your own questions (or --evaluate)")
 
-    from product_qa.runs import find_run  # heavy imports (torch, transformers) after argument checks
-    from product_qa.answering.evaluation import evaluate, generation_test, write_evaluation
-    from product_qa.reporting import print_evaluation_summary, print_generation_test
+    from product_qa.answering.evaluation import (  # heavy imports (torch, transformers) after argument checks
+        evaluate,
+        generation_test,
+        write_evaluation,
+    )
+    from product_qa.answering.report import print_evaluation_summary, print_generation_test
 
-    run_dir = find_run(cfg, args.run or cfg.eval.run_name)
+    run_dir = run_from_args(cfg, args)
     if args.evaluate:
         report = evaluate(cfg, run_dir, progress=not args.no_progress)
         paths = write_evaluation(report, cfg.eval.output_dir)
         print_evaluation_summary(report, [str(p) for p in paths.values()])
     else:
         results, path = generation_test(cfg, run_dir, args.questions, progress=not args.no_progress)
-        print_generation_test(results, str(path))
+        print_generation_test(results, str(path), no_run_note(cfg, run_dir))
     return 0
 
 

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -26,13 +25,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client
 
 from config import Config
-from product_qa.answering.systems import Answerer
-from product_qa.runs import latest_run
 from product_qa.answering.generation import generate_answers
-from product_qa.data.preparation import prepare
-from product_qa.data.examples import output_paths
-from product_qa.data.encoding import read_examples
+from product_qa.answering.systems import Answerer
 from product_qa.app.webapp import PANELS, Demo, build_page, launch
+from product_qa.data.examples import output_paths, read_examples
+from product_qa.data.preparation import prepare
+from product_qa.runs import latest_run
 
 
 def free_port() -> int:
@@ -91,7 +89,7 @@ def main() -> None:
         with multiprocessing.get_context("spawn").Pool(1) as browser:
             generate_answers(model, demo.answerer.tokenizer, prompts[:1], decoding)  # warm-up
             browser.apply(ask_page, (url, questions[0], mode))
-            for question, prompt in zip(questions, prompts):
+            for question, prompt in zip(questions, prompts, strict=True):
                 plain += generate_answers(model, demo.answerer.tokenizer, [prompt], decoding)
                 asked.append(browser.apply(ask_page, (url, question, mode)))
     finally:
@@ -100,7 +98,7 @@ def main() -> None:
     plain_median = statistics.median(a.seconds for a in plain)
     first_median = statistics.median(first for first, _, _ in asked)
     page_median = statistics.median(total for _, total, _ in asked)
-    same = sum(text == a.text for (_, _, text), a in zip(asked, plain))
+    same = sum(text == a.text for (_, _, text), a in zip(asked, plain, strict=True))
 
     print(f"plain generate(), no streaming : median {plain_median:5.2f} s per {args.tokens}-token answer "
           f"({args.tokens / plain_median:.1f} tokens/s)")

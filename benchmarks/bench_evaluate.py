@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 from config import Config
-from product_qa.runs import latest_run
 from product_qa.answering.evaluation import evaluate
+from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
-from product_qa.data.examples import output_paths
-from product_qa.data.encoding import read_examples
+from product_qa.runs import latest_run
+
+REPO = Path(__file__).resolve().parents[1]
 
 TARGET_SECONDS = 600
 

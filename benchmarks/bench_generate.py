@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 from config import Config
-from product_qa.answering.systems import Answerer
-from product_qa.runs import latest_run
 from product_qa.answering.generation import generate_answers
+from product_qa.answering.systems import Answerer
+from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
-from product_qa.data.examples import output_paths
-from product_qa.data.encoding import read_examples
+from product_qa.runs import latest_run
+
+REPO = Path(__file__).resolve().parents[1]
 
 TARGET_SPEEDUP = 4.0
 TARGET_BATCH = 16
@@ -63,7 +61,7 @@ def main() -> None:
     if baseline:
         for batch_size, rate in rates.items():
             if batch_size != 1:
-                same = sum(a == b for a, b in zip(outputs[batch_size], outputs[1]))
+                same = sum(a == b for a, b in zip(outputs[batch_size], outputs[1], strict=True))
                 print(f"batch {batch_size:>3} vs one at a time: {rate / baseline:.1f}x tokens/s; "
                       f"{same}/{len(prompts)} answers identical")
         if TARGET_BATCH in rates:

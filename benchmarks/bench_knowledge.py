@@ -26,16 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 from benchmarks.bench_train import cpu_features, cpu_name
-
 from config import Config
 from product_qa.configurator import apply_overrides
-from product_qa.data.encoding import read_examples
-from product_qa.io_utils import write_json_atomic
+from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
-from product_qa.data.examples import output_paths
+from product_qa.io_utils import write_json_atomic
+
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_POINTS = ("16x7x3", "32x7x3", "128x7x2", "512x7x2")  # the last one alone: about 2 hours on 2 cores
 RESULTS = REPO / "outputs" / "bench" / "knowledge.json"
@@ -86,18 +84,19 @@ def run_point(products: int, views: int, epochs: int, extra: list[str], sample_p
             "train_minutes": report["train_seconds"] / 60, "job_minutes": (time.perf_counter() - started) / 60,
             "recall_questions": recall["questions"], "base_rougeL": recall["base"]["rougeL"],
             "rougeL": recall["fine_tuned"]["rougeL"], "exact": recall["fine_tuned"]["exact"],
-            "catalog_loss_after": report["catalog_loss_after"], "validation_loss_after": report["validation_loss_after"],
+            "catalog_loss_after": report["catalog_loss_after"],
+            "validation_loss_after": report["validation_loss_after"],
             "precision": report["precision"], "device": report["device"], "cpu": cpu_name(),
             "cpu_features": cpu_features(), "threads": os.cpu_count()}
 
 
 def plot(points: list[dict], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from product_qa.reporting import save_figure
 
-    fig, (by_size, by_time) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    fig = Figure(figsize=(11, 4.2), dpi=120)
+    by_size, by_time = fig.subplots(1, 2)
     for exposures in sorted({p["exposures"] for p in points}):
         line = sorted((p for p in points if p["exposures"] == exposures), key=lambda p: p["products"])
         by_size.plot([p["products"] for p in line], [p["rougeL"] for p in line], "o-",
@@ -129,9 +128,7 @@ def plot(points: list[dict], path: Path) -> None:
     fig.suptitle(f"What the fine-tuned model knows of its catalog ({cpu['precision']} on {cpu['cpu']}, "
                  f"{cpu['threads']} threads)", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-
 from product_qa.data.synthetic import generate_records, write_records
+
+REPO = Path(__file__).resolve().parents[1]
 
 FULL_SIZE = 2_248_619
 BENCH_DIR = REPO / "outputs" / "bench"
@@ -94,7 +94,8 @@ def main() -> None:
           f"{full.stat().st_size / 2**20:,.0f} MiB", flush=True)
 
     rows = []
-    base_s, base_mb = measure([sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", "--run-baseline", str(small), str(BENCH_DIR / "prep_pandas")])
+    base_s, base_mb = measure([sys.executable, "-m", "benchmarks.bench_prepare", "--run-baseline", str(small),
+                               str(BENCH_DIR / "prep_pandas")])
     rows.append(("pandas baseline", args.baseline_records, base_s, base_mb))
     small_s, small_mb = measure(ours(small, "small"))
     rows.append(("prepare_data.py", args.baseline_records, small_s, small_mb))

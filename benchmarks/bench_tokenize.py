@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure
+
+REPO = Path(__file__).resolve().parents[1]
 
 TOKENIZE_DIR = BENCH_DIR / "tokenize"
 
@@ -32,8 +32,8 @@ TOKENIZE_DIR = BENCH_DIR / "tokenize"
 def encoder():
     from config import Config
     from product_qa.data.encoding import ExampleEncoder
-    from product_qa.modeling import load_tokenizer
     from product_qa.data.prompts import resolve_template
+    from product_qa.modeling import load_tokenizer
 
     cfg = Config()
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
@@ -106,7 +106,7 @@ def main() -> None:
     def run(which: str, path: Path) -> tuple[float, float]:
         """Seconds of tokenization alone, and the peak RSS of the process and its workers together."""
         result = TOKENIZE_DIR / "result.json"
-        _, mib = measure([sys.executable, "-m", f"benchmarks.{Path(__file__).stem}", "--run", which, str(path), str(result)])
+        _, mib = measure([sys.executable, "-m", "benchmarks.bench_tokenize", "--run", which, str(path), str(result)])
         return json.loads(result.read_text())["seconds"], mib
 
     rows = []

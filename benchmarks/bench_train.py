@@ -32,17 +32,17 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
 from config import Config
-from product_qa.data.catalog import VIEWS_DIR
 from product_qa.configurator import apply_overrides
-from product_qa.data.encoding import TOKENIZED_DIR, ExampleEncoder, read_examples
-from product_qa.modeling import load_tokenizer, resolve_model_path
+from product_qa.data.catalog import VIEWS_DIR
+from product_qa.data.encoding import TOKENIZED_DIR, ExampleEncoder
+from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
-from product_qa.data.examples import output_paths
 from product_qa.data.prompts import resolve_template
 from product_qa.devices import best_device, select_precision
+from product_qa.modeling import load_tokenizer, resolve_model_path
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The defaults before the training-speed work. Evaluation gathering every logit (prediction_loss_only=False)
 # is not a setting: it was pure waste, so it is gone from both.

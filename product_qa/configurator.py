@@ -9,12 +9,15 @@ import os
 import sys
 import types
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from product_qa.errors import UserError
 from product_qa.settings import SECTION_CHECKS, check_config, literal_choices
+
+if TYPE_CHECKING:
+    from config import Config
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -26,7 +29,7 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(config: Any, args: argparse.Namespace) -> Any:
+def config_from_args(config: Config, args: argparse.Namespace) -> Config:
     """The config with the --set overrides and --data applied; --no-progress also silences the libraries' bars."""
     apply_overrides(config, args.overrides)
     if getattr(args, "no_progress", False):
@@ -88,7 +91,7 @@ def _accepts(annotation: Any, value: Any) -> bool:
     return isinstance(value, annotation)
 
 
-def apply_overrides(config: Any, overrides: list[str]) -> Any:
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Set each `section.field=value` on the config dataclass tree, checking the field exists and the type fits."""
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -124,7 +127,7 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def config_dict(config: Any) -> dict:
+def config_dict(config: Any) -> dict:  # Config or any of its sections
     return dataclasses.asdict(config)
 
 

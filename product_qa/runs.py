@@ -1,11 +1,17 @@
 """The layout of the fine-tuning runs under train.output_dir: which runs are finished, the latest one, the one
-a command names, and the directory a run is built in until it is done."""
+a command names (its --run flag, shared by ask.py, app.py and test_pipeline.py), what they say when there is
+none yet, and the directory a run is built in until it is done."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from product_qa.errors import UserError
 from product_qa.io_utils import OLD_MARK, recover_directory
+
+if TYPE_CHECKING:
+    from config import Config
 
 UNFINISHED_SUFFIX = ".unfinished"
 
@@ -32,7 +38,7 @@ def latest_run(runs_dir: Path) -> Path | None:
     return max(runs, key=lambda run: (run / "training_report.json").stat().st_mtime, default=None)
 
 
-def find_run(cfg, run_name: str | None) -> Path | None:
+def find_run(cfg: Config, run_name: str | None) -> Path | None:
     """The named run (an error when it is missing), else the latest one, else None (base model only)."""
     runs_dir = Path(cfg.train.output_dir)
     if run_name is None:
@@ -43,3 +49,20 @@ def find_run(cfg, run_name: str | None) -> Path | None:
         raise UserError(f"{run_dir}: no finished fine-tuning run there; train one with `python "
                         f"fine_tuning_project.py --run-name {run_name}`")
     return run_dir
+
+
+def add_run_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", help="fine-tuning run (default: eval.run_name, else the latest run)")
+
+
+def run_from_args(cfg: Config, args: argparse.Namespace) -> Path | None:
+    """The run --run names, else eval.run_name's, else the latest; None before any run (see no_run_note)."""
+    return find_run(cfg, args.run or cfg.eval.run_name)
+
+
+def no_run_note(cfg: Config, run_dir: Path | None) -> str | None:
+    """Why the base model answers where the fine-tuned one would, and what to do about it; None with a run."""
+    if run_dir is not None:
+        return None
+    return (f"no fine-tuned model yet (nothing under {cfg.train.output_dir}): the base model answers in its place; "
+            "train one with `python fine_tuning_project.py`")

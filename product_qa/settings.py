@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from product_qa.errors import UserError
 from product_qa.data.prompts import PHRASING_LANGUAGES, view_phrasings
+from product_qa.errors import UserError
+
+if TYPE_CHECKING:
+    from config import (
+        AnalysisConfig,
+        AppConfig,
+        Config,
+        DataConfig,
+        EvalConfig,
+        GenerationConfig,
+        RagConfig,
+        TrainConfig,
+    )
 
 # the systems that answer questions (product_qa/answering/systems.py), as eval.systems names them
 ANSWERING_SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
@@ -29,7 +41,7 @@ def literal_choices(annotation: Any) -> tuple | None:
     return None
 
 
-def check_choices(section_name: str, section: Any) -> None:
+def check_choices(section_name: str, section: Any) -> None:  # any section's dataclass
     """Each Literal field of the section holds one of its choices."""
     hints = typing.get_type_hints(type(section))
     for field in dataclasses.fields(section):
@@ -57,7 +69,7 @@ def _fraction(section: str, name: str, value: float, *, low_open: bool = False, 
         raise UserError(f"{section}.{name} must be in {interval}, got {value!r}")
 
 
-def check_data(data: Any) -> None:
+def check_data(data: DataConfig) -> None:
     for name in ("validation_fraction", "test_fraction"):
         _fraction("data", name, getattr(data, name))
     if data.validation_fraction + data.test_fraction >= 1:
@@ -72,7 +84,7 @@ def check_data(data: Any) -> None:
                             f"{getattr(data, low)}")
 
 
-def check_analysis(analysis: Any) -> None:
+def check_analysis(analysis: AnalysisConfig) -> None:
     _at_least("analysis", {"reservoir_size": analysis.reservoir_size, "top_k": analysis.top_k}, 1)
     _at_least("analysis", {"token_sample_size": analysis.token_sample_size}, 0)
     if analysis.counter_capacity < analysis.top_k:
@@ -81,7 +93,7 @@ def check_analysis(analysis: Any) -> None:
     _fraction("analysis", "max_length_coverage", analysis.max_length_coverage, low_open=True, high_open=False)
 
 
-def check_train(train: Any) -> None:
+def check_train(train: TrainConfig) -> None:
     _at_least("train", {"max_length": train.max_length, "batch_size": train.batch_size,
                         "eval_batch_size": train.eval_batch_size,
                         "gradient_accumulation_steps": train.gradient_accumulation_steps, "lora_r": train.lora_r,
@@ -116,7 +128,7 @@ def check_train(train: Any) -> None:
                         f"got {modules!r}")
 
 
-def check_generation(generation: Any) -> None:
+def check_generation(generation: GenerationConfig) -> None:
     _at_least("generation", {"batch_size": generation.batch_size,
                              "max_question_chars": generation.max_question_chars}, 1)
     _at_least("generation", {"max_new_tokens": generation.max_new_tokens}, 1, none_ok=True)
@@ -126,12 +138,12 @@ def check_generation(generation: Any) -> None:
         raise UserError(f"generation.repetition_penalty must be more than 0, got {generation.repetition_penalty}")
 
 
-def check_rag(rag: Any) -> None:
+def check_rag(rag: RagConfig) -> None:
     _fraction("rag", "min_score", rag.min_score, high_open=False)
     _at_least("rag", {"max_context_tokens": rag.max_context_tokens}, 1)
 
 
-def check_eval(evaluation: Any) -> None:
+def check_eval(evaluation: EvalConfig) -> None:
     _at_least("eval", {"seen_questions": evaluation.seen_questions, "unseen_questions": evaluation.unseen_questions,
                        "worst_examples": evaluation.worst_examples}, 0)
     _at_least("eval", {"test_questions": evaluation.test_questions}, 1)
@@ -144,7 +156,7 @@ def check_eval(evaluation: Any) -> None:
                         f"{', '.join(ANSWERING_SYSTEMS)}")
 
 
-def check_app(app: Any) -> None:
+def check_app(app: AppConfig) -> None:
     if not 1 <= app.port <= 65535:
         raise UserError(f"app.port must be in 1..65535, got {app.port}")
     _at_least("app", {"max_queue": app.max_queue}, 1)
@@ -154,7 +166,7 @@ SECTION_CHECKS = {"data": check_data, "analysis": check_analysis, "train": check
                   "generation": check_generation, "rag": check_rag, "eval": check_eval, "app": check_app}
 
 
-def check_config(cfg: Any) -> None:
+def check_config(cfg: Config) -> None:
     """Every section's choices and ranges; the first problem found is raised as a UserError."""
     for field in dataclasses.fields(cfg):
         section = getattr(cfg, field.name)

@@ -11,8 +11,10 @@ import pytest
 
 from config import Config
 from conftest import REAL_RECORDS, REPO, run_script, write_jsonl
-from product_qa.analysis.statistics import HeavyHitters, LengthHistogram, analyse, word_count
 from product_qa.analysis.report import PLOTS, REPORT_JSON, REPORT_MD, write_report
+from product_qa.analysis.sketches import HeavyHitters, LengthHistogram
+from product_qa.analysis.statistics import analyse
+from product_qa.analysis.text import word_count
 from product_qa.data.cleaning import CLEANING_RULES
 from product_qa.data.preparation import prepare
 from product_qa.data.synthetic import generate_records, write_records
@@ -236,14 +238,15 @@ def test_a_huge_description_is_neither_tokenized_nor_cleaned_whole(tmp_path, dat
     """One 50 MB description made the analysis peak at 6.96 GB: its tokens were counted, and it was cleaned
     whole, though preparation drops it as too long. It is measured whole (characters, words), cleaned from its
     start as preparation does, and not tokenized; the funnel still matches preparation's."""
-    import product_qa.analysis.statistics as analysis
+    import product_qa.analysis.cleaning_trace as trace
+    import product_qa.analysis.tokens as tokens
     huge = {"uid": "HUGE", "title": "Acme Kettle Deluxe", "content": "A kettle that boils fast. " * 20_000}
     data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", SMALL + [huge]))
     cleaned, tokenized = [], []  # the lengths of the texts each cleaning rule, and the tokenizer, are given
-    monkeypatch.setattr(analysis, "CLEANING_RULES", [(name, lambda text, rule=rule: cleaned.append(len(text))
-                                                      or rule(text)) for name, rule in CLEANING_RULES])
-    real_count = analysis.count_tokens
-    monkeypatch.setattr(analysis, "count_tokens", lambda tokenizer, texts: tokenized.extend(map(len, texts))
+    monkeypatch.setattr(trace, "CLEANING_RULES", [(name, lambda text, rule=rule: cleaned.append(len(text))
+                                                   or rule(text)) for name, rule in CLEANING_RULES])
+    real_count = tokens.count_tokens
+    monkeypatch.setattr(tokens, "count_tokens", lambda tokenizer, texts: tokenized.extend(map(len, texts))
                         or real_count(tokenizer, texts))
     report = analyse(config_for(data_config, tmp_path, token_sample_size=100), progress=False,
                      tokenizer=packaged_tokenizer).report

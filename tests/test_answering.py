@@ -9,15 +9,16 @@ import pytest
 from config import Config
 from conftest import cli_overrides, free_port, run_script, tiny_settings
 from product_qa.configurator import apply_overrides
-from product_qa.errors import UserError
 from product_qa.data.filtering import normalize_title
 from product_qa.data.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+from product_qa.errors import UserError
 
 
 def test_batched_greedy_answers_equal_one_at_a_time(packaged_checkpoint, tokenizer):
     """Left padding, the KV cache and the length-sorted batches change nothing: each answer is the one its
     question gets alone (the real default model in fp32 on the CPU, prompts of different lengths)."""
     from transformers import AutoModelForCausalLM
+
     from product_qa.answering.generation import generate_answers
     from product_qa.data.prompts import prompt_text
     model = AutoModelForCausalLM.from_pretrained(packaged_checkpoint)
@@ -39,8 +40,9 @@ def test_reference_perplexity_is_the_token_weighted_loss_of_the_model(tiny_run):
     """Two references of different lengths, batched (so one is padded): exp of the token-weighted mean of the
     losses transformers computes for each alone."""
     import torch
-    from product_qa.answering.systems import Answerer
+
     from product_qa.answering.evaluation import reference_perplexity
+    from product_qa.answering.systems import Answerer
     from product_qa.data.encoding import IGNORE_INDEX, ExampleEncoder
     answerer = Answerer(apply_overrides(Config(), tiny_run["settings"]), None)
     model, tokenizer = answerer.model("base"), answerer.tokenizer
@@ -66,10 +68,9 @@ def test_reference_perplexity_is_the_token_weighted_loss_of_the_model(tiny_run):
 
 
 def test_test_products_are_neither_trained_on_nor_indexed(tiny_run):
-    from product_qa.answering.systems import Answerer
     from product_qa.answering.evaluation import question_sets
-    from product_qa.data.examples import output_paths
-    from product_qa.data.examples import read_examples
+    from product_qa.answering.systems import Answerer
+    from product_qa.data.examples import output_paths, read_examples
     cfg = apply_overrides(Config(), tiny_run["settings"])
     answerer = Answerer(cfg, Path(tiny_run["run_dir"]))
     paths = output_paths(answerer.data_cfg)
@@ -89,9 +90,9 @@ def test_test_products_are_neither_trained_on_nor_indexed(tiny_run):
 
 
 def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
-    from product_qa.answering.systems import SYSTEMS
-    from product_qa.answering.retrieval import NO_MATCH_MESSAGE
     from product_qa.answering.evaluation import evaluate, write_evaluation
+    from product_qa.answering.retrieval import NO_MATCH_MESSAGE
+    from product_qa.answering.systems import SYSTEMS
     cfg = apply_overrides(Config(), tiny_run["settings"])
     report = evaluate(cfg, Path(tiny_run["run_dir"]), progress=False)
     paths = write_evaluation(report, cfg.eval.output_dir)
@@ -169,6 +170,7 @@ def test_ask_interactively(tiny_run):
     import os
     import subprocess
     import sys
+
     from conftest import REPO
     script = "What is Girls Ballet Tutu Neon Pink?\n\nquit\n"
     result = subprocess.run([sys.executable, str(REPO / "ask.py"), *cli_overrides(tiny_run["settings"])],
@@ -188,8 +190,8 @@ def test_unknown_run_and_systems_are_clear_errors(tiny_run):
 
 
 def test_questions_without_a_matching_product_never_reach_a_model(tiny_run):
-    from product_qa.answering.systems import Answerer
     from product_qa.answering.retrieval import NO_MATCH_MESSAGE
+    from product_qa.answering.systems import Answerer
     answerer = Answerer(apply_overrides(Config(), tiny_run["settings"]), Path(tiny_run["run_dir"]))
     answers = answerer.answer(["What is the capital of France?", "Tell me a joke."], "fine_tuned_rag")
     assert [a.text for a in answers] == [NO_MATCH_MESSAGE] * 2 and all(not a.source.matched for a in answers)
@@ -197,10 +199,10 @@ def test_questions_without_a_matching_product_never_reach_a_model(tiny_run):
 
 
 def test_an_empty_test_split_leaves_the_seen_set(tiny_run, tmp_path):
-    from product_qa.answering.systems import Answerer
     from product_qa.answering.evaluation import question_sets
-    from product_qa.settings import check_eval
+    from product_qa.answering.systems import Answerer
     from product_qa.data.examples import output_paths
+    from product_qa.settings import check_eval
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     source = output_paths(apply_overrides(Config(), tiny_run["settings"]).data)
@@ -219,6 +221,7 @@ def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
     """config.json without some sections or with settings since removed: today's defaults fill the gaps; a
     broken config.json is one clear line."""
     import shutil
+
     from product_qa.answering.systems import Answerer
     from product_qa.runs import find_run
     cfg = apply_overrides(Config(), [*tiny_run["settings"], f"train.output_dir={tmp_path}"])
@@ -240,7 +243,9 @@ def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
 
 def test_a_streamed_answer_is_the_generated_one_and_closing_the_stream_stops_generation(tiny_model_dir, tokenizer):
     import threading
+
     from transformers import AutoModelForCausalLM
+
     from product_qa.answering.generation import generate_answers, stream_answer
     from product_qa.data.prompts import prompt_text
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -343,6 +348,7 @@ def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     import signal
     import subprocess
     import sys
+
     from conftest import REPO
     settings = [*tiny_run["settings"], "generation.max_new_tokens=4000"]
     result = subprocess.run([sys.executable, "-c", CTRL_C_TWICE, str(REPO / "ask.py"), "--no-progress",

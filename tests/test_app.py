@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 import gradio as gr
@@ -13,9 +14,8 @@ import pytest
 
 from config import Config
 from conftest import REPO, cli_overrides, free_port, run_script
-from product_qa.configurator import apply_overrides
 from product_qa.app.webapp import EMPTY_ANSWER
-
+from product_qa.configurator import apply_overrides
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,7 +46,8 @@ def test_all_panels_stream_in_and_rag_names_its_source(tiny_demo):
     assert status.startswith("Answered.") and "RAG" in status
     # streamed: each panel's text only grows, token by token, and panels fill one after the other
     tuned_texts = [step[1] for step in steps]
-    assert len(set(tuned_texts)) > 2 and all(b.startswith(a.rstrip()) for a, b in zip(tuned_texts, tuned_texts[1:]))
+    assert len(set(tuned_texts)) > 2
+    assert all(later.startswith(earlier.rstrip()) for earlier, later in pairwise(tuned_texts))
     assert all(step[1] == step[2] == "" for step in steps if step[-1].startswith("Base model is answering"))
 
 
@@ -174,6 +175,7 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
     import psutil
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
     from product_qa.answering.evaluation import evaluate, write_evaluation
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
     # a quick evaluation (retrieval alone) for the Evaluation tab to show
@@ -232,6 +234,7 @@ def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
     """Any web page the user visits can post to 127.0.0.1: uploads are capped, a foreign Host header (DNS
     rebinding) is refused, and every response forbids framing and content sniffing."""
     import http.client
+
     from product_qa.app.webapp import allowed_hosts, launch
     assert "*.gradio.live" in allowed_hosts("127.0.0.1", share=True)  # the share tunnel passes its Host through
     assert "*.gradio.live" not in allowed_hosts("127.0.0.1") and allowed_hosts("0.0.0.0") == ["*"]

@@ -5,11 +5,17 @@ from collections import Counter
 import pytest
 
 from config import Config, TrainConfig
-from product_qa.data.catalog import (UNKNOWN_ANSWER, build_catalog, catalog_sizes, is_declined, recall_questions,
-                                training_views, views_file)
-from product_qa.data.examples import read_examples
+from product_qa.data.catalog import (
+    UNKNOWN_ANSWER,
+    build_catalog,
+    catalog_sizes,
+    is_declined,
+    recall_questions,
+    training_views,
+    views_file,
+)
+from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
-from product_qa.data.examples import output_paths
 from product_qa.data.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
 
 
@@ -54,7 +60,7 @@ def test_views_are_deterministic_spread_over_rounds_and_never_held_out(splits):
     by_product = {}
     for v in views:
         by_product.setdefault(v["uid"], {}).setdefault(v["round"], set()).add(v["phrasing"])
-    for uid, rounds in by_product.items():  # 3 phrasings per round, and the second round asks 3 others
+    for rounds in by_product.values():  # 3 phrasings per round, and the second round asks 3 others
         assert len(rounds[0]) == len(rounds[1]) == 3 and not rounds[0] & rounds[1]
     answers = Counter((v["known"], v["answer"] == UNKNOWN_ANSWER) for v in views)
     assert set(answers) == {(True, False), (False, True)}  # the catalog's own description, or "I don't know"

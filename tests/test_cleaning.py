@@ -5,10 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from product_qa.data.cleaning import (CLEANING_RULES, LONG_TEXT_CHARS, clean_text, clean_text_within,
-                                 decode_html_entities, fix_glued_sentences, normalize_unicode, normalize_whitespace,
-                                 remove_control_characters, remove_scraping_boilerplate, repair_windows_1252,
-                                 strip_html_tags, too_long_start)
+from product_qa.data.cleaning import (
+    CLEANING_RULES,
+    LONG_TEXT_CHARS,
+    clean_text,
+    clean_text_within,
+    decode_html_entities,
+    fix_glued_sentences,
+    normalize_unicode,
+    normalize_whitespace,
+    remove_control_characters,
+    remove_scraping_boilerplate,
+    repair_windows_1252,
+    strip_html_tags,
+    too_long_start,
+)
 
 REAL_RECORDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_trn_dev.jsonl"
 

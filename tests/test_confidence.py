@@ -7,9 +7,17 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from config import Config
+from product_qa.answering.generation import (
+    CONFIDENCE_TOKENS,
+    Generated,
+    answer_confidence,
+    catalog_confidence_floor,
+    decline_threshold,
+    declined_when_unsure,
+    generate_answers,
+    stream_answer,
+)
 from product_qa.data.catalog import UNKNOWN_ANSWER, is_declined
-from product_qa.answering.generation import (CONFIDENCE_TOKENS, Generated, answer_confidence, catalog_confidence_floor,
-                                   decline_threshold, declined_when_unsure, generate_answers, stream_answer)
 from product_qa.data.prompts import prompt_text
 
 QUESTIONS = ["What is Girls Ballet Tutu Neon Pink?", "Describe The Forgotten Tide (Paperback) in a few words."]
@@ -48,7 +56,7 @@ def test_recorded_confidence_is_the_models_own_probability_of_its_top_choice(tin
     model, prompts = _model_and_prompts(tiny_model_dir, tokenizer)
     decoding = dataclasses.replace(Config().generation, max_new_tokens=6, repetition_penalty=1.0, batch_size=2)
     answers = generate_answers(model, tokenizer, prompts, decoding)
-    for prompt, answer in zip(prompts, answers):
+    for prompt, answer in zip(prompts, answers, strict=True):
         prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
         alone = generate_answers(model, tokenizer, [prompt], dataclasses.replace(decoding, batch_size=1))[0]
         assert alone.text == answer.text and abs(alone.confidence - answer.confidence) < 1e-4

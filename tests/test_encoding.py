@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from product_qa.data import encoding
-from product_qa.data.encoding import (IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss,
-                                 tokenized_split)
+from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, tokenized_split
 from product_qa.data.prompts import prompt_text
 
 SYSTEM = "Answer with the product's description."
@@ -74,7 +73,7 @@ def test_answer_only_logits_give_the_same_loss_and_gradients_as_the_full_computa
     width = batch["input_ids"].shape[1]
     assert results[False][0] == width and results[True][0] == width - min(f["prompt_length"] for f in features) + 1
     torch.testing.assert_close(results[True][1], results[False][1], atol=1e-6, rtol=1e-5)
-    for fast, full in zip(results[True][2], results[False][2]):
+    for fast, full in zip(results[True][2], results[False][2], strict=True):
         torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-4)
     # and both equal the model's own loss over the labelled positions
     batch = AnswerOnlyCollator(tokenizer.pad_token_id)(features)

@@ -2,9 +2,17 @@
 import pytest
 
 from product_qa.answering import metrics
-
-from product_qa.answering.metrics import (corpus_bleu_chrf, distinct_n, length_ratio, repeated_ngram_rate, rouge_scores,
-                                semantic_similarity, sentence_chrf, summarize, words)
+from product_qa.answering.metrics import (
+    corpus_bleu_chrf,
+    distinct_n,
+    length_ratio,
+    repeated_ngram_rate,
+    rouge_scores,
+    semantic_similarity,
+    sentence_chrf,
+    summarize,
+    words,
+)
 
 SENTENCES = ["a soft cotton shirt for summer days", "the red leather shoe with a rubber sole"]
 

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli_overrides, tiny_run_overrides
-
 from config import Config, TrainConfig
+from conftest import REPO, cli_overrides, tiny_run_overrides
 from product_qa.io_utils import recover_directory
 from product_qa.runs import find_run
 
-# Runs a script with os.rename, os.replace and the directory exchange counted; at call `kill_at` whose destination
-# matches the regular expression `watched`, the process kills itself (a kill -9 at exactly that point). exchange=off stands for a file
-# system without renameat2's exchange, where the swap is two renames.
+# Runs a script with os.rename, os.replace and the directory exchange counted; at call `kill_at` whose
+# destination matches the regular expression `watched`, the process kills itself (a kill -9 at exactly that
+# point). exchange=off stands for a file system without renameat2's exchange, where the swap is two renames.
 KILLER = """
 import os, re, runpy, signal, sys
 import product_qa.io_utils as io_utils

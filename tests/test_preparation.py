@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import REAL_RECORDS, REPO, write_jsonl
+from product_qa.data.examples import SPLITS
 from product_qa.data.filtering import normalize_title
 from product_qa.data.preparation import prepare
-from product_qa.data.examples import SPLITS
 from product_qa.data.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
 
 

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from conftest import run_script, write_jsonl
-from product_qa.errors import UserError
 from product_qa.data.reading import BadInputLog, BlockReader, describe_source, iter_records, stable_uid
+from product_qa.errors import UserError
 
 GOOD = [{"uid": f"B{i:09d}", "title": f"Product {i}", "content": f"Description of product {i}."} for i in range(5)]
 
@@ -78,8 +78,8 @@ def test_bad_input_is_skipped_and_counted_per_reason(tmp_path):
     assert [r.uid for r in records] == [GOOD[0]["uid"], GOOD[1]["uid"]]
     assert log.counts == {"malformed_json": 1, "wrong_type": 3, "invalid_utf8": 1, "not_an_object": 1,
                           "missing_field": 1}
-    assert log.lines["wrong_type"] == [3, 4, 5]
-    assert log.lines["invalid_utf8"] == [6]
+    assert log.as_dict()["wrong_type"]["first_lines"] == [3, 4, 5]
+    assert log.as_dict()["invalid_utf8"]["first_lines"] == [6]
     assert "null" in log.as_dict()["wrong_type"]["example"] or "int" in log.as_dict()["wrong_type"]["example"]
 
 
@@ -130,11 +130,13 @@ def test_cli_bad_file_exits_2_with_one_line_and_no_traceback(tmp_path, content):
     assert str(path) in result.stderr
 
 
-def test_cli_strict_names_file_line_and_reason(tmp_path):
+@pytest.mark.parametrize("examples", [5, 0])  # 0: the report keeps no examples, --strict still names the line
+def test_cli_strict_names_file_line_and_reason(tmp_path, examples):
     path = tmp_path / "trn.json"
     path.write_text(json.dumps(GOOD[0]) + "\n{broken\n")
     result = run_script("prepare_data.py", "--data", str(path), "--strict", "--no-progress",
-                        "--set", f"data.output_dir={tmp_path / 'out'}", "--set", "data.workers=1")
+                        "--set", f"data.output_dir={tmp_path / 'out'}", "--set", "data.workers=1",
+                        "--set", f"data.examples_per_reason={examples}")
     assert result.returncode == 2, result.stderr
     assert f"{path}:2: malformed json" in result.stderr
     assert "Traceback" not in result.stderr

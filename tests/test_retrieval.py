@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from config import RagConfig
+from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text, source_line
+from product_qa.data.prompts import HELD_OUT_PHRASINGS
+from product_qa.data.synthetic import generate_records
 from product_qa.errors import UserError
 from product_qa.modeling import load_sentence_encoder
-from product_qa.data.prompts import HELD_OUT_PHRASINGS
-from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text, source_line
-from product_qa.data.synthetic import generate_records
 
 RETRIEVERS = ("bm25", "minilm")
 
@@ -58,7 +58,7 @@ def held_out_questions(products: list[dict]) -> list[tuple[str, str]]:
 
 def hit_rate(index: ProductIndex, questions: list[tuple[str, str]]) -> float:
     hits = index.search([question for question, _ in questions])
-    return sum(hit.uid == uid and hit.matched for hit, (_, uid) in zip(hits, questions)) / len(questions)
+    return sum(hit.uid == uid and hit.matched for hit, (_, uid) in zip(hits, questions, strict=True)) / len(questions)
 
 
 @pytest.mark.parametrize("retriever", RETRIEVERS)

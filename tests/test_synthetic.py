@@ -69,7 +69,7 @@ def test_descriptions_restate_their_titles_attributes(many):
     apparel = [r for r in many if r["content"].startswith("High quality") and r["title"]]
     assert len(apparel) > 100
     colours = [re.search(r"\bin ([a-z ]+)[.<]", r["content"]) for r in apparel]
-    matching = [m for m, r in zip(colours, apparel) if m and m.group(1) in r["title"].lower()]
+    matching = [m for m, r in zip(colours, apparel, strict=True) if m and m.group(1) in r["title"].lower()]
     assert len(matching) > 0.9 * len(apparel)
 
 

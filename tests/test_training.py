@@ -18,10 +18,10 @@ from config import Config
 from conftest import REPO, run_script, tiny_run_overrides, write_jsonl
 from product_qa.configurator import apply_overrides
 from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
-from product_qa.errors import UserError
 from product_qa.data.prompts import resolve_template
-from product_qa.runs import unfinished_run_dir
 from product_qa.devices import select_precision
+from product_qa.errors import UserError
+from product_qa.runs import unfinished_run_dir
 from product_qa.training.trainer import latest_checkpoint, prepare_run_dir
 
 EXAMPLE = {"uid": "B1", "question": "What is Acme Kettle Model 4?",
@@ -340,8 +340,8 @@ def test_several_views_recall_the_catalog_better_than_one(tmp_path, tiny_model_d
 
 
 def test_early_stopping_follows_the_catalog_loss_by_default(tmp_path, tiny_model_dir, raw_sample):
-    from product_qa.training.workflow import fine_tune
     from product_qa.training.trainer import training_arguments
+    from product_qa.training.workflow import fine_tune
     for followed in ("catalog", "validation"):
         cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path / followed, **{
             "train.early_stopping_patience": 10, "train.early_stopping_on": followed})

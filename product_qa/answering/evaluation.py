@@ -13,19 +13,24 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from product_qa.answering import metrics
+from product_qa.answering.report import evaluation_markdown, plot_evaluation
 from product_qa.answering.systems import MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, Answer, Answerer
 from product_qa.data.catalog import is_declined, recall_questions
 from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity
-from product_qa.data.examples import read_examples
+from product_qa.data.examples import output_paths, read_examples
 from product_qa.errors import UserError
 from product_qa.io_utils import atomic_outputs, json_bytes, prepare_output_dir, write_json_atomic
 from product_qa.modeling import load_sentence_encoder
-from product_qa.data.examples import output_paths
-from product_qa.reporting import evaluation_markdown, plot_evaluation
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from config import Config, EvalConfig
 
 # averaged over answers (invented_details over the answers that state specific facts)
 SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "exact", "invented_details", "declined", "length_ratio",
@@ -33,13 +38,14 @@ SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "exact", "invented_details
 
 
 # ---------------------------------------------------------------------------------------------- questions
-def question_sets(answerer: Answerer, eval_cfg) -> dict[str, list[dict]]:
+def question_sets(answerer: Answerer, evaluation: EvalConfig) -> dict[str, list[dict]]:
     """The seen and unseen questions: uid, title, question, reference. Seen: distinct catalog products (the
     run's, not its declined ones), each asked once with a held-out phrasing."""
     paths = output_paths(answerer.data_cfg)
     seen = [{k: q[k] for k in ("uid", "title", "question", "reference")}
-            for q in recall_questions(answerer.catalog, eval_cfg.seen_questions, eval_cfg.seed)]
-    test = read_examples(paths["test"], eval_cfg.unseen_questions, eval_cfg.seed) if _has_lines(paths["test"]) else []
+            for q in recall_questions(answerer.catalog, evaluation.seen_questions, evaluation.seed)]
+    test = (read_examples(paths["test"], evaluation.unseen_questions, evaluation.seed) if _has_lines(paths["test"])
+            else [])
     unseen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"], "question": e["question"]}
               for e in test]
     return {"seen": seen, "unseen": unseen}
@@ -50,15 +56,16 @@ def _has_lines(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 0
 
 
-def selected_systems(eval_cfg, available: tuple[str, ...]) -> tuple[list[str], list[str]]:
+def selected_systems(evaluation: EvalConfig, available: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """The systems to run, and those skipped because no fine-tuned model exists yet."""
-    asked = [s.strip() for s in eval_cfg.systems.split(",") if s.strip()]  # checked by settings.check_eval
+    asked = [s.strip() for s in evaluation.systems.split(",") if s.strip()]  # checked by settings.check_eval
     return [s for s in asked if s in available], [s for s in asked if s not in available]
 
 
 # ------------------------------------------------------------------------------------------------ scoring
 @torch.no_grad()
-def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer, batch_size: int = 8) -> float | None:
+def reference_perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[dict],
+                         answerer: Answerer, batch_size: int = 8) -> float | None:
     """exp(mean negative log-likelihood per token) of the reference answers (and their EOS) after the question,
     the same prompt and answer-only masking as training."""
     encoder = ExampleEncoder(tokenizer, template=answerer.template, system_prompt=answerer.train_cfg.system_prompt,
@@ -76,14 +83,15 @@ def reference_perplexity(model, tokenizer, items: list[dict], answerer: Answerer
     return perplexity(total_nll / total_tokens) if total_tokens else None
 
 
-def score_answers(items: list[dict], answers: list[Answer], encoder, set_name: str) -> list[dict]:
+def score_answers(items: list[dict], answers: list[Answer], encoder: metrics.CachedEncoder, set_name: str
+                  ) -> list[dict]:
     """One row per question: the answer, what it was scored, and the retrieved product."""
     predictions, references = [a.text for a in answers], [it["reference"] for it in items]
     rouge = metrics.rouge_scores(predictions, references)
     chrf = metrics.sentence_chrf(predictions, references)
     similarity = metrics.semantic_similarity(encoder, predictions, references)
     rows = []
-    for i, (item, answer) in enumerate(zip(items, answers)):
+    for i, (item, answer) in enumerate(zip(items, answers, strict=True)):
         row = {"uid": item["uid"], "question": item["question"], "answer": answer.text,
                "reference": item["reference"], **rouge[i], "chrf": chrf[i], "similarity": similarity[i],
                "exact": float(rouge[i]["rougeL"] >= metrics.EXACT_ROUGE_L),
@@ -126,7 +134,7 @@ def worst(rows: list[dict], n: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- workflow
-def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
+def evaluate(cfg: Config, run_dir: Path | None, *, progress: bool = True) -> dict:
     """Run the selected systems on both question sets and return the report (written by the caller)."""
     answerer = Answerer(cfg, run_dir)
     systems, skipped = selected_systems(cfg.eval, answerer.systems)
@@ -134,23 +142,10 @@ def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
     encoder = metrics.CachedEncoder(load_sentence_encoder(cfg.rag.encoder))
     answerer.load(systems)
     started = time.perf_counter()
-    results: dict[str, dict] = {}
-    for set_name, items in sets.items():
-        if not items:
-            continue
-        questions = [it["question"] for it in items]
-        results[set_name] = {"questions": len(items), "systems": {}}
-        for system in systems:
-            t0 = time.perf_counter()
-            answers = answerer.answer(questions, system, progress=f"{set_name}: {system}" if progress else None)
-            wall = time.perf_counter() - t0
-            rows = score_answers(items, answers, encoder, set_name)
-            summary = summarize(rows, wall)
-            if cfg.eval.perplexity and system in MODEL_ONLY_SYSTEMS:
-                summary["perplexity"] = reference_perplexity(answerer.model(MODEL_OF[system]), answerer.tokenizer,
-                                                             items, answerer)
-            results[set_name]["systems"][system] = {"summary": summary, "worst": worst(rows, cfg.eval.worst_examples),
-                                                    "answers": rows}
+    results = {set_name: {"questions": len(items),
+                          "systems": {system: _system_result(answerer, system, set_name, items, encoder, progress)
+                                      for system in systems}}
+               for set_name, items in sets.items() if items}
     index = answerer.index if any(s in RAG_SYSTEMS for s in systems) else None
     if not results:
         raise UserError("no questions to ask: the training and test splits are empty")
@@ -167,6 +162,22 @@ def evaluate(cfg, run_dir: Path | None, *, progress: bool = True) -> dict:
     }
 
 
+def _system_result(answerer: Answerer, system: str, set_name: str, items: list[dict],
+                   encoder: metrics.CachedEncoder, progress: bool) -> dict:
+    """One system's answers to one question set: every answer scored, the summary, the worst answers."""
+    started = time.perf_counter()
+    answers = answerer.answer([it["question"] for it in items], system,
+                              progress=f"{set_name}: {system}" if progress else None)
+    wall = time.perf_counter() - started
+    rows = score_answers(items, answers, encoder, set_name)
+    summary = summarize(rows, wall)
+    evaluation = answerer.cfg.eval
+    if evaluation.perplexity and system in MODEL_ONLY_SYSTEMS:
+        summary["perplexity"] = reference_perplexity(answerer.model(MODEL_OF[system]), answerer.tokenizer, items,
+                                                     answerer)
+    return {"summary": summary, "worst": worst(rows, evaluation.worst_examples), "answers": rows}
+
+
 def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
     """evaluation_report.json (every answer and score), .md (tables, worst answers) and .png (bar chart)."""
     out = prepare_output_dir(output_dir)
@@ -179,7 +190,8 @@ def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
     return paths
 
 
-def generation_test(cfg, run_dir: Path | None, questions: list[str], *, progress: bool = True) -> tuple[dict, Path]:
+def generation_test(cfg: Config, run_dir: Path | None, questions: list[str], *, progress: bool = True
+                    ) -> tuple[dict, Path]:
     """The same questions to the base and the fine-tuned model; saved to test_results.json. Without questions
     of the user's, eval.test_questions from each evaluation set (with their reference answers)."""
     answerer = Answerer(cfg, run_dir)

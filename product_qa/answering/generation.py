@@ -9,15 +9,27 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
-from transformers import (LogitsProcessor, LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteria,
-                          StoppingCriteriaList, TextIteratorStreamer)
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from product_qa.data.catalog import UNKNOWN_ANSWER
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from config import GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class TopChoiceRecorder(LogitsProcessor):
 FALLBACK_ANSWER_TOKENS = 256  # the answer cap when neither the settings nor a run give one
 
 
-def with_answer_cap(decoding, longest_answer_tokens: int | None):
+def with_answer_cap(decoding: GenerationConfig, longest_answer_tokens: int | None) -> GenerationConfig:
     """The decoding settings with max_new_tokens decided: the user's, else the run's longest training answer
     (its EOS included), so that a description recalled word for word is never cut, else FALLBACK_ANSWER_TOKENS."""
     if decoding.max_new_tokens is not None:
@@ -55,7 +67,7 @@ def with_answer_cap(decoding, longest_answer_tokens: int | None):
     return dataclasses.replace(decoding, max_new_tokens=longest_answer_tokens or FALLBACK_ANSWER_TOKENS)
 
 
-def decoding_kwargs(tokenizer, decoding, prompt_width: int) -> dict:
+def decoding_kwargs(tokenizer: PreTrainedTokenizerBase, decoding: GenerationConfig, prompt_width: int) -> dict:
     """model.generate arguments: greedy, with the repetition settings of config.GenerationConfig.
     `prompt_width` is the padded prompt length: the penalty ignores those positions."""
     processors = LogitsProcessorList()
@@ -87,7 +99,8 @@ def _count_new_tokens(row: torch.Tensor, eos_token_id: int) -> int:
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, prompts: list[str], decoding, *, progress: str | None = None) -> list[Generated]:
+def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                     decoding: GenerationConfig, *, progress: str | None = None) -> list[Generated]:
     """Greedy answers to ready-made prompts, `decoding.batch_size` at a time, in the order given.
 
     Prompts are batched by length (less padding) and left-padded, so every prompt's last token sits next to
@@ -118,7 +131,7 @@ def generate_answers(model, tokenizer, prompts: list[str], decoding, *, progress
             seconds = time.perf_counter() - started
             new_tokens = output[:, width:]
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for row_index, (i, row, text) in enumerate(zip(indices, new_tokens, texts)):
+            for row_index, (i, row, text) in enumerate(zip(indices, new_tokens, texts, strict=True)):
                 count = _count_new_tokens(row, tokenizer.eos_token_id)
                 # an answer cut at max_new_tokens can end inside a multi-byte character: drop its remnant
                 results[i] = Generated(text.rstrip("\ufffd").strip(), count, seconds,
@@ -136,7 +149,7 @@ class _StopWhenSet(StoppingCriteria):
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -190,7 +203,8 @@ def _judged(streamer: TextIteratorStreamer, recorder: TopChoiceRecorder, min_con
         yield from streamer
 
 
-def stream_answer(model, tokenizer, prompt: str, decoding, min_confidence: float | None = None) -> Iterator[str]:
+def stream_answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, decoding: GenerationConfig,
+                  min_confidence: float | None = None) -> Iterator[str]:
     """The answer to one prompt, piece by piece as the tokens come (generation runs in a thread). Closing the
     iterator early (a web page closed, Ctrl-C) stops the generation too, so it never runs on unread. With
     `min_confidence`, the first CONFIDENCE_TOKENS tokens are held back until the model's confidence in them is

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sacrebleu
 from rouge_score import rouge_scorer
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _WORD = re.compile(r"\w+")
@@ -38,7 +42,7 @@ def rouge_scores(predictions: list[str], references: list[str]) -> list[dict[str
     _check_pairs(predictions, references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     results = []
-    for prediction, reference in zip(predictions, references):
+    for prediction, reference in zip(predictions, references, strict=True):
         if not prediction.strip():
             results.append(dict.fromkeys(ROUGE_TYPES, 0.0))
             continue
@@ -58,7 +62,7 @@ def sentence_chrf(predictions: list[str], references: list[str]) -> list[float]:
     """Per-example chrF (0-100): character-level, so it is stable on short texts, which makes it fit for
     ranking the worst answers where sentence BLEU is mostly zeros."""
     _check_pairs(predictions, references)
-    return [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(predictions, references)]
+    return [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(predictions, references, strict=True)]
 
 
 class CachedEncoder:
@@ -66,17 +70,18 @@ class CachedEncoder:
     same references, retrieval's answers are those references, and many RAG answers are the same no-match
     message: encoding them again for each system was a tenth of the evaluation's time."""
 
-    def __init__(self, encoder) -> None:
+    def __init__(self, encoder: SentenceTransformer) -> None:
         self.encoder, self.vectors = encoder, {}
 
-    def encode(self, texts: list[str], **kwargs) -> np.ndarray:
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         new = [text for text in dict.fromkeys(texts) if text not in self.vectors]
         if new:
-            self.vectors.update(zip(new, self.encoder.encode(new, **kwargs)))
+            self.vectors.update(zip(new, self.encoder.encode(new, **kwargs), strict=True))
         return np.stack([self.vectors[text] for text in texts])
 
 
-def semantic_similarity(encoder, predictions: list[str], references: list[str], batch_size: int = 64) -> list[float]:
+def semantic_similarity(encoder: SentenceTransformer | CachedEncoder, predictions: list[str], references: list[str],
+                        batch_size: int = 64) -> list[float]:
     """Cosine similarity of each prediction's and reference's sentence embeddings; an empty prediction is 0.0
     (an encoder would still embed it somewhere, and an empty answer must not earn credit)."""
     _check_pairs(predictions, references)
@@ -91,7 +96,7 @@ def semantic_similarity(encoder, predictions: list[str], references: list[str], 
 
     pred_vectors = encode([predictions[i] for i in keep])
     ref_vectors = encode([references[i] for i in keep])
-    for i, cosine in zip(keep, np.sum(pred_vectors * ref_vectors, axis=1)):
+    for i, cosine in zip(keep, np.sum(pred_vectors * ref_vectors, axis=1), strict=True):
         similarities[i] = float(cosine)
     return similarities
 

@@ -26,14 +26,20 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from product_qa.answering.metrics import words
 from product_qa.configurator import fingerprint
 from product_qa.errors import UserError
 from product_qa.io_utils import atomic_outputs
-from product_qa.answering.metrics import words
 from product_qa.modeling import load_sentence_encoder
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from config import RagConfig
 
 NO_MATCH_MESSAGE = "No matching product was found in the catalog for this question."
 CANDIDATES = 10  # top-ranked titles checked for one the question spells out verbatim
@@ -114,9 +120,9 @@ class ProductIndex:
         self.uids = {p["uid"] for p in products}
 
     @classmethod
-    def build(cls, products: list[dict], rag_cfg) -> ProductIndex:
+    def build(cls, products: list[dict], rag: RagConfig) -> ProductIndex:
         """Index `products` (dicts with uid, title and answer; the first of each uid is kept) with the
-        retriever `rag_cfg.retriever`."""
+        retriever `rag.retriever`."""
         by_uid: dict[str, dict] = {}
         for product in products:
             by_uid.setdefault(product["uid"], product)
@@ -124,16 +130,16 @@ class ProductIndex:
         if not unique:
             raise UserError("the RAG index needs at least one training product")
         titles = [p["title"] for p in unique]
-        ranker = (_Bm25Ranker([words(t) for t in titles]) if rag_cfg.retriever == "bm25"
-                  else _MiniLMRanker(titles, rag_cfg.encoder, rag_cfg.index_dir))
-        return cls(unique, ranker, rag_cfg.min_score)
+        ranker = (_Bm25Ranker([words(t) for t in titles]) if rag.retriever == "bm25"
+                  else _MiniLMRanker(titles, rag.encoder, rag.index_dir))
+        return cls(unique, ranker, rag.min_score)
 
     def search(self, questions: list[str]) -> list[Hit]:
         """The best product for each question, with its match score."""
         if not questions:
             return []
         candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.products)))
-        return [self._hit(question, [int(i) for i in row]) for question, row in zip(questions, candidates)]
+        return [self._hit(question, [int(i) for i in row]) for question, row in zip(questions, candidates, strict=True)]
 
     def _hit(self, question: str, candidates: list[int]) -> Hit:
         question_words = words(question)
@@ -154,7 +160,7 @@ class ProductIndex:
         return sum(self._idf[w] for w in title if w in question_words) / total if total else 0.0
 
 
-def context_text(hit: Hit, tokenizer, max_tokens: int) -> str:
+def context_text(hit: Hit, tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> str:
     """The hit's description cut to at most max_tokens tokens of the model's tokenizer, for the prompt. A cut
     inside a multi-byte character decodes to U+FFFD, which is dropped."""
     ids = tokenizer(hit.description, add_special_tokens=False)["input_ids"]

@@ -14,21 +14,34 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, TypeVar
 
-import orjson
-
+from product_qa.answering.generation import (
+    Generated,
+    decline_threshold,
+    declined_when_unsure,
+    generate_answers,
+    stream_answer,
+    with_answer_cap,
+)
+from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
 from product_qa.data.catalog import Catalog, read_catalog
-from product_qa.errors import UserError
-from product_qa.answering.generation import (Generated, decline_threshold, declined_when_unsure, generate_answers, stream_answer,
-                                  with_answer_cap)
-from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.data.examples import output_paths
 from product_qa.data.prompts import prompt_text, resolve_template
-from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
+from product_qa.errors import UserError
+from product_qa.io_utils import read_json
+from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.settings import ANSWERING_SYSTEMS, check_choices
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from config import Config
+
+Section = TypeVar("Section")  # a config section: DataConfig, ModelConfig, TrainConfig
 
 SYSTEMS = ANSWERING_SYSTEMS
 SYSTEM_LABELS = {"base": "base model", "fine_tuned": "fine-tuned", "retrieval": "retrieval only",
@@ -49,28 +62,25 @@ class Answer:
 
 
 def _run_config(run_dir: Path) -> dict:
-    try:
-        saved = orjson.loads((run_dir / "config.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as err:
-        raise UserError(f"{run_dir / 'config.json'}: cannot read the run's settings ({err})") from None
+    saved = read_json(run_dir / "config.json", "run's settings")
     if not isinstance(saved, dict):
         raise UserError(f"{run_dir / 'config.json'}: not a settings object")
     return saved
 
 
 def _run_report(run_dir: Path) -> dict:
-    try:
-        report = orjson.loads((run_dir / "training_report.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as err:
-        raise UserError(f"{run_dir / 'training_report.json'}: cannot read the run's report ({err})") from None
+    report = read_json(run_dir / "training_report.json", "run's report")
     return report if isinstance(report, dict) else {}
 
 
-def _section(cls, saved: dict, name: str):
-    """A config section as a run saved it; settings added or removed since then take today's defaults. Its
-    choices are checked as the command line's are (a run directory may come from anywhere)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    section = cls(**{key: value for key, value in saved.items() if key in names})
+def _run_section(current: Section, saved: dict, name: str) -> Section:
+    """Config section `name` as the run saved it (`current`, today's, where the run saved none); settings added
+    or removed since then take today's defaults. Its choices are checked as the command line's are (a run
+    directory may come from anywhere)."""
+    if name not in saved:
+        return current
+    names = {f.name for f in dataclasses.fields(current)}
+    section = type(current)(**{key: value for key, value in saved[name].items() if key in names})
     check_choices(name, section)
     return section
 
@@ -81,16 +91,16 @@ class Answerer:
     config.json, so a run is evaluated on the data and prompt it was trained with; decoding and RAG settings
     come from the current config."""
 
-    def __init__(self, cfg, run_dir: Path | None):
+    def __init__(self, cfg: Config, run_dir: Path | None) -> None:
         self.cfg, self.run_dir = cfg, run_dir
-        run_cfg = _run_config(run_dir) if run_dir else {}
-        self.data_cfg = _section(type(cfg.data), run_cfg["data"], "data") if "data" in run_cfg else cfg.data
-        self.model_cfg = _section(type(cfg.model), run_cfg["model"], "model") if "model" in run_cfg else cfg.model
+        saved = _run_config(run_dir) if run_dir else {}
+        self.data_cfg = _run_section(cfg.data, saved, "data")
+        self.model_cfg = _run_section(cfg.model, saved, "model")
         # a run directory is data, possibly downloaded: whether code may run, and where models are converted, are
         # the user's settings, never the run's
         self.model_cfg = dataclasses.replace(self.model_cfg, trust_remote_code=cfg.model.trust_remote_code,
                                              cache_dir=cfg.model.cache_dir)
-        self.train_cfg = _section(type(cfg.train), run_cfg["train"], "train") if "train" in run_cfg else cfg.train
+        self.train_cfg = _run_section(cfg.train, saved, "train")
         # the answer cap follows the run's data (generation.max_new_tokens=None): its longest training answer
         report = _run_report(run_dir) if run_dir else {}
         self.decoding = with_answer_cap(cfg.generation, report.get("longest_answer_tokens"))
@@ -100,7 +110,7 @@ class Answerer:
                                                 floor if isinstance(floor, (int, float)) else None)
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
-        self._models: dict[str, object] = {}
+        self._models: dict[str, PreTrainedModel] = {}
         self._index: ProductIndex | None = None
         self._catalog: Catalog | None = None
 
@@ -116,6 +126,11 @@ class Answerer:
                 self.model(MODEL_OF[system])
         if any(s in RAG_SYSTEMS for s in systems):
             _ = self.index  # built now
+
+    def stand_in(self, system: str) -> str:
+        """`system`, or before any fine-tuning run the base model's counterpart (fine_tuned -> base, fine_tuned_rag
+        -> base_rag): what answers in the fine-tuned model's place (runs.no_run_note says so)."""
+        return system if system in self.systems else system.replace("fine_tuned", "base")
 
     def check_system(self, system: str) -> None:
         if system not in SYSTEMS:
@@ -133,7 +148,7 @@ class Answerer:
         limit = self.cfg.generation.max_question_chars
         return question[:limit], len(question) > limit
 
-    def model(self, which: str):
+    def model(self, which: str) -> PreTrainedModel:
         if which not in self._models:
             path = (str(self.run_dir / "merged") if which == "fine_tuned"
                     else resolve_model_path(self.model_cfg.name, self.model_cfg.cache_dir))
@@ -177,7 +192,7 @@ class Answerer:
                                          progress=progress)
             if system == "fine_tuned":  # the model alone: it declines what it is unsure of
                 generated = [declined_when_unsure(g, self.min_confidence) for g in generated]
-            by_question = dict(zip(asked, generated))
+            by_question = dict(zip(asked, generated, strict=True))
         return [Answer(system, by_question[i].text, hits[i], by_question[i].new_tokens,
                        by_question[i].seconds + retrieval_seconds, by_question[i].confidence) if i in by_question
                 else Answer(system, NO_MATCH_MESSAGE, hits[i], 0, retrieval_seconds)

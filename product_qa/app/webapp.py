@@ -10,22 +10,32 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import gradio as gr
-import orjson
 
+from product_qa.answering.report import evaluation_tables
+from product_qa.answering.retrieval import source_line
 from product_qa.answering.systems import MODEL_OF, Answerer
 from product_qa.errors import UserError
-from product_qa.reporting import evaluation_tables
-from product_qa.answering.retrieval import source_line
+from product_qa.io_utils import read_json
+from product_qa.runs import no_run_note
+
+# ASGI's parts: the connection's scope, and the functions that receive and send its messages
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PANELS = ("base", "fine_tuned", "rag")
 PANEL_LABELS = {"base": "Base model", "fine_tuned": "Fine-tuned model", "rag": "RAG"}
 ALL = "all"  # the mode that shows every available panel
-ANALYSIS_PLOTS = {"funnel.png": "What cleaning and filtering remove", "length_histograms.png": "Title and description lengths",
+ANALYSIS_PLOTS = {"funnel.png": "What cleaning and filtering remove",
+                  "length_histograms.png": "Title and description lengths",
                   "token_lengths.png": "Tokens per training example", "quality_issues.png": "Quality issues",
                   "wordcloud_titles.png": "Words of the titles", "wordcloud_contents.png": "Words of the descriptions"}
 EMPTY_ANSWER = "(no answer: the model ended its reply at once)"  # an empty panel would look broken
@@ -46,15 +56,12 @@ class Demo:
     @classmethod
     def load(cls, answerer: Answerer) -> Demo:
         """Load every model and the RAG index now, so that no request waits for them."""
-        tuned = "fine_tuned" in answerer.systems
-        panel_system = {"base": "base", "fine_tuned": "fine_tuned", "rag": "fine_tuned_rag" if tuned else "base_rag"}
+        panel_system = {"base": "base", "fine_tuned": "fine_tuned", "rag": answerer.stand_in("fine_tuned_rag")}
         notices = []
-        if not tuned:
-            del panel_system["fine_tuned"]
-            notices.append(f"**No fine-tuned model yet** (nothing under `{answerer.cfg.train.output_dir}`). The base "
-                           "model answers meanwhile, alone or given the retrieved description (RAG). Train one with "
-                           "`python fine_tuning_project.py`, then restart the app.")
-        answerer.load(["base", "fine_tuned"] if tuned else ["base"])
+        if (note := no_run_note(answerer.cfg, answerer.run_dir)) is not None:
+            del panel_system["fine_tuned"]  # the base model would answer there, as in the base panel
+            notices.append(f"**{note[0].upper()}{note[1:]}**, then restart the app.")
+        answerer.load([panel_system[panel] for panel in ("base", "fine_tuned") if panel in panel_system])
         try:
             answerer.load(["retrieval"])  # builds the index of the training products
         except UserError as err:
@@ -135,8 +142,8 @@ def evaluation_view(eval_dir: Path) -> tuple[str, str | None]:
         return ("No evaluation yet: run `python test_pipeline.py --evaluate` (it writes "
                 f"`{report_path}`), then reload this page.", None)
     try:
-        tables = "\n".join(evaluation_tables(orjson.loads(report_path.read_bytes())))
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
+        tables = "\n".join(evaluation_tables(read_json(report_path, "evaluation report")))
+    except (UserError, KeyError, TypeError) as err:
         return f"Cannot read `{report_path}` ({err!r}): run `python test_pipeline.py --evaluate` again.", None
     plot = eval_dir / "evaluation_report.png"
     return tables, str(plot) if plot.exists() else None
@@ -169,11 +176,11 @@ MAX_UPLOAD = "4kb"  # the page has no upload: the cap only stops other web pages
 class SecurityHeaders:
     """ASGI middleware: no other site may frame the page, and no response is content-sniffed."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
-        async def with_headers(message) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"],
@@ -193,7 +200,7 @@ def allowed_hosts(host: str, share: bool = False) -> list[str]:
 
 
 def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folders: tuple[Path, ...] = (),
-           **options) -> None:
+           **options: Any) -> None:
     """Serve the page; `folders` hold the plots it shows. Uploads are capped at a few kilobytes, the Host
     header is checked and the page cannot be framed (see allowed_hosts, SecurityHeaders)."""
     from starlette.middleware import Middleware
@@ -237,23 +244,9 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
             if examples:
                 gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try a catalog product")
         with gr.Tab("Data analysis"):
-            plots = analysis_plots(analysis_dir, docs_dir)
-            if not plots:
-                gr.Markdown("No analysis plots yet: run `python data_analysis.py`, then restart the app.")
-            for row_start in range(0, len(plots), 2):
-                with gr.Row():
-                    for path, caption in plots[row_start:row_start + 2]:
-                        gr.Image(value=path, label=caption, interactive=False, elem_classes=["analysis-plot"])
-        with gr.Tab("Evaluation"):  # read at every page load: a new evaluation shows without a restart
-            tables = gr.Markdown(elem_id="evaluation")
-            plot = gr.Image(label="ROUGE-L, chrF and similarity per system", interactive=False, visible=False)
-
-        def latest_evaluation():
-            text, path = evaluation_view(eval_dir)
-            return text, gr.Image(value=path, visible=path is not None)
-
-        page.load(latest_evaluation, None, [tables, plot], queue=False)
-
+            _analysis_tab(analysis_plots(analysis_dir, docs_dir))
+        with gr.Tab("Evaluation"):
+            _evaluation_tab(page, eval_dir)
         outputs = [*boxes, source, status]
         # One event for the button and Enter: one queue, so their questions never run at the same time.
         gr.on([ask.click, question.submit], demo.respond, [question, mode], outputs, api_name="respond")
@@ -261,3 +254,25 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
                     columns, queue=False)
     # One answer at a time: the models share the machine and the model objects are not thread-safe.
     return page.queue(default_concurrency_limit=1, max_size=cfg.app.max_queue)
+
+
+def _analysis_tab(plots: list[tuple[str, str]]) -> None:
+    """The analysis plots, two to a row."""
+    if not plots:
+        gr.Markdown("No analysis plots yet: run `python data_analysis.py`, then restart the app.")
+    for row_start in range(0, len(plots), 2):
+        with gr.Row():
+            for path, caption in plots[row_start:row_start + 2]:
+                gr.Image(value=path, label=caption, interactive=False, elem_classes=["analysis-plot"])
+
+
+def _evaluation_tab(page: gr.Blocks, eval_dir: Path) -> None:
+    """The latest evaluation's tables and plot, read at every page load: a new evaluation shows without a restart."""
+    tables = gr.Markdown(elem_id="evaluation")
+    plot = gr.Image(label="ROUGE-L, chrF and similarity per system", interactive=False, visible=False)
+
+    def latest_evaluation() -> tuple[str, gr.Image]:
+        text, path = evaluation_view(eval_dir)
+        return text, gr.Image(value=path, visible=path is not None)
+
+    page.load(latest_evaluation, None, [tables, plot], queue=False)

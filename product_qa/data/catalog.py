@@ -21,16 +21,19 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from product_qa.configurator import fingerprint
 from product_qa.data.encoding import TOKENIZED_DIR
 from product_qa.data.examples import read_examples
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
 from product_qa.hashing import key_hash, mix64
 from product_qa.io_utils import atomic_outputs
-from product_qa.data.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
+
+if TYPE_CHECKING:
+    from config import TrainConfig
 
 UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
 DOCUMENT_VIEW = "document"  # the phrasing id of a catalog-document view
@@ -61,17 +64,18 @@ def catalog_sizes(products: int, max_products: int | None, unknown_share: float)
     return known, declined
 
 
-def build_catalog(train_examples: list[dict], train_cfg: Any) -> Catalog:
+def build_catalog(train_examples: list[dict], train: TrainConfig) -> Catalog:
     """The catalog (`train.max_train_products` of the training products, a seeded sample) and the declined
     products (the next ones in the same seeded order)."""
-    order = sorted(range(len(train_examples)), key=lambda i: (product_rank(train_examples[i]["uid"], train_cfg.seed), i))
-    known, declined = catalog_sizes(len(order), train_cfg.max_train_products, train_cfg.unknown_share)
+    order = sorted(range(len(train_examples)),
+                   key=lambda i: (product_rank(train_examples[i]["uid"], train.seed), i))
+    known, declined = catalog_sizes(len(order), train.max_train_products, train.unknown_share)
     return Catalog(known=[train_examples[i] for i in sorted(order[:known])],
                    declined=[train_examples[i] for i in sorted(order[known:known + declined])])
 
 
-def read_catalog(train_path: Path, train_cfg: Any) -> Catalog:
-    return build_catalog(read_examples(train_path), train_cfg)
+def read_catalog(train_path: Path, train: TrainConfig) -> Catalog:
+    return build_catalog(read_examples(train_path), train)
 
 
 # --------------------------------------------------------------------------------------------------- views
@@ -89,38 +93,39 @@ def product_views(product: dict, pool: tuple[Phrasing, ...], views: int, round_i
     return [pool[(start + round_index * views + k) % len(pool)] for k in range(views)]
 
 
-def training_views(catalog: Catalog, train_cfg: Any) -> list[dict]:
+def training_views(catalog: Catalog, train: TrainConfig) -> list[dict]:
     """Every training example, laid out round after round; within a round the examples are shuffled (seeded),
     so a product's views are spread out. Each example: uid, title, question, answer, phrasing, round, known,
     document. A document view (`train.document_views` per catalog product and round) is the catalog page itself:
     the title as the prompt, plain text with no chat template, and the description as its completion."""
-    pool = view_phrasings(train_cfg.view_languages)
+    pool = view_phrasings(train.view_languages)
     examples: list[dict] = []
-    for round_index in range(training_rounds(train_cfg.epochs)):
-        this_round = [{"uid": product["uid"], "title": product["title"], "question": phrasing.question(product["title"]),
+    for round_index in range(training_rounds(train.epochs)):
+        this_round = [{"uid": product["uid"], "title": product["title"],
+                       "question": phrasing.question(product["title"]),
                        "answer": product["answer"] if known else UNKNOWN_ANSWER, "phrasing": phrasing.id,
                        "round": round_index, "known": known, "document": False}
                       for known, products in ((True, catalog.known), (False, catalog.declined))
                       for product in products
-                      for phrasing in product_views(product, pool, train_cfg.views, round_index)]
+                      for phrasing in product_views(product, pool, train.views, round_index)]
         this_round += [{"uid": product["uid"], "title": product["title"], "question": product["title"],
                         "answer": product["answer"], "phrasing": DOCUMENT_VIEW, "round": round_index, "known": True,
                         "document": True}
-                       for product in catalog.known for _ in range(train_cfg.document_views)]
-        random.Random(train_cfg.seed * 1_000_003 + round_index).shuffle(this_round)
+                       for product in catalog.known for _ in range(train.document_views)]
+        random.Random(train.seed * 1_000_003 + round_index).shuffle(this_round)
         examples.extend(this_round)
     return examples
 
 
-def views_file(train_path: Path, catalog: Catalog, train_cfg: Any) -> Path:
-    """The training views of `catalog` (read from `train_path` with `train_cfg`) written beside the data, under a
+def views_file(train_path: Path, catalog: Catalog, train: TrainConfig) -> Path:
+    """The training views of `catalog` (read from `train_path` with `train`) written beside the data, under a
     name keyed by train.jsonl and the settings that shape them: a second run with the same settings reuses the
     file (and so its tokenized cache). Files of other settings are removed."""
     stat = train_path.stat()
     key = fingerprint(VIEWS_VERSION, os.path.abspath(train_path), stat.st_size, stat.st_mtime_ns, stat.st_ino,
-                      stat.st_ctime_ns, train_cfg.max_train_products, train_cfg.unknown_share, train_cfg.views,
-                      train_cfg.document_views, train_cfg.view_languages, training_rounds(train_cfg.epochs),
-                      train_cfg.seed, UNKNOWN_ANSWER)
+                      stat.st_ctime_ns, train.max_train_products, train.unknown_share, train.views,
+                      train.document_views, train.view_languages, training_rounds(train.epochs),
+                      train.seed, UNKNOWN_ANSWER)
     folder = train_path.parent / VIEWS_DIR
     path = folder / f"train-{key}.jsonl"
     if path.exists():
@@ -129,7 +134,7 @@ def views_file(train_path: Path, catalog: Catalog, train_cfg: Any) -> Path:
     for old in folder.glob("train-*.jsonl"):
         old.unlink(missing_ok=True)
     shutil.rmtree(folder / TOKENIZED_DIR, ignore_errors=True)
-    examples = training_views(catalog, train_cfg)
+    examples = training_views(catalog, train)
     with atomic_outputs({"views": path}) as handles:
         handles["views"].write(b"".join(orjson.dumps(e) + b"\n" for e in examples))
     return path

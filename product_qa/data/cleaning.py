@@ -2,14 +2,18 @@
 
 Rules never strip accents or punctuation. Each rule has a cheap guard so clean text passes through fast.
 `CLEANING_RULES` lists them in the order `clean_text` applies them; the analysis stage imports it to
-report how many records each rule touches.
+report how many records each rule touches. `clean_record` says which records are cleaned.
 """
 from __future__ import annotations
 
 import html
 import re
 import unicodedata
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config import DataConfig
 
 _MAX_UNESCAPE_PASSES = 3
 
@@ -78,7 +82,8 @@ def normalize_unicode(text: str) -> str:
 
 
 # Amazon's note about which edition a review belongs to, often with its words run together:
-# "--This text refers to thePaperbackedition.", "--This text refers to an out of print or unavailable edition of this title."
+# "--This text refers to thePaperbackedition.",
+# "--This text refers to an out of print or unavailable edition of this title."
 _EDITION_NOTE = re.compile(r"-{1,2}\s*This text refers to\b[^.]{0,80}?edition(?: of this title)?\.?", re.IGNORECASE)
 
 # Trade-review copyright lines glued to the end of a review:
@@ -136,7 +141,6 @@ def fix_glued_sentences(text: str) -> str:
     if _every_stop_spaced(text):
         return text
     return _GLUED_SENTENCE.sub(_space_after_sentence, text)
-
 
 
 def normalize_whitespace(text: str) -> str:
@@ -209,3 +213,20 @@ def clean_text_within(text: str, limit: int) -> str:
     text they drop as too long."""
     start = too_long_start(text, limit)
     return clean_text(text if start is None else start)
+
+
+FieldCleaner = Callable[[str, str], str]  # (field name, raw text) -> cleaned text
+
+
+def clean_record(title: str, content: str, clean: FieldCleaner) -> tuple[str, str]:
+    """The (title, content) the filters judge: both cleaned by `clean`, or both raw when either is empty (the
+    filters drop that record whatever the other field holds, so cleaning it would be wasted)."""
+    if not title or not content:
+        return title, content
+    return clean("title", title), clean("content", content)
+
+
+def within_limits(data: DataConfig) -> FieldCleaner:
+    """clean_text_within each field up to its too-long filter (data.max_title_chars / max_content_chars)."""
+    limits = {"title": data.max_title_chars, "content": data.max_content_chars}
+    return lambda name, text: clean_text_within(text, limits[name])

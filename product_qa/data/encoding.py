@@ -18,14 +18,19 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from product_qa.configurator import fingerprint
+from product_qa.data.prompts import answer_text, prompt_text
 from product_qa.errors import UserError
 from product_qa.io_utils import TEMP_MARK, remove_stale_temps
-from product_qa.data.prompts import answer_text, prompt_text
+
+if TYPE_CHECKING:
+    from datasets import Dataset, Features
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers.utils import ModelOutput
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
 ENCODING_VERSION = 1  # bump when the encoding changes: old caches are then rebuilt
@@ -41,7 +46,8 @@ class ExampleEncoder:
     example costs more than the tokenizer on a large catalog. Where the template's output depends on the
     question in another way, the prompt is rendered for each example."""
 
-    def __init__(self, tokenizer: Any, *, template: str, system_prompt: str | None, max_length: int) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, *, template: str, system_prompt: str | None,
+                 max_length: int) -> None:
         self.tokenizer, self.template, self.system_prompt, self.max_length = (tokenizer, template, system_prompt,
                                                                               max_length)
         prefix, slot, suffix = prompt_text(tokenizer, _QUESTION_SLOT, template, system_prompt).partition(
@@ -63,7 +69,7 @@ class ExampleEncoder:
         not end there)."""
         tokenize = self.tokenizer
         documents = batch.get("document") or [False] * len(batch["question"])
-        kinds = list(zip(batch["question"], batch["answer"], documents))
+        kinds = list(zip(batch["question"], batch["answer"], documents, strict=True))
         prompts = tokenize([f"{q}\n" if document else self.prompt(q) for q, _, document in kinds],
                            add_special_tokens=False)["input_ids"]
         answers = tokenize([a if document else answer_text(a, self.template) for _, a, document in kinds],
@@ -71,7 +77,7 @@ class ExampleEncoder:
         out: dict[str, list] = {"input_ids": [], "prompt_length": [], "length": [], "answer_tokens": [],
                                 "truncated": []}
         eos = tokenize.eos_token_id
-        for uid, prompt_ids, answer_ids in zip(batch["uid"], prompts, answers):
+        for uid, prompt_ids, answer_ids in zip(batch["uid"], prompts, answers, strict=True):
             room = self.max_length - len(prompt_ids)
             if room < 1:
                 raise UserError(f"train.max_length={self.max_length} is shorter than the question of {uid} "
@@ -90,7 +96,7 @@ class ExampleEncoder:
         if not examples:
             return []
         columns = self({k: [e[k] for e in examples] for k in ("uid", "question", "answer")})
-        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def key(self) -> str:
         """What the encoding depends on, besides the data: the tokenizer's vocabulary and rules, its EOS token,
@@ -102,14 +108,14 @@ class ExampleEncoder:
                            self.system_prompt, self.max_length)
 
 
-def encoded_features():
+def encoded_features() -> Features:
     from datasets import Features, Sequence, Value
 
     return Features({"input_ids": Sequence(Value("int32")), "prompt_length": Value("int32"),
                      "length": Value("int32"), "answer_tokens": Value("int32"), "truncated": Value("bool")})
 
 
-def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, progress: bool = True):
+def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, progress: bool = True) -> Dataset:
     """The split at `path` encoded, as a memory-mapped datasets.Dataset, from the cache when it is there.
 
     The cache lives beside the data, in `tokenized/<split>-<key>/`, built in a temp folder and renamed, so a
@@ -187,7 +193,7 @@ class AnswerOnlyCollator:
         return batch
 
 
-def answer_only_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
+def answer_only_loss(outputs: ModelOutput, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
                      ) -> torch.Tensor:
     """Mean cross-entropy of the answer tokens, for the Trainer's `compute_loss_func`. The logits may cover only
     the last positions of the batch (`logits_to_keep`): each is paired with the label it predicts, the next
@@ -203,7 +209,7 @@ def answer_only_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int
     return total / count
 
 
-def contiguous_output_layer_input(model: Any) -> None:
+def contiguous_output_layer_input(model: PreTrainedModel) -> None:
     """With `logits_to_keep` the output layer gets a strided slice of the hidden states, and a strided 3-D input
     turns its matrix product into a batched one against a broadcast weight (30% slower on a 2-core AVX2 CPU,
     forward and backward): a contiguous copy of the slice costs far less."""

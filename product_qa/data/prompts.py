@@ -7,9 +7,13 @@ The phrasing of each example is picked deterministically from its product key an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from product_qa.errors import UserError
 from product_qa.hashing import mix64
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def build_example(uid: str, title: str, answer: str, phrasing: Phrasing) -> dict
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"  # for base models without a chat template
 
 
-def resolve_template(tokenizer, requested: str) -> str:
+def resolve_template(tokenizer: PreTrainedTokenizerBase, requested: str) -> str:
     """"chat" (the model's own chat template) or "plain" (PLAIN_TEMPLATE); "auto" picks chat when there is one."""
     has_chat = bool(getattr(tokenizer, "chat_template", None))
     if requested == "chat" and not has_chat:
@@ -73,7 +77,8 @@ def resolve_template(tokenizer, requested: str) -> str:
 RAG_TEMPLATE = "Product information:\n{context}\n\nQuestion: {question}"  # the question with a retrieved description
 
 
-def prompt_text(tokenizer, question: str, template: str, system_prompt: str | None, context: str | None = None) -> str:
+def prompt_text(tokenizer: PreTrainedTokenizerBase, question: str, template: str, system_prompt: str | None,
+                context: str | None = None) -> str:
     """The text the model sees before its answer; with `context` (RAG) the retrieved description comes first."""
     if context is not None:
         question = RAG_TEMPLATE.format(context=context, question=question)

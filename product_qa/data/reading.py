@@ -2,7 +2,7 @@
 
 Memory stays flat whatever the file size: the file is read in blocks of whole lines. A block is parsed by
 `parse_block`, which validates each line and sorts it into records or bad input by reason; preparation runs
-it in worker processes, analysis in-process through `iter_records`.
+it in the worker processes of data/scan.py; `iter_records` reads a file in one process.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import gzip
 import hashlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -52,6 +52,10 @@ class Block(NamedTuple):
     @property
     def line_count(self) -> int:
         return self.data.count(b"\n") + (not self.data.endswith(b"\n")) if self.data else 0
+
+    def load(self) -> Block:
+        """The same lines numbered from 1, as a worker numbers them (ByteRange.load's counterpart)."""
+        return self._replace(first_line=1)
 
 
 class ByteRange(NamedTuple):
@@ -242,34 +246,50 @@ class BlockReader:
 
 
 @dataclass
-class BadInputLog:
-    """Bad input counted per reason, with the first few line numbers of each."""
+class Tally:
+    """Counts per reason, with the first `keep` examples of each: dicts holding the "line" they come from."""
 
     keep: int = 5
     counts: dict[str, int] = field(default_factory=dict)
-    lines: dict[str, list[int]] = field(default_factory=dict)
-    details: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, list[dict]] = field(default_factory=dict)
 
-    def add(self, bad: BadLine) -> None:
-        self.merge([bad], {bad.reason: 1})
+    def add(self, reason: str, example: Callable[[], dict]) -> None:
+        """Count one more; `example` is called only while the reason still wants examples (some are costly)."""
+        count = self.counts.get(reason, 0)
+        if count < self.keep:
+            self.examples.setdefault(reason, []).append(example())
+        self.counts[reason] = count + 1
 
-    def merge(self, first_few: list[BadLine], counts: dict[str, int]) -> None:
-        """Add a block's counts per reason and its first few bad lines (blocks arrive in file order)."""
-        for bad in first_few:
-            shown = self.lines.setdefault(bad.reason, [])
-            if len(shown) < self.keep:
-                shown.append(bad.line)
-                self.details.setdefault(bad.reason, bad.detail)
-        for reason, count in counts.items():
+    def merge(self, other: Tally, line_offset: int = 0) -> None:
+        """Add the tally of a later stretch of the file, whose lines count from `line_offset` + 1."""
+        for reason, examples in other.examples.items():
+            kept = self.examples.setdefault(reason, [])
+            kept.extend({**example, "line": example["line"] + line_offset}
+                        for example in examples[:self.keep - len(kept)])
+        for reason, count in other.counts.items():
             self.counts[reason] = self.counts.get(reason, 0) + count
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
+
+class BadInputLog(Tally):
+    """Bad input lines per reason, with the line numbers and the message of the first few."""
+
+    def add_line(self, bad: BadLine) -> None:
+        self.add(bad.reason, lambda: {"line": bad.line, "detail": bad.detail})
+
+    def first(self) -> BadLine | None:
+        """The earliest bad line among the examples (the first of each reason is always kept, if any is)."""
+        firsts = [BadLine(examples[0]["line"], reason, examples[0]["detail"])
+                  for reason, examples in self.examples.items() if examples]
+        return min(firsts, default=None)
+
     def as_dict(self) -> dict:
         return {
-            reason: {"count": self.counts[reason], "first_lines": self.lines[reason], "example": self.details[reason]}
+            reason: {"count": self.counts[reason], "first_lines": [e["line"] for e in self.examples.get(reason, [])],
+                     "example": next((e["detail"] for e in self.examples.get(reason, [])), "")}
             for reason in BAD_INPUT_REASONS
             if reason in self.counts
         }
@@ -291,4 +311,4 @@ def iter_records(path: str | os.PathLike, *, strict: bool = False, bad_log: BadI
             elif strict:
                 raise strict_error(reader.source.path, item)
             elif bad_log is not None:
-                bad_log.add(item)
+                bad_log.add_line(item)

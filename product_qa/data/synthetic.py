@@ -157,7 +157,8 @@ def _person(rng: random.Random) -> str:
 
 def _book(rng: random.Random) -> _Product:
     author = _person(rng)
-    name = rng.choice((f"The {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}", f"{rng.choice(NOUNS)}s of {rng.choice(PLACES)}",
+    name = rng.choice((f"The {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}",
+                       f"{rng.choice(NOUNS)}s of {rng.choice(PLACES)}",
                        f"{_a(rng.choice(NOUNS), capital=True)} in {rng.choice(PLACES)}"))
     fmt = rng.choice(BOOK_FORMATS)
     adjective = rng.choice(REVIEW_ADJ)
@@ -236,7 +237,8 @@ def _home(rng: random.Random) -> _Product:
     title = f"{brand} {material.title()} {item}, {size}, {color}"
     sentences = [f"The {brand} {item.lower()} is made of {material} and {benefit}.",
                  f"It measures {size} and comes in {color.lower()}.",
-                 rng.choice(("It’s built for everyday use.", "Backed by a lifetime warranty.", "Easy to clean by hand & dry."))]
+                 rng.choice(("It’s built for everyday use.", "Backed by a lifetime warranty.",
+                             "Easy to clean by hand & dry."))]
     return _Product(title, sentences)
 
 
@@ -245,7 +247,8 @@ def _electronics(rng: random.Random) -> _Product:
     brand, model = rng.choice(BRANDS), f"{rng.choice('XSEM')}{rng.randint(100, 990)}"
     title = f"{brand} {model} {item} with {feature.title()}"
     sentences = [f"The {brand} {model} is a {item.lower()} with {feature} that {benefit}.",
-                 f"Setup takes minutes and it works with {rng.choice(('iOS and Android', 'Windows and macOS', 'most USB-C devices'))}.",
+                 "Setup takes minutes and it works with "
+                 f"{rng.choice(('iOS and Android', 'Windows and macOS', 'most USB-C devices'))}.",
                  f"Includes a {rng.choice(('one-year', 'two-year'))} warranty & a quick start guide."]
     return _Product(title, sentences)
 
@@ -270,7 +273,8 @@ def _boilerplate(product: _Product, rng: random.Random) -> str:
     if product.is_book and rng.random() < 0.5:
         year = rng.randint(1987, 2004)
         trade = rng.choice((f"Copyright {year} Reed Business Information, Inc.",
-                            "Copyright &copy; Reed Business Information, a division of Reed Elsevier Inc. All rights reserved.",
+                            "Copyright &copy; Reed Business Information, a division of Reed Elsevier Inc. "
+                            "All rights reserved.",
                             f"Copyright {year} Cahners Business Information, Inc."))
         return trade + (note if rng.random() < 0.7 else "")
     return note
@@ -390,8 +394,9 @@ def write_records(path: str, records: Iterable[dict]) -> int:
     count = 0
     try:
         with opener(temp, "wt", encoding="utf-8", newline="\n") as handle:
-            for count, record in enumerate(records, start=1):
+            for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):

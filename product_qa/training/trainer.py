@@ -9,9 +9,10 @@ from __future__ import annotations
 import inspect
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import orjson
 import torch
 from tqdm import tqdm
 from transformers import EarlyStoppingCallback, TrainerCallback
@@ -19,41 +20,71 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from product_qa.data.encoding import AnswerOnlyCollator, answer_only_loss, contiguous_output_layer_input, perplexity
 from product_qa.devices import TORCH_DTYPES
 from product_qa.errors import UserError
+from product_qa.io_utils import read_json
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import (
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        Trainer,
+        TrainerControl,
+        TrainerState,
+        TrainingArguments,
+    )
+
+    from config import TrainConfig
 
 
 # ------------------------------------------------------------------------------------------------- model
-def load_model(model_path: str, *, method: str, precision: str, device: str, train_cfg, trust_remote_code: bool):
+@dataclass(frozen=True)
+class ModelChoice:
+    """The base model a run trains, and how this machine runs it."""
+
+    path: str  # what from_pretrained loads (modeling.resolve_model_path)
+    precision: str  # bf16, fp16 or fp32 (devices.select_precision)
+    device: str  # cuda, mps or cpu (devices.best_device)
+    trust_remote_code: bool
+
+
+def load_model(choice: ModelChoice, train: TrainConfig) -> PreTrainedModel:
     """The model to train: the full model, or the base wrapped with LoRA adapters (4-bit base for QLoRA).
     On CUDA a LoRA base is loaded in half precision (the float16 loading users expect); the trained
     weights stay in fp32 (master weights) and the forward pass runs under autocast."""
     from transformers import AutoModelForCausalLM
 
-    if method == "qlora" and device != "cuda":
+    if train.method == "qlora" and choice.device != "cuda":
         raise UserError("QLoRA (4-bit) needs a CUDA GPU with bitsandbytes; on CPU use train.method=lora")
-    half = {"bf16": TORCH_DTYPES["bf16"], "fp16": TORCH_DTYPES["fp16"]}.get(precision)
-    kwargs = {"trust_remote_code": trust_remote_code}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(choice.path, trust_remote_code=choice.trust_remote_code,
+                                                     **_loading_precision(choice, train.method))
+    except (OSError, ValueError) as err:
+        raise UserError(f"model {choice.path!r} could not be loaded: {str(err).splitlines()[0][:200]}") from None
+    return model if train.method == "full" else _with_lora(model, train)
+
+
+def _loading_precision(choice: ModelChoice, method: str) -> dict[str, Any]:
+    """from_pretrained's dtype (or 4-bit quantization, for QLoRA) for this method on this device."""
+    half = {"bf16": TORCH_DTYPES["bf16"], "fp16": TORCH_DTYPES["fp16"]}.get(choice.precision)
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_use_double_quant=True,
-                                                           bnb_4bit_compute_dtype=half or torch.float16)
-    elif method == "lora" and device == "cuda" and half is not None:
-        kwargs["dtype"] = half
-    else:
-        kwargs["dtype"] = torch.float32
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise UserError(f"model {model_path!r} could not be loaded: {str(err).splitlines()[0][:200]}") from None
-    if method == "full":
-        return model
+        return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                          bnb_4bit_use_double_quant=True,
+                                                          bnb_4bit_compute_dtype=half or torch.float16)}
+    if method == "lora" and choice.device == "cuda" and half is not None:
+        return {"dtype": half}
+    return {"dtype": torch.float32}
+
+
+def _with_lora(model: PreTrainedModel, train: TrainConfig) -> PreTrainedModel:
+    """The base model wrapped with train.lora_* adapters (a 4-bit base readied for training first)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train_cfg.gradient_checkpointing)
-    targets = train_cfg.lora_target_modules
-    lora = LoraConfig(r=train_cfg.lora_r, lora_alpha=train_cfg.lora_alpha, lora_dropout=train_cfg.lora_dropout,
+    if train.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=train.gradient_checkpointing)
+    targets = train.lora_target_modules
+    lora = LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
                       target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
                       task_type="CAUSAL_LM")
     try:
@@ -62,7 +93,7 @@ def load_model(model_path: str, *, method: str, precision: str, device: str, tra
         raise UserError(f"train.lora_target_modules={targets!r}: {str(err).splitlines()[0][:200]}") from None
 
 
-def count_parameters(model) -> tuple[int, int]:
+def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
 
@@ -71,47 +102,49 @@ def count_parameters(model) -> tuple[int, int]:
 EVAL_SETS = ("catalog", "validation")  # the loss of catalog products asked anew, and of unseen products
 
 
-def training_arguments(cfg, run_dir: Path, precision: str, device: str, train_examples: int, rounds: int):
+def training_arguments(train: TrainConfig, run_dir: Path, precision: str, device: str, train_examples: int,
+                       rounds: int) -> TrainingArguments:
     """The Trainer's arguments. The training examples hold `rounds` passes over the catalog, in their order
     (catalog.training_views), so the Trainer makes one sequential pass (or the share of it train.epochs asks)."""
     from transformers import TrainingArguments
 
-    passes = cfg.epochs / rounds
-    steps_per_pass = math.ceil(train_examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_pass * passes)
+    passes = train.epochs / rounds
+    steps_per_pass = math.ceil(train_examples / (train.batch_size * train.gradient_accumulation_steps))
+    total_steps = train.max_steps if train.max_steps > 0 else math.ceil(steps_per_pass * passes)
+    # the train.* values are the user's (config.py says why); the others say why here
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
-        num_train_epochs=passes,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=round(cfg.warmup_ratio * total_steps),
-        lr_scheduler_type=cfg.lr_scheduler,
+        num_train_epochs=passes,  # one pass over the examples holds all the rounds: train.epochs / rounds of it
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=round(train.warmup_ratio * total_steps),  # a share of the run, whatever its length
+        lr_scheduler_type=train.lr_scheduler,
         train_sampling_strategy="sequential",  # the order is training_order's
         length_column_name="length",
-        bf16=precision == "bf16",
+        bf16=precision == "bf16",  # mixed precision where select_precision chose it for this device
         fp16=precision == "fp16",
-        use_cpu=device == "cpu",
-        activation_checkpointing=cfg.gradient_checkpointing,
-        eval_strategy="steps",
-        eval_steps=cfg.eval_steps,
+        use_cpu=device == "cpu",  # the device chosen for the model, not the Trainer's own guess
+        activation_checkpointing=train.gradient_checkpointing,
+        eval_strategy="steps",  # the loss curves and early stopping need evaluations during the run
+        eval_steps=train.eval_steps,
         save_strategy="steps",
-        save_steps=cfg.eval_steps,
-        save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=cfg.early_stopping_patience is not None,
-        metric_for_best_model=f"eval_{cfg.early_stopping_on}_loss",
-        greater_is_better=False,
-        logging_steps=cfg.logging_steps,
-        report_to="none",
+        save_steps=train.eval_steps,  # a checkpoint at each evaluation, so the best one can be loaded back
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=train.early_stopping_patience is not None,  # early stopping keeps the best
+        metric_for_best_model=f"eval_{train.early_stopping_on}_loss",  # one of the two evaluation sets
+        greater_is_better=False,  # a loss
+        logging_steps=train.logging_steps,
+        report_to="none",  # the losses go to the run's own report and loss curves
         prediction_loss_only=True,  # evaluation needs the loss only: gathering every logit costs time and memory
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        ddp_find_unused_parameters=False,
+        seed=train.seed,
+        data_seed=train.seed,  # the same batches on every run with the same seed
+        remove_unused_columns=False,  # the collator needs prompt_length, which the model's forward does not take
+        label_names=["labels"],  # a PEFT model hides the base model's arguments, where the Trainer looks for them
+        ddp_find_unused_parameters=False,  # every trained weight gets a gradient: DDP need not search each step
         disable_tqdm=True,  # LossProgressCallback draws the bar, with the loss
         dataloader_num_workers=0,
     )
@@ -136,7 +169,7 @@ def training_order(lengths: list[int], round_size: int, batch_size: int, group_b
     return order
 
 
-def _model_columns(dataset):
+def _model_columns(dataset: Dataset) -> Dataset:
     return dataset.remove_columns([c for c in dataset.column_names
                                    if c not in ("input_ids", "prompt_length", "length")])
 
@@ -144,24 +177,28 @@ def _model_columns(dataset):
 class LossProgressCallback(TrainerCallback):
     """One progress bar with the latest train and eval loss and the ETA (instead of printed log dicts)."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True) -> None:
         self.enabled, self.bar = enabled, None
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         if self.enabled and state.is_world_process_zero:
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step")
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         names = {"loss": "loss", "eval_catalog_loss": "catalog", "eval_validation_loss": "validation"}
         shown = {label: f"{logs[key]:.3f}" for key, label in names.items() if key in (logs or {})}
         if self.bar is not None and shown:
             self.bar.set_postfix(shown, refresh=True)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
         if self.bar is not None:
             self.bar.close()
 
@@ -170,25 +207,35 @@ class FollowedSetEarlyStopping(EarlyStoppingCallback):
     """Early stopping on one of several evaluation sets: the Trainer reports each set's evaluation on its own,
     and those of the other sets do not hold the metric followed (the library warns for each of them)."""
 
-    def on_evaluate(self, args, state, control, metrics, **kwargs):
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float], **kwargs: Any) -> None:
         if args.metric_for_best_model in metrics:
             super().on_evaluate(args, state, control, metrics, **kwargs)
 
 
-def build_trainer(model, tokenizer, train_set, eval_sets: dict, args, cfg, progress: bool):
+@dataclass(frozen=True)
+class TrainingSets:
+    """The tokenized examples a run trains on, in training order, and each of EVAL_SETS."""
+
+    train: Dataset
+    evaluation: dict[str, Dataset]
+
+
+def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: TrainingSets,
+                  args: TrainingArguments, train: TrainConfig, progress: bool) -> Trainer:
     from transformers import PrinterCallback, Trainer
 
     callbacks = [LossProgressCallback(enabled=progress)]
-    if cfg.early_stopping_patience is not None:
-        callbacks.append(FollowedSetEarlyStopping(early_stopping_patience=cfg.early_stopping_patience))
+    if train.early_stopping_patience is not None:
+        callbacks.append(FollowedSetEarlyStopping(early_stopping_patience=train.early_stopping_patience))
     # a model whose forward has no logits_to_keep (some remote-code models) computes every position, as before
     base_forward = getattr(model, "get_base_model", lambda: model)().forward
-    answer_only = cfg.answer_only_logits and "logits_to_keep" in inspect.signature(base_forward).parameters
+    answer_only = train.answer_only_logits and "logits_to_keep" in inspect.signature(base_forward).parameters
     collator = AnswerOnlyCollator(tokenizer.pad_token_id, answer_only_logits=answer_only)
     if answer_only:
         contiguous_output_layer_input(model)
-    trainer = Trainer(model=model, args=args, train_dataset=_model_columns(train_set),
-                      eval_dataset={name: _model_columns(eval_sets[name]) for name in EVAL_SETS},
+    trainer = Trainer(model=model, args=args, train_dataset=_model_columns(sets.train),
+                      eval_dataset={name: _model_columns(sets.evaluation[name]) for name in EVAL_SETS},
                       data_collator=collator, processing_class=tokenizer,
                       compute_loss_func=answer_only_loss, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the bar shows the losses; the report keeps the whole history
@@ -203,9 +250,9 @@ def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str | No
                      reverse=True)
     for folder in folders:
         try:
-            orjson.loads((folder / "trainer_state.json").read_bytes())
+            read_json(folder / "trainer_state.json", "checkpoint's trainer state")
             return str(folder)
-        except (OSError, orjson.JSONDecodeError):
+        except UserError:
             if remove_incomplete:
                 shutil.rmtree(folder, ignore_errors=True)
     return None
@@ -225,8 +272,8 @@ def prepare_run_dir(work_dir: Path, resume: bool, main: bool = True) -> str | No
     return None
 
 
-def save_outputs(trainer, tokenizer, run_dir: Path, method: str, model_path: str, precision: str,
-                 trust_remote_code: bool) -> None:
+def save_outputs(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, run_dir: Path, choice: ModelChoice,
+                 method: str) -> None:
     """The adapter (LoRA/QLoRA) and the merged model, both safetensors, each with the tokenizer."""
     model = trainer.model
     if method == "full":
@@ -235,16 +282,22 @@ def save_outputs(trainer, tokenizer, run_dir: Path, method: str, model_path: str
         return
     model.save_pretrained(run_dir / "adapter", safe_serialization=True)
     tokenizer.save_pretrained(run_dir / "adapter")
-    if method == "qlora":  # merge into a half-precision copy of the base: a 4-bit base cannot hold the merge
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=TORCH_DTYPES["bf16" if precision == "bf16" else
-                                                                             "fp16"], trust_remote_code=trust_remote_code)
-        model = PeftModel.from_pretrained(base, run_dir / "adapter")
+    if method == "qlora":  # a 4-bit base cannot hold the merge
+        model = _adapter_on_half_precision_base(run_dir / "adapter", choice)
     merged = model.merge_and_unload()
     merged.save_pretrained(run_dir / "merged", safe_serialization=True)
     tokenizer.save_pretrained(run_dir / "merged")
+
+
+def _adapter_on_half_precision_base(adapter_dir: Path, choice: ModelChoice) -> PreTrainedModel:
+    """The saved adapter on a bf16 (else fp16) copy of the base model, ready to merge."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(choice.path, dtype=TORCH_DTYPES["bf16" if choice.precision == "bf16"
+                                                                                else "fp16"],
+                                                trust_remote_code=choice.trust_remote_code)
+    return PeftModel.from_pretrained(base, adapter_dir)
 
 
 def loss_history(log_history: list[dict]) -> dict[str, list]:

@@ -6,107 +6,219 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import orjson
 import torch
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import set_seed
 
 from product_qa.answering import metrics
-from product_qa.data.catalog import is_declined, read_catalog, recall_questions, training_rounds, views_file
+from product_qa.answering.generation import (
+    Generated,
+    catalog_confidence_floor,
+    decline_threshold,
+    declined_when_unsure,
+    generate_answers,
+    with_answer_cap,
+)
+from product_qa.data.catalog import Catalog, is_declined, read_catalog, recall_questions, training_rounds, views_file
 from product_qa.data.encoding import ExampleEncoder, perplexity, tokenized_split
-from product_qa.data.examples import sample_indices
+from product_qa.data.examples import output_paths, sample_indices
+from product_qa.data.preparation import prepare
+from product_qa.data.prompts import prompt_text, resolve_template
 from product_qa.devices import best_device, select_precision
 from product_qa.errors import UserError
-from product_qa.answering.generation import (Generated, catalog_confidence_floor, decline_threshold, declined_when_unsure,
-                                  generate_answers, with_answer_cap)
-from product_qa.io_utils import commit_directory, prepare_output_dir, refuse_read_only, write_json_atomic
+from product_qa.io_utils import commit_directory, prepare_output_dir, read_json, refuse_read_only, write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
-from product_qa.data.preparation import prepare
-from product_qa.data.examples import output_paths
-from product_qa.data.prompts import prompt_text, resolve_template
-from product_qa.reporting import plot_loss_curves
 from product_qa.runs import unfinished_run_dir
-from product_qa.training.trainer import (EVAL_SETS, build_trainer, count_parameters, load_model, loss_history,
-                                 prepare_run_dir, save_outputs, training_arguments, training_order, with_perplexity)
+from product_qa.training.report import plot_loss_curves
+from product_qa.training.trainer import (
+    EVAL_SETS,
+    ModelChoice,
+    TrainingSets,
+    build_trainer,
+    count_parameters,
+    load_model,
+    loss_history,
+    prepare_run_dir,
+    save_outputs,
+    training_arguments,
+    training_order,
+    with_perplexity,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+    from config import Config, GenerationConfig, TrainConfig
 
 # peft still calls the old name inside transformers; the warning says nothing the user can act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
-    # knows this process's rank under torchrun / accelerate launch. On a CPU the state must be asked for the CPU
-    # (as the Trainer later does): else it sees no distributed run there and every rank takes itself for the main
-    # one, each preparing, writing and swapping in the run's work directory under the others.
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run trains from, the same on every process: the model files, the checkpoint it resumes from, the
+    prompt, the catalog, the tokenized examples and how answers are decoded."""
+
+    model_path: str
+    checkpoint: str | None  # None: a fresh start
+    tokenizer: PreTrainedTokenizerBase
+    template: str
+    catalog: Catalog
+    sets: TrainingSets
+    rounds: int  # passes over the catalog that the training examples are laid out for
+    decoding: GenerationConfig  # with the answer cap of this run's longest answer
+
+
+@dataclass
+class Trained:
+    """What trainer.train() left behind."""
+
+    seconds: float  # wall time of trainer.train()
+    eval_seconds: float  # the evaluations inside it
+    runtime: float  # the Trainer's own train_runtime
+    history: dict[str, list]  # loss_history, the baseline's step 0 added before the report
+    best: str | None  # the best checkpoint, when it was loaded back at the end
+    after: dict[str, float | None]  # each evaluation set's loss after training
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The fine-tuned model's answers to the recall questions, and the decline threshold they set."""
+
+    answers: list[str]
+    confidence_floor: float | None  # lowers generation.min_confidence for this run
+    threshold: float
+
+
+def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> dict:
+    """Train the run cfg.train names and save it under train.output_dir; the report (empty on the other ranks)."""
+    # PartialState knows this process's rank under torchrun / accelerate launch. On a CPU it must be asked for the
+    # CPU (as the Trainer later does): else it sees no distributed run there and every rank takes itself for the
+    # main one, each preparing, writing and swapping in the run's work directory under the others.
     state = PartialState(cpu=best_device() == "cpu")
     main = state.is_main_process
-    train_cfg, model_cfg = cfg.train, cfg.model
-    run_dir = Path(train_cfg.output_dir) / train_cfg.run_name
+    run_dir = _run_dir(cfg.train)
     work_dir = unfinished_run_dir(run_dir)  # the run is built here and replaces run_dir when it is done
 
-    # 1. Data, the catalog, its views, model files and token ids: made once, by the main process, while the
-    # others wait (they then read the files and the tokenized splits the main process wrote).
+    inputs = _prepare_inputs(cfg, state, work_dir, resume, progress and main)  # 1. data, catalog, tokens
+    choice = _model_choice(cfg, state, inputs.model_path)  # 2. the model, at the precision this device does best
+    set_seed(cfg.train.seed)  # LoRA's initial weights
+    model = load_model(choice, cfg.train)
+    trainable, total = count_parameters(model)
+    args = training_arguments(cfg.train, work_dir, choice.precision, choice.device, len(inputs.sets.train),
+                              inputs.rounds)
+    trainer = build_trainer(model, inputs.tokenizer, inputs.sets, args, cfg.train, progress and main)
+    questions = recall_questions(inputs.catalog, cfg.train.recall_questions, cfg.train.seed)
+    baseline = _baseline(trainer, inputs, questions, cfg.train, work_dir, main)  # 3. the base model's recall, losses
+    trained = _train(trainer, args, inputs.checkpoint, cfg.train.seed)  # 4. train
+
+    # 5. Save and report (main process).
+    if not main:
+        return {}
+    save_outputs(trainer, inputs.tokenizer, work_dir, choice, cfg.train.method)
+    tuned = _tuned_answers(trainer.model, inputs, questions, cfg)
+    for name in EVAL_SETS:  # where training started
+        trained.history[name] = [(0, baseline["losses"][name]), *trained.history[name]]
+    plot_loss_curves(trained.history, work_dir / "loss_curves.png", f"{cfg.train.run_name}: {cfg.train.method} on "
+                                                                    f"{cfg.model.name}")
+    report = {**_setup_facts(cfg, inputs, choice, state.num_processes, (trainable, total)),
+              "catalog_confidence_floor": tuned.confidence_floor,  # lowers generation.min_confidence for this run
+              "decline_threshold": tuned.threshold,
+              **_training_facts(cfg.train, inputs, trainer, trained, work_dir),
+              **_loss_facts(baseline, trained),
+              "recall": recall_summary(questions, baseline["answers"], tuned.answers),
+              "losses": trained.history, "eval_perplexity": with_perplexity(trained.history["validation"]),
+              "sample_answers": _sample_answers(questions, baseline["answers"], tuned.answers)}
+    write_json_atomic(work_dir / "config.json", dataclasses.asdict(cfg))
+    write_json_atomic(work_dir / "training_report.json", report)
+    commit_directory(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
+    return report
+
+
+def _run_dir(train: TrainConfig) -> Path:
+    return Path(train.output_dir) / train.run_name
+
+
+# ------------------------------------------------------------------------------------- 1. inputs, 2. model
+def _prepare_inputs(cfg: Config, state: PartialState, work_dir: Path, resume: bool, progress: bool) -> RunInputs:
+    """Data, the catalog, its views, model files and token ids: made once, by the main process, while the others
+    wait (they then read the files and the tokenized splits the main process wrote)."""
+    main, train = state.is_main_process, cfg.train
     with state.main_process_first():
-        prepare(cfg.data, progress=progress and main)
-        model_path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
+        prepare(cfg.data, progress=progress)
+        model_path = resolve_model_path(cfg.model.name, cfg.model.cache_dir)
         if main:  # train.output_dir created, and a read-only one (or run) refused, before any work
-            prepare_output_dir(run_dir.parent)
-            refuse_read_only(run_dir)
+            prepare_output_dir(_run_dir(train).parent)
+            refuse_read_only(_run_dir(train))
         checkpoint = prepare_run_dir(work_dir, resume) if main else None  # only the main process clears it
-        tokenizer = load_tokenizer(model_cfg.name, model_cfg.cache_dir, model_cfg.trust_remote_code)
-        template = resolve_template(tokenizer, train_cfg.prompt_template)
-        encoder = ExampleEncoder(tokenizer, template=template, system_prompt=train_cfg.system_prompt,
-                                 max_length=train_cfg.max_length)
+        tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, cfg.model.trust_remote_code)
+        template = resolve_template(tokenizer, train.prompt_template)
+        encoder = ExampleEncoder(tokenizer, template=template, system_prompt=train.system_prompt,
+                                 max_length=train.max_length)
         paths = output_paths(cfg.data)
-        catalog = read_catalog(paths["train"], train_cfg)
-        views = tokenized_split(views_file(paths["train"], catalog, train_cfg), encoder, processes=cfg.data.workers,
-                                progress=progress and main)
-        validation = tokenized_split(paths["validation"], encoder, processes=cfg.data.workers,
-                                     progress=progress and main)
+        catalog = read_catalog(paths["train"], train)
+        views = tokenized_split(views_file(paths["train"], catalog, train), encoder, processes=cfg.data.workers,
+                                progress=progress)
+        validation = tokenized_split(paths["validation"], encoder, processes=cfg.data.workers, progress=progress)
     if not main:  # the checkpoint the main process kept, read only
         checkpoint = prepare_run_dir(work_dir, resume, main=False)
-    rounds = training_rounds(train_cfg.epochs)
-    effective_batch = train_cfg.batch_size * train_cfg.gradient_accumulation_steps * state.num_processes
+    rounds = training_rounds(train.epochs)
+    effective_batch = train.batch_size * train.gradient_accumulation_steps * state.num_processes
     train_set = views.select(training_order(views["length"], len(views) // rounds, effective_batch,
-                                            train_cfg.group_by_length, train_cfg.seed))
+                                            train.group_by_length, train.seed))
     # what early stopping follows: the catalog asked with held-out phrasings (see config.TrainConfig)
-    eval_sets = {"catalog": Dataset.from_list(encoder.encode(recall_questions(catalog, train_cfg.max_eval_examples,
-                                                                              train_cfg.seed))),
-                 "validation": _sampled(validation, train_cfg.max_eval_examples, train_cfg.seed)}
+    eval_sets = {"catalog": Dataset.from_list(encoder.encode(recall_questions(catalog, train.max_eval_examples,
+                                                                              train.seed))),
+                 "validation": _sampled(validation, train.max_eval_examples, train.seed)}
     decoding = with_answer_cap(cfg.generation, max(train_set["answer_tokens"]))  # the run's longest answer
+    return RunInputs(model_path, checkpoint, tokenizer, template, catalog, TrainingSets(train_set, eval_sets), rounds,
+                     decoding)
 
-    # 2. The model, at the precision this device does best.
+
+def _sampled(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """The seeded uniform sample of read_examples, taken from a tokenized split."""
+    keep = sample_indices(len(dataset), limit, seed)
+    return dataset if keep is None else dataset.select(keep)
+
+
+def _model_choice(cfg: Config, state: PartialState, model_path: str) -> ModelChoice:
+    """This device, and the precision it does best; one process driving several GPUs is refused (DataParallel
+    would scale the answer-only loss by the GPU count)."""
     device = best_device()
     if device == "cuda" and torch.cuda.device_count() > 1 and state.num_processes == 1:
         raise UserError(f"{torch.cuda.device_count()} GPUs in one process: launch one process per GPU with "
                         f"`torchrun --nproc_per_node {torch.cuda.device_count()} fine_tuning_project.py`, or "
                         "pick one GPU with CUDA_VISIBLE_DEVICES=0")
-    precision = select_precision(train_cfg.precision, device)
-    set_seed(train_cfg.seed)  # LoRA's initial weights
-    model = load_model(model_path, method=train_cfg.method, precision=precision, device=device,
-                       train_cfg=train_cfg, trust_remote_code=model_cfg.trust_remote_code)
-    trainable, total = count_parameters(model)
-    args = training_arguments(train_cfg, work_dir, precision, device, len(train_set), rounds)
-    trainer = build_trainer(model, tokenizer, train_set, eval_sets, args, train_cfg, progress and main)
+    return ModelChoice(model_path, select_precision(cfg.train.precision, device), device,
+                       cfg.model.trust_remote_code)
 
-    # 3. Before training: the base model's recall of the catalog and its losses (kept for a resumed run).
-    questions = recall_questions(catalog, train_cfg.recall_questions, train_cfg.seed)
+
+# --------------------------------------------------------------------------------- 3. before, 4. training
+def _baseline(trainer: Trainer, inputs: RunInputs, questions: list[dict], train: TrainConfig, work_dir: Path,
+              main: bool) -> dict:
+    """The base model's answers to the recall questions and its losses, measured before training, or read
+    back from the work directory when the run resumes (its model is no longer the base one)."""
     baseline_path = work_dir / "baseline.json"
-    if checkpoint is None:
-        base_answers = ([a.text for a in _answers(trainer.model, tokenizer, questions, template, cfg, decoding)]
-                        if main else [])
-        losses = trainer.evaluate()
-        baseline = {"losses": {name: losses[f"eval_{name}_loss"] for name in EVAL_SETS}, "answers": base_answers}
-        if main:
-            write_json_atomic(baseline_path, baseline)
-    else:
-        baseline = orjson.loads(baseline_path.read_bytes())
+    if inputs.checkpoint is not None:
+        return read_json(baseline_path, "base model's measurements of the run being resumed")
+    base_answers = ([a.text for a in _answers(trainer.model, inputs, questions, train.system_prompt)]
+                    if main else [])
+    losses = trainer.evaluate()
+    baseline = {"losses": {name: losses[f"eval_{name}_loss"] for name in EVAL_SETS}, "answers": base_answers}
+    if main:
+        write_json_atomic(baseline_path, baseline)
+    return baseline
 
-    # 4. Train. Seeded again here: the evaluation above draws random numbers, and a resumed run skips it, yet
-    # both must train the same way.
-    set_seed(train_cfg.seed)
+
+def _train(trainer: Trainer, args: TrainingArguments, checkpoint: str | None, seed: int) -> Trained:
+    # Seeded again here: the evaluation before it draws random numbers, and a resumed run skips it, yet both
+    # must train the same way.
+    set_seed(seed)
     started = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -114,9 +226,9 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
         raise UserError("CUDA out of memory: lower train.batch_size (raise train.gradient_accumulation_steps to "
                         "keep the effective batch), set train.gradient_checkpointing=True, or use "
                         "train.method=qlora") from None
-    train_seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     # the evaluations inside this session's trainer.train() (the baseline's is at step 0, a resumed run's earlier
-    # ones before its checkpoint): the rest of train_seconds is the training loop itself
+    # ones before its checkpoint): the rest of the time is the training loop itself
     resumed_at = int(checkpoint.rpartition("-")[2]) if checkpoint else 0
     eval_seconds = sum(e[f"eval_{name}_runtime"] for e in trainer.state.log_history for name in EVAL_SETS
                        if f"eval_{name}_runtime" in e and e["step"] > resumed_at)
@@ -127,55 +239,70 @@ def fine_tune(cfg, *, resume: bool = False, progress: bool = True) -> dict:
     final_step = int(best.rpartition("-")[2]) if best else history["train"][-1][0] if history["train"] else 0
     after = {name: next((loss for step, loss in reversed(history[name]) if step <= final_step), None)
              for name in EVAL_SETS}
+    return Trained(seconds, eval_seconds, result.metrics["train_runtime"], history, best, after)
 
-    # 5. Save and report (main process).
-    if not main:
-        return {}
-    save_outputs(trainer, tokenizer, work_dir, train_cfg.method, model_path, precision,
-                 model_cfg.trust_remote_code)
-    tuned = _answers(trainer.model, tokenizer, questions, template, cfg, decoding)
-    # the decline threshold of this run, from its own catalog (saved in the report; ask.py and the evaluation use it)
+
+# ------------------------------------------------------------------------------------------- 5. the report
+def _answers(model: PreTrainedModel, inputs: RunInputs, examples: list[dict], system_prompt: str | None
+             ) -> list[Generated]:
+    prompts = [prompt_text(inputs.tokenizer, e["question"], inputs.template, system_prompt) for e in examples]
+    return generate_answers(model, inputs.tokenizer, prompts, inputs.decoding)
+
+
+def _tuned_answers(model: PreTrainedModel, inputs: RunInputs, questions: list[dict], cfg: Config) -> Tuned:
+    """The fine-tuned model's answers, and the decline threshold of this run, from its own catalog (saved in the
+    report; ask.py and the evaluation use it)."""
+    tuned = _answers(model, inputs, questions, cfg.train.system_prompt)
     confidence_floor = catalog_confidence_floor([a.confidence for a in tuned])
     threshold = decline_threshold(cfg.generation.min_confidence, confidence_floor)
-    tuned_answers = [declined_when_unsure(a, threshold).text for a in tuned]
-    for name in EVAL_SETS:  # where training started
-        history[name] = [(0, baseline["losses"][name]), *history[name]]
-    plot_loss_curves(history, work_dir / "loss_curves.png", f"{train_cfg.run_name}: {train_cfg.method} on "
-                                                         f"{model_cfg.name}")
-    epochs_done = (trainer.state.epoch or 0.0) * rounds
-    passes_done = epochs_done / rounds
-    answer_tokens = sum(train_set["answer_tokens"])
-    report = {
-        "run_name": train_cfg.run_name, "run_dir": str(run_dir), "model": model_cfg.name, "model_path": model_path,
-        "method": train_cfg.method, "precision": precision, "device": device, "template": template,
-        "processes": state.num_processes, "trainable_parameters": trainable, "total_parameters": total,
-        "catalog_products": len(catalog.known), "declined_products": len(catalog.declined),
-        "views": train_cfg.views, "rounds": rounds,
+    return Tuned([declined_when_unsure(a, threshold).text for a in tuned], confidence_floor, threshold)
+
+
+def _setup_facts(cfg: Config, inputs: RunInputs, choice: ModelChoice, processes: int,
+                 parameters: tuple[int, int]) -> dict:
+    """The report's first part: what was trained, how, and on what."""
+    train_set = inputs.sets.train
+    return {
+        "run_name": cfg.train.run_name, "run_dir": str(_run_dir(cfg.train)), "model": cfg.model.name,
+        "model_path": inputs.model_path, "method": cfg.train.method, "precision": choice.precision,
+        "device": choice.device, "template": inputs.template, "processes": processes,
+        "trainable_parameters": parameters[0], "total_parameters": parameters[1],
+        "catalog_products": len(inputs.catalog.known), "declined_products": len(inputs.catalog.declined),
+        "views": cfg.train.views, "rounds": inputs.rounds,
         "train_examples": len(train_set), "truncated_examples": sum(train_set["truncated"]),
         "longest_answer_tokens": max(train_set["answer_tokens"]),  # the answer cap of generation.max_new_tokens=None
-        "catalog_confidence_floor": confidence_floor,  # lowers generation.min_confidence for this run
-        "decline_threshold": threshold,
-        "steps": trainer.state.global_step, "epochs": round(epochs_done, 3),
-        "answer_tokens_seen": round(answer_tokens * passes_done),
-        "tokens_seen": round(sum(train_set["length"]) * passes_done),
-        "train_seconds": round(train_seconds, 1),
-        "eval_seconds_in_training": round(eval_seconds, 1),
-        "tokens_per_second": round(sum(train_set["length"]) * passes_done / result.metrics["train_runtime"], 1),
-        "early_stopping_on": train_cfg.early_stopping_on, "best_checkpoint": _moved(best, work_dir, run_dir),
-        "resumed_from": _moved(checkpoint, work_dir, run_dir),
-        **{f"{name}_loss_before": baseline["losses"][name] for name in EVAL_SETS},
-        **{f"{name}_loss_after": after[name] for name in EVAL_SETS},
-        "perplexity_before": perplexity(baseline["losses"]["validation"]),
-        "perplexity_after": perplexity(after["validation"]),
-        "recall": recall_summary(questions, baseline["answers"], tuned_answers),
-        "losses": history, "eval_perplexity": with_perplexity(history["validation"]),
-        "sample_answers": [{"question": q["question"], "reference": q["answer"], "base": base, "fine_tuned": tuned}
-                           for q, base, tuned in list(zip(questions, baseline["answers"], tuned_answers))[:3]],
     }
-    write_json_atomic(work_dir / "config.json", dataclasses.asdict(cfg))
-    write_json_atomic(work_dir / "training_report.json", report)
-    commit_directory(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
-    return report
+
+
+def _training_facts(train: TrainConfig, inputs: RunInputs, trainer: Trainer, trained: Trained, work_dir: Path
+                    ) -> dict:
+    """How far training went, what it saw and how fast, and its checkpoints (at their place once the run moved)."""
+    run_dir, train_set = _run_dir(train), inputs.sets.train
+    epochs_done = (trainer.state.epoch or 0.0) * inputs.rounds
+    passes_done = epochs_done / inputs.rounds
+    return {
+        "steps": trainer.state.global_step, "epochs": round(epochs_done, 3),
+        "answer_tokens_seen": round(sum(train_set["answer_tokens"]) * passes_done),
+        "tokens_seen": round(sum(train_set["length"]) * passes_done),
+        "train_seconds": round(trained.seconds, 1),
+        "eval_seconds_in_training": round(trained.eval_seconds, 1),
+        "tokens_per_second": round(sum(train_set["length"]) * passes_done / trained.runtime, 1),
+        "early_stopping_on": train.early_stopping_on, "best_checkpoint": _moved(trained.best, work_dir, run_dir),
+        "resumed_from": _moved(inputs.checkpoint, work_dir, run_dir),
+    }
+
+
+def _loss_facts(baseline: dict, trained: Trained) -> dict:
+    return {**{f"{name}_loss_before": baseline["losses"][name] for name in EVAL_SETS},
+            **{f"{name}_loss_after": trained.after[name] for name in EVAL_SETS},
+            "perplexity_before": perplexity(baseline["losses"]["validation"]),
+            "perplexity_after": perplexity(trained.after["validation"])}
+
+
+def _sample_answers(questions: list[dict], base: list[str], tuned: list[str], shown: int = 3) -> list[dict]:
+    """The first recall questions with both models' answers, for the summary."""
+    return [{"question": q["question"], "reference": q["answer"], "base": before, "fine_tuned": after}
+            for q, before, after in list(zip(questions, base, tuned, strict=True))[:shown]]
 
 
 def _moved(checkpoint: str | None, work_dir: Path, run_dir: Path) -> str | None:
@@ -194,14 +321,3 @@ def recall_summary(questions: list[dict], base: list[str], tuned: list[str]) -> 
                          "exact": sum(s >= metrics.EXACT_ROUGE_L for s in scores) / len(scores) if scores else None,
                          "declined": sum(map(is_declined, answers)) / len(answers) if answers else None}
     return summary
-
-
-def _sampled(dataset, limit: int | None, seed: int):
-    """The seeded uniform sample of read_examples, taken from a tokenized split."""
-    keep = sample_indices(len(dataset), limit, seed)
-    return dataset if keep is None else dataset.select(keep)
-
-
-def _answers(model, tokenizer, examples: list[dict], template: str, cfg, decoding) -> list[Generated]:
-    prompts = [prompt_text(tokenizer, e["question"], template, cfg.train.system_prompt) for e in examples]
-    return generate_answers(model, tokenizer, prompts, decoding)

@@ -1,0 +1,140 @@
+"""What the answering stages show: the generation test's answers side by side, the evaluation's tables
+(terminal, Markdown, and the web demo's tab) and its bar chart."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from product_qa.reporting import markdown_table, save_figure
+
+# (column, key in a system's summary, format); "-" where a system has no such number
+EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
+                ("BLEU", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("similarity", "similarity", "{:.3f}"),
+                ("exact description", "exact", "{:.0%}"), ("invented details", "invented_details", "{:.0%}"),
+                ("declined", "declined", "{:.0%}"),
+                ("ref. perplexity", "perplexity", "{:.1f}"), ("length ratio", "length_ratio", "{:.2f}"),
+                ("distinct-2", "distinct_2", "{:.2f}"), ("repeated 3-grams", "repeated_3gram", "{:.3f}"),
+                ("right product", "right_product", "{:.0%}"), ("latency s", "latency_s", "{:.2f}"),
+                ("tokens/s", "tokens_per_s", "{:.0f}"))
+# the terminal table: the columns that fit one screen (evaluation_report.md has them all)
+SUMMARY_COLUMNS = (("ROUGE-L", "rougeL", "{:.3f}"), ("exact", "exact", "{:.0%}"), ("sim.", "similarity", "{:.2f}"),
+                   ("invent.", "invented_details", "{:.0%}"), ("decl.", "declined", "{:.0%}"),
+                   ("ppl", "perplexity", "{:.1f}"), ("len.", "length_ratio", "{:.2f}"),
+                   ("right", "right_product", "{:.0%}"),
+                   ("tok/s", "tokens_per_s", "{:.0f}"))
+SET_TITLES = {"seen": "seen products (trained on, new phrasings)", "unseen": "unseen products (test split)"}
+
+
+# ------------------------------------------------------------------------------------------ generation test
+def print_answers(samples: list[dict], console: Console) -> None:
+    """Each question with the base model's, the fine-tuned model's and the reference answer, one under another."""
+    for sample in samples:  # the texts are escaped: a title or an answer may hold "[...]", which rich reads as markup
+        console.print(f"[bold]Q:[/] {escape(sample['question'])}"
+                      + (f"  [dim]({sample['set']} product)[/]" if sample.get("set") in ("seen", "unseen") else "")
+                      + ("  [yellow](cut to generation.max_question_chars)[/]" if sample.get("question_cut") else ""))
+        for key, label in (("base", "[dim]base:[/]      "), ("fine_tuned", "[green]fine-tuned:[/]"),
+                           ("reference", "[dim]reference:[/] ")):
+            if sample.get(key) is not None:
+                console.print(f"  {label} {escape(_one_line(sample[key]))}")
+
+
+def print_generation_test(results: dict, path: str, no_run_note: str | None, console: Console | None = None) -> None:
+    """The answers, then, where no fine-tuned run answered, `no_run_note` (why the base model stood in)."""
+    console = console or Console()
+    print_answers(results["questions"], console)
+    if no_run_note is not None:
+        console.print(f"[yellow]note[/]: {escape(no_run_note)}")
+    console.print(f"{len(results['questions'])} questions, answered by {', '.join(results['systems'])} -> {path}")
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def _cell(summary: dict, key: str, fmt: str) -> str:
+    value = summary.get(key)
+    return "-" if value is None else fmt.format(value)
+
+
+def evaluation_tables(report: dict) -> list[str]:
+    """The report's header line and one Markdown table per question set (the web demo shows these too)."""
+    lines = ["# Evaluation report", "",
+             f"Model: `{report['model']}`; fine-tuned run: `{report['run'] or 'none'}`; decoding: "
+             f"{', '.join(f'{k}={v}' for k, v in report['decoding'].items())}; RAG: "
+             f"{', '.join(f'{k}={v}' for k, v in report['rag'].items())}. Total time {report['seconds']:.0f} s.", ""]
+    if report["skipped_systems"]:
+        lines += [f"Skipped (no fine-tuned model yet): {', '.join(report['skipped_systems'])}.", ""]
+    for set_name, result in report["sets"].items():
+        rows = [[report["labels"][system], *(_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_COLUMNS)]
+                for system, entry in result["systems"].items()]
+        lines += [f"## {SET_TITLES[set_name]}: {result['questions']} questions", "",
+                  *markdown_table(["system", *(column for column, _, _ in EVAL_COLUMNS)], rows), ""]
+    return lines
+
+
+def evaluation_markdown(report: dict) -> str:
+    """evaluation_report.md: a table per question set, then the worst answers of each system."""
+    lines = evaluation_tables(report)
+    lines += ["## Worst answers (lowest ROUGE-L)", ""]
+    for set_name, result in report["sets"].items():
+        for system, entry in result["systems"].items():
+            lines += [f"### {set_name}, {report['labels'][system]}", ""]
+            for row in entry["worst"]:
+                lines += [f"- **Q:** {row['question']}  ", f"  **answer** (ROUGE-L {row['rougeL']:.2f}"
+                          f"{', source ' + row['source_uid'] if row.get('source_uid') else ''}): "
+                          f"{_one_line(row['answer'])}  ", f"  **reference:** {_one_line(row['reference'])}"]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def plot_evaluation(report: dict, target: Path | IO[bytes]) -> None:
+    """Grouped bars: ROUGE-L, chrF/100 and similarity of every system, one panel per question set."""
+    import numpy as np
+
+    shown = (("ROUGE-L", "rougeL", 1.0), ("chrF / 100", "chrf", 100.0), ("similarity", "similarity", 1.0))
+    sets = list(report["sets"].items())
+    fig = Figure(figsize=(6.5 * len(sets), 4.2), dpi=120)
+    axes = fig.subplots(1, len(sets), sharey=True, squeeze=False)
+    for ax, (set_name, result) in zip(axes[0], sets, strict=True):
+        systems = list(result["systems"])
+        x = np.arange(len(systems))
+        width = 0.8 / len(shown)
+        for k, (label, key, scale) in enumerate(shown):
+            values = [(result["systems"][s]["summary"].get(key) or 0.0) / scale for s in systems]
+            bars = ax.bar(x + (k - (len(shown) - 1) / 2) * width, values, width, label=label)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        ax.set_xticks(x, [report['labels'][s] for s in systems], rotation=20, ha="right")
+        ax.set_title(f"{SET_TITLES[set_name]}, n={result['questions']}", fontsize=10)
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("score against the reference description")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    save_figure(fig, target)
+
+
+def print_evaluation_summary(report: dict, outputs: list[str], console: Console | None = None) -> None:
+    console = console or Console()
+    for set_name, result in report["sets"].items():
+        table = Table(title=f"{SET_TITLES[set_name]}: {result['questions']} questions", header_style="bold")
+        table.add_column("system")
+        for column, _, _ in SUMMARY_COLUMNS:
+            table.add_column(column, justify="right")
+        for system, entry in result["systems"].items():
+            table.add_row(report["labels"][system], *[_cell(entry["summary"], key, fmt)
+                                                      for _, key, fmt in SUMMARY_COLUMNS])
+        console.print(table)
+    console.print("exact: ROUGE-L >= 0.9; sim.: MiniLM similarity; invent.: specific tokens (numbers, names) in "
+                  "neither question nor reference; decl.: answered \"I don't know this product\"; ppl: perplexity of "
+                  "the reference; len.: answer/reference words; right: RAG used the right product (seen) or said "
+                  "none matched (unseen)")
+    if report["skipped_systems"]:
+        console.print(f"[yellow]skipped[/] (no fine-tuned model yet): {', '.join(report['skipped_systems'])}")
+    console.print(f"{report['seconds']:.0f} s -> {', '.join(outputs)}")

@@ -1,0 +1,41 @@
+"""The one-screen summary prepare_data.py prints: the records left after each step, why the others were
+dropped (with the first example of each reason), and the time and memory it took."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_prep_summary(report: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    if report.get("skipped"):
+        console.print(f"[bold]Up to date[/]: outputs in {report['config']['output_dir']} were made from the same "
+                      "input and settings (use --force to redo).")
+    steps = Table(title="prepare_data", caption=report["input"]["path"], header_style="bold")
+    steps.add_column("step")
+    steps.add_column("records", justify="right")
+    for step, count in report["steps"].items():
+        steps.add_row(step.replace("_", " "), f"{count:,}")
+    console.print(steps)
+    console.print(_drops_table(report))
+    timings = report["timings_s"]
+    console.print(f"time {timings['total']:.1f} s ({report['records_per_s']:,} records/s), peak RSS "
+                  f"{report['peak_rss_mb']['main']:.0f} MB main / {report['peak_rss_mb']['workers']:.0f} MB per worker"
+                  f" -> {', '.join(report['outputs'].values())}")
+
+
+def _drops_table(report: dict) -> Table:
+    drops = Table(title="dropped, by reason", header_style="bold")
+    drops.add_column("reason")
+    drops.add_column("count", justify="right")
+    drops.add_column("first example")
+    for reason, info in report["bad_input"].items():
+        drops.add_row(f"bad input: {reason}", f"{info['count']:,}", f"line {info['first_lines'][0]}: {info['example']}")
+    for group in ("dropped", "duplicates_dropped"):
+        for reason, info in report[group].items():
+            if info["count"]:
+                example = info["examples"][0] if info["examples"] else {}
+                shown = f"line {example.get('line')}: {example.get('title', '')[:50]!r}" if "title" in example else (
+                    f"line {example.get('line')} (kept line {example.get('kept_line')})" if example else "")
+                drops.add_row(reason, f"{info['count']:,}", shown)
+    return drops

@@ -1,0 +1,69 @@
+"""What a fine-tuning run shows when it ends: its loss curves as a PNG and a one-screen summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.table import Table
+
+from product_qa.answering.report import print_answers
+from product_qa.reporting import save_figure
+
+
+def plot_loss_curves(history: dict[str, list], path: Path, title: str) -> None:
+    """Train, catalog and validation loss against the optimizer step, as a PNG."""
+    fig = Figure(figsize=(7, 4), dpi=120)
+    ax = fig.subplots()
+    for name, label, style in (("train", "train loss", "-"),
+                               ("catalog", "catalog loss (trained products, held-out phrasings)", "o-"),
+                               ("validation", "validation loss (unseen products)", "s--")):
+        if history.get(name):
+            steps, losses = zip(*history[name], strict=True)
+            ax.plot(steps, losses, style, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (answer tokens only)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def print_training_summary(report: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"fine-tuning run {report['run_name']}", header_style="bold")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in (*_run_rows(report), *_recall_rows(report.get("recall", {}))):
+        table.add_row(name, str(value))
+    console.print(table)
+    print_answers(report.get("sample_answers", []), console)
+    console.print(f"saved to {report['run_dir']}")
+
+
+def _run_rows(report: dict) -> list[tuple[str, str]]:
+    return [
+        ("model", report["model"]), ("method / precision", f"{report['method']} / {report['precision']}"),
+        ("trainable parameters", f"{report['trainable_parameters']:,} of {report['total_parameters']:,}"),
+        ("catalog", f"{report['catalog_products']:,} products (+ {report['declined_products']:,} taught as unknown)"),
+        ("training examples", f"{report['train_examples']:,} ({report['views']} views x {report['rounds']} rounds)"),
+        ("optimizer steps", f"{report['steps']:,}"), ("answer tokens seen", f"{report['answer_tokens_seen']:,}"),
+        ("train time", f"{report['train_seconds']:.0f} s ({report['tokens_per_second']:.0f} tokens/s)"),
+        ("catalog loss (held-out phrasings)", f"{report['catalog_loss_before']:.3f} -> "
+                                              f"{report['catalog_loss_after']:.3f}"),
+        ("validation loss (unseen products)", f"{report['validation_loss_before']:.3f} -> "
+                                              f"{report['validation_loss_after']:.3f}"),
+        ("validation perplexity", f"{report['perplexity_before']:.1f} -> {report['perplexity_after']:.1f}"),
+    ]
+
+
+def _recall_rows(recall: dict) -> list[tuple[str, str]]:
+    """The base and the fine-tuned model's recall of the catalog; none when the run asked no recall questions."""
+    if not recall.get("questions"):
+        return []
+    base, tuned = recall["base"], recall["fine_tuned"]
+    return [(f"catalog recall, ROUGE-L ({recall['questions']} products)",
+             f"base {base['rougeL']:.3f} -> fine-tuned {tuned['rougeL']:.3f}"),
+            ("descriptions recalled (ROUGE-L >= 0.9)", f"base {base['exact']:.0%} -> fine-tuned {tuned['exact']:.0%}"),
+            ("catalog products wrongly declined", f"{tuned['declined']:.0%}")]
