@@ -130,6 +130,9 @@ class TrainConfig:
     # rise while the model learns its catalog, and stopping on it would stop the learning.
     early_stopping_on: Literal["catalog", "validation"] = "catalog"
     logging_steps: int = 5
+    # where the Trainer's logs go: tensorboard writes event files to the run's logs/ folder (`tensorboard --logdir
+    # outputs/runs`); trackio, mlflow or wandb need their package installed; none logs only to the run's report
+    report_to: Literal["tensorboard", "trackio", "mlflow", "wandb", "none"] = "tensorboard"
     seed: int = 42
     # catalog products (held-out phrasings) the base model answers before training and the fine-tuned one after:
     # the summary's recall (ROUGE-L); 0 skips it

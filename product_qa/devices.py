@@ -3,7 +3,6 @@ CUDA, then Apple's MPS, then the CPU."""
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -36,17 +35,6 @@ def cuda_unusable_warning() -> str | None:
         f"torch {torch.__version__}, a CPU-only build"
     return (f"warning: an NVIDIA driver is installed but {build} cannot use the GPU; running on the "
             f"{best_device().upper()}. Install the torch build that matches the driver (README_FINE_TUNING.md, GPU).")
-
-
-def peak_rss_mb(children: bool = False) -> float | None:
-    """Peak resident memory of this process (or of its finished children), in MB; None where the platform
-    cannot say (Windows has no `resource` module)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, Linux kilobytes
 
 
 def cpu_supports_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
@@ -90,6 +78,12 @@ def inference_dtype(device: str) -> torch.dtype:
     if device == "mps":
         return torch.float16
     return torch.float32
+
+
+def answering_device_line() -> str:
+    device = best_device()
+    precision = next(name for name, dtype in TORCH_DTYPES.items() if dtype == inference_dtype(device))
+    return device_line(device, precision)
 
 
 def device_line(device: str, precision: str) -> str:

@@ -24,11 +24,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+# The end of every driver: a `python -c` program that patches something (a kill, a key press) and then runs a
+# stage script as `python script.py` would. The driver reads its own parameters from DRIVER_* environment
+# variables, so the script and its arguments come right after -c. It runs in the repository (sys.path[0] is
+# the working directory under -c), where the script finds config.py as it does when started by hand.
+RUN_SCRIPT_AS_MAIN = """
+import runpy as _runpy, sys as _sys
+_sys.argv = _sys.argv[1:]
+_runpy.run_path(_sys.argv[0], run_name="__main__")
+"""
+
+
+def run_script(script: str, *args: str, cwd: Path = REPO, timeout: int = 300, env: dict[str, str] | None = None,
+               driver: str | None = None, **run_options) -> subprocess.CompletedProcess:
+    """A stage script run as the user runs it; with `driver`, under that driver (then always in the repository)."""
+    program = [str(REPO / script)] if driver is None else ["-c", driver + RUN_SCRIPT_AS_MAIN, str(REPO / script)]
+    return subprocess.run([sys.executable, *program, *args], cwd=REPO if driver else cwd,
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+                          **run_options)
 
 
 @pytest.fixture

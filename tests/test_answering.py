@@ -167,15 +167,9 @@ def test_ask_names_the_source_of_a_rag_answer_and_handles_bad_questions(tiny_run
 
 
 def test_ask_interactively(tiny_run):
-    import os
-    import subprocess
-    import sys
 
-    from conftest import REPO
     script = "What is Girls Ballet Tutu Neon Pink?\n\nquit\n"
-    result = subprocess.run([sys.executable, str(REPO / "ask.py"), *cli_overrides(tiny_run["settings"])],
-                            input=script, capture_output=True, text=True, timeout=300, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_script("ask.py", *cli_overrides(tiny_run["settings"]), input=script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("question> ") == 3  # the question, the empty line (refused), quit
     assert "the question is empty" in result.stderr
@@ -320,7 +314,7 @@ def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_
 # begun to stream (inside the streamer, so the generation is running), the second at the worst moment, while the
 # first is stopping the generation thread (joining it), where the interpreter used to abort.
 CTRL_C_TWICE = """
-import os, runpy, signal, sys, threading
+import os, signal, sys, threading
 from transformers import TextIteratorStreamer
 real_next, real_join, pieces = TextIteratorStreamer.__next__, threading.Thread.join, []
 def press(which):
@@ -336,9 +330,6 @@ def join(self, *args, **kwargs):
         press("second")
     return real_join(self, *args, **kwargs)
 TextIteratorStreamer.__next__, threading.Thread.join = next_piece, join
-sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
-runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -346,16 +337,12 @@ def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     """The second Ctrl-C used to arrive while the first was stopping the generation thread, and the interpreter
     aborted (exit 134, "terminate called without an active exception") or printed a traceback."""
     import signal
-    import subprocess
-    import sys
 
-    from conftest import REPO
     settings = [*tiny_run["settings"], "generation.max_new_tokens=4000"]
-    result = subprocess.run([sys.executable, "-c", CTRL_C_TWICE, str(REPO / "ask.py"), "--no-progress",
-                             *cli_overrides(settings)], cwd=REPO, input="What is Home Map?\n", capture_output=True,
-                            text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
-                            # as from a terminal: a test run started in the background inherits SIGINT ignored
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    result = run_script("ask.py", "--no-progress", *cli_overrides(settings), driver=CTRL_C_TWICE,
+                        input="What is Home Map?\n",
+                        # as from a terminal: a test run started in the background inherits SIGINT ignored
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert "driver: Ctrl-C first\ndriver: Ctrl-C second\n" in result.stderr, result.stderr[-2000:]
     assert result.returncode == 130, result.stderr[-2000:]
     assert "terminate called" not in result.stderr and "Traceback" not in result.stderr

@@ -1,6 +1,5 @@
 """The web demo: what the page's answer handler streams, what it offers before fine-tuning, and app.py driven
 end to end in headless Chromium."""
-import os
 import socket
 import subprocess
 import sys
@@ -190,7 +189,7 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
         with log.open("w") as log_file:
             server = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port),
                                        *cli_overrides(settings)], cwd=REPO, stdout=log_file,
-                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                      stderr=subprocess.STDOUT)
         _wait_until_serving(url, server, log)
         listening = [c.laddr for c in psutil.Process(server.pid).net_connections("inet") if c.status == "LISTEN"]
         assert listening and all(address.ip == "127.0.0.1" for address in listening)  # this machine only

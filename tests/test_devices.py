@@ -79,10 +79,12 @@ def test_a_gpu_torch_cannot_use_is_said_in_one_line(machine):
 def test_peak_memory_is_in_megabytes_on_linux_and_macos(monkeypatch):
     import resource
 
+    import product_qa.memory as memory
+
     usage = type("Usage", (), {"ru_maxrss": 512 * 1024})()  # 512 MB as Linux says it (KiB)
     monkeypatch.setattr(resource, "getrusage", lambda who: usage)
-    monkeypatch.setattr(devices.sys, "platform", "linux")
-    assert devices.peak_rss_mb() == 512
+    monkeypatch.setattr(memory.sys, "platform", "linux")
+    assert memory.peak_rss_mb() == 512
     usage.ru_maxrss = 512 * 2**20  # the same peak as macOS says it (bytes)
-    monkeypatch.setattr(devices.sys, "platform", "darwin")
-    assert devices.peak_rss_mb() == 512
+    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    assert memory.peak_rss_mb() == 512

@@ -1,16 +1,14 @@
 """Outputs that belong together are replaced together: the writer is killed (SIGKILL) at every rename it makes
 and a reader then finds the old set or the new one, never a mix; the next run cleans up and completes."""
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from config import Config, TrainConfig
-from conftest import REPO, cli_overrides, tiny_run_overrides
+from conftest import cli_overrides, run_script, tiny_run_overrides
 from product_qa.io_utils import recover_directory
 from product_qa.runs import find_run
 
@@ -18,9 +16,10 @@ from product_qa.runs import find_run
 # destination matches the regular expression `watched`, the process kills itself (a kill -9 at exactly that
 # point). exchange=off stands for a file system without renameat2's exchange, where the swap is two renames.
 KILLER = """
-import os, re, runpy, signal, sys
+import os, re, signal
 import product_qa.io_utils as io_utils
-kill_at, watched, exchange = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "on"
+kill_at, watched = int(os.environ["DRIVER_KILL_AT"]), os.environ["DRIVER_WATCHED"]
+exchange = os.environ["DRIVER_EXCHANGE"] == "on"
 calls = 0
 def counted(real):
     def call(source, destination, *args, **kwargs):
@@ -33,16 +32,12 @@ def counted(real):
     return call
 os.rename, os.replace = counted(os.rename), counted(os.replace)
 io_utils._exchange = counted(io_utils._exchange) if exchange else (lambda first, second: False)
-sys.argv = sys.argv[4:]
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
-runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
 def run_killed(kill_at: int, watched: str, exchange: str, script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", KILLER, str(kill_at), str(watched), exchange, str(REPO / script),
-                           *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return run_script(script, *args, driver=KILLER, timeout=600,
+                      env={"DRIVER_KILL_AT": str(kill_at), "DRIVER_WATCHED": str(watched), "DRIVER_EXCHANGE": exchange})
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -74,8 +69,7 @@ def test_prepared_splits_and_report_are_replaced_as_one_set(tmp_path, raw_sample
 
     sets = {}
     for records in (300, 200):  # the old set, then (for reference) the new one
-        assert subprocess.run([sys.executable, "prepare_data.py", *args(records)], cwd=REPO, capture_output=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 0
+        assert run_script("prepare_data.py", *args(records)).returncode == 0
         sets[records] = snapshot(out)
     old, new = sets[300], sets[200]
     splits = [name for name in old if name.endswith(".jsonl")]
@@ -91,8 +85,7 @@ def test_prepared_splits_and_report_are_replaced_as_one_set(tmp_path, raw_sample
         assert set(now) == set(whole)
 
     # back to the old set, then the new one is written with a kill at each rename
-    assert subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, capture_output=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 0
+    assert run_script("prepare_data.py", *args(300)).returncode == 0
     renames = kill_at_every_rename(re.escape(str(out)), exchange, "prepare_data.py", args(200), reader_sees_one_set)
     assert renames >= 5  # three splits and the report inside the new set, then the swap (two renames without exchange)
     assert {n: b for n, b in snapshot(out).items() if n != "prep_report.json"} == {
@@ -102,12 +95,9 @@ def test_prepared_splits_and_report_are_replaced_as_one_set(tmp_path, raw_sample
 
 # Runs a script that kills itself (SIGKILL) when it calls the function named `module.function`.
 KILLED_AT_CALL = """
-import importlib, os, runpy, signal, sys
-module, function = sys.argv[1].rsplit(".", 1)
+import importlib, os, signal
+module, function = os.environ["DRIVER_KILLED_AT"].rsplit(".", 1)
 setattr(importlib.import_module(module), function, lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL))
-sys.argv = sys.argv[2:]
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
-runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -116,21 +106,18 @@ def test_what_a_killed_preparation_spooled_is_removed_by_the_next_run_even_when_
     """Killed once its records were spooled (on the real file, tens of MB), a preparation left the spool behind
     for good: the next run found its outputs up to date and returned before any clean-up."""
     out = tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def args(records: int) -> list[str]:
         return ["--no-progress", "--data", str(raw_sample), *cli_overrides(
             [f"data.output_dir={out}", "data.workers=1", f"data.max_records={records}"])]
 
-    assert subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, env=env,
-                          capture_output=True).returncode == 0
+    assert run_script("prepare_data.py", *args(300)).returncode == 0
     kept = snapshot(out)
-    killed = subprocess.run([sys.executable, "-c", KILLED_AT_CALL, "product_qa.data.preparation._write_examples",
-                             str(REPO / "prepare_data.py"), *args(200)], cwd=REPO, env=env, capture_output=True)
+    killed = run_script("prepare_data.py", *args(200), driver=KILLED_AT_CALL,
+                        env={"DRIVER_KILLED_AT": "product_qa.data.preparation._write_examples"})
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert any("spool" in p.name for p in tmp_path.rglob("*"))  # killed after spooling, before writing the splits
-    again = subprocess.run([sys.executable, "prepare_data.py", *args(300)], cwd=REPO, env=env, capture_output=True,
-                           text=True)
+    again = run_script("prepare_data.py", *args(300))
     assert again.returncode == 0, again.stderr[-2000:]
     assert snapshot(out) == kept  # up to date: nothing redone
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["data", *sorted(
@@ -145,8 +132,7 @@ def test_analysis_report_and_plots_are_replaced_as_one_set(tmp_path, raw_sample)
              f"data.output_dir={tmp_path / 'data'}"])]
 
     def run(records: int) -> dict[str, bytes]:
-        result = subprocess.run([sys.executable, "data_analysis.py", *args(records)], cwd=REPO, capture_output=True,
-                                text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        result = run_script("data_analysis.py", *args(records))
         assert result.returncode == 0, result.stderr[-2000:]
         return snapshot(out)
 
@@ -176,8 +162,7 @@ def test_a_run_retrained_under_its_name_is_replaced_as_a_whole(tmp_path, tiny_mo
             tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 2, "train.seed": seed}))]
 
     def train(seed: int) -> dict[str, bytes]:
-        result = subprocess.run([sys.executable, "fine_tuning_project.py", *args(seed)], cwd=REPO, text=True,
-                                capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        result = run_script("fine_tuning_project.py", *args(seed), timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         return snapshot(runs / "same")
 
@@ -208,14 +193,12 @@ def test_a_read_only_output_directory_is_refused_in_one_line_and_left_as_it_was(
     settings = tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 1})
     stages = {"prepare_data.py": (data, []), "data_analysis.py": (analysis, [f"analysis.output_dir={analysis}"]),
               "fine_tuning_project.py": (runs, [])}
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     for script, (folder, extra) in stages.items():
         folder.mkdir(exist_ok=True)
         inode = folder.stat().st_ino
         folder.chmod(0o555)
         try:
-            result = subprocess.run([sys.executable, script, "--no-progress", *cli_overrides([*settings, *extra])],
-                                    cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+            result = run_script(script, "--no-progress", *cli_overrides([*settings, *extra]), timeout=600)
             assert result.returncode == 2, result.stderr[-2000:]
             assert result.stderr.strip().splitlines() == [
                 f"error: {folder}: the output directory is read-only; make it writable or set another one"]

@@ -206,7 +206,7 @@ def test_one_huge_line_costs_about_its_own_size_in_memory(tmp_path, tiny_model_d
                     "data.workers=1", f"model.name={tiny_model_dir}"]
         result = subprocess.run([sys.executable, "-c", PEAK_MEMORY, sys.executable, script, "--no-progress",
                                  "--data", str(raw), *sum((["--set", s] for s in settings), [])],
-                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+                                cwd=REPO, capture_output=True, text=True)
         code, peak = result.stdout.split()
         assert code == "0", result.stderr
         return int(peak)
@@ -275,11 +275,10 @@ def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):
     small = write_jsonl(tmp_path / "small.json", catalog(300))
     big = write_jsonl(tmp_path / "big.json", catalog(150000, start=10**6))
     args = ["--set", f"data.output_dir={out}", "--set", "data.workers=1", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), *args], cwd=REPO, env=env, check=True,
+    subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), *args], cwd=REPO, check=True,
                    capture_output=True)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    process = subprocess.Popen([sys.executable, "prepare_data.py", "--data", str(big), *args], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "prepare_data.py", "--data", str(big), *args], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -294,7 +293,7 @@ def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     # The next run removes the dead run's half-built set and completes.
     result = subprocess.run([sys.executable, "prepare_data.py", "--data", str(small), "--force", *args], cwd=REPO,
-                            env=env, capture_output=True, text=True)
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert not list(tmp_path.glob("out.*"))
 

@@ -1,7 +1,6 @@
 """The fine-tuning stage: masking, truncation, batching, precision, errors, resume, multi-process, the packaged
 model. Tiny models built from a config with the real SmolLM2 tokenizer; no network."""
 import json
-import os
 import re
 import shutil
 import signal
@@ -199,11 +198,10 @@ def _adapter(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_model_dir, raw_sample):
     overrides = tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 16})
     args = [sys.executable, "fine_tuning_project.py", "--no-progress", *sum((["--set", s] for s in overrides), [])]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    uninterrupted = subprocess.run([*args, "--run-name", "whole"], cwd=REPO, env=env, capture_output=True, text=True)
+    uninterrupted = subprocess.run([*args, "--run-name", "whole"], cwd=REPO, capture_output=True, text=True)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
 
-    process = subprocess.Popen([*args, "--run-name", "killed"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([*args, "--run-name", "killed"], cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     killed_dir = tmp_path / "runs" / "killed"
     checkpoints = unfinished_run_dir(killed_dir) / "checkpoints"  # a run is built in its work directory
@@ -216,7 +214,7 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not killed_dir.exists()  # an unfinished run is not a run: ask.py and the demo never see it
-    resumed = subprocess.run([*args, "--run-name", "killed", "--resume"], cwd=REPO, env=env, capture_output=True,
+    resumed = subprocess.run([*args, "--run-name", "killed", "--resume"], cwd=REPO, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = json.loads((killed_dir / "training_report.json").read_text())
@@ -271,7 +269,7 @@ def test_two_processes_on_cpu_train_as_the_full_logits_path_does(tmp_path, tiny_
         result = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(port),
                                  "fine_tuning_project.py", "--no-progress", "--run-name", name,
                                  *sum((["--set", s] for s in overrides), [])],
-                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                                cwd=REPO, capture_output=True,
                                 text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         reports[answer_only] = json.loads((tmp_path / "runs" / name / "training_report.json").read_text())
@@ -353,3 +351,40 @@ def test_early_stopping_follows_the_catalog_loss_by_default(tmp_path, tiny_model
         assert report["best_checkpoint"].endswith(f"checkpoint-{best_step}")
         assert report[f"{followed}_loss_after"] == min(loss for _, loss in losses)
     assert Config().train.early_stopping_on == "catalog"
+
+
+@pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_sharded_launches_are_refused_before_any_work(tmp_path, tiny_model_dir, raw_sample, monkeypatch, variable):
+    """FSDP and DeepSpeed cannot run on a CPU with the pinned torch/accelerate (accelerate falls back to DDP), so
+    their saving is untested: `accelerate launch` with such a config is refused in one line, not half-run."""
+    import product_qa.training.workflow as finetune
+    monkeypatch.setenv(variable, "true")
+    monkeypatch.setattr(finetune, "prepare", lambda *a, **k: pytest.fail("the data was prepared"))
+    with pytest.raises(UserError, match="is not supported: .* launch with `torchrun --nproc_per_node N"):
+        finetune.fine_tune(fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path), progress=False)
+
+
+def test_qlora_says_what_is_missing_in_one_line(monkeypatch):
+    import importlib.util
+
+    from product_qa.training.trainer import check_qlora_possible
+    for device in ("cpu", "mps"):
+        with pytest.raises(UserError, match=f"needs an NVIDIA GPU, and this machine trains on {device.upper()}"):
+            check_qlora_possible(device)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes"
+                        else real_find_spec(name, *a))
+    with pytest.raises(UserError, match=r"needs the bitsandbytes package: run `make install-gpu`"):
+        check_qlora_possible("cuda")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    check_qlora_possible("cuda")  # a GPU and bitsandbytes: nothing to say
+
+
+def test_qlora_on_this_cpu_ends_in_one_line_through_the_script(tmp_path, tiny_model_dir, raw_sample):
+    from conftest import cli_overrides, run_script
+    settings = [*tiny_run_overrides(tiny_model_dir, raw_sample, tmp_path), "train.method=qlora"]
+    result = run_script("fine_tuning_project.py", "--no-progress", *cli_overrides(settings))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: train.method=qlora (a 4-bit base) needs an NVIDIA GPU, and this machine trains on CPU: use "
+        "train.method=lora"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -34,6 +33,7 @@ from product_qa.data.scan import BlockJob, BlockResult, Scan
 from product_qa.data.selection import Selection, SurvivorColumns, Survivors, funnel_steps, select
 from product_qa.errors import UserError
 from product_qa.io_utils import TEMP_MARK, atomic_outputs, recover_directory, replaced_directory, write_json_atomic
+from product_qa.memory import peak_rss_mb
 
 if TYPE_CHECKING:
     from config import DataConfig
@@ -99,10 +99,6 @@ def up_to_date(data: DataConfig, fp: str) -> dict | None:
     except orjson.JSONDecodeError:
         return None
     return report if report.get("fingerprint") == fp else None
-
-
-def _peak_rss_mb(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports kilobytes
 
 
 def prepare(data: DataConfig, *, strict: bool = False, force: bool = False, progress: bool = True) -> dict:
@@ -172,8 +168,7 @@ def _report(scan: Scan, selection: Selection, split_counts: dict[str, int], data
         "outputs": {split: str(path) for split, path in output_paths(data).items()},
         "timings_s": {name: round(value, 3) for name, value in timings.items()},
         "records_per_s": round(lines_with_data / max(timings["total"], 1e-9)),
-        "peak_rss_mb": {"main": round(_peak_rss_mb(resource.RUSAGE_SELF), 1),
-                        "workers": round(_peak_rss_mb(resource.RUSAGE_CHILDREN), 1)},
+        "peak_rss_mb": {"main": peak_rss_mb(), "workers": peak_rss_mb(children=True)},
     }
 
 

@@ -18,9 +18,10 @@ def print_prep_summary(report: dict, console: Console | None = None) -> None:
         steps.add_row(step.replace("_", " "), f"{count:,}")
     console.print(steps)
     console.print(_drops_table(report))
-    timings = report["timings_s"]
-    console.print(f"time {timings['total']:.1f} s ({report['records_per_s']:,} records/s), peak RSS "
-                  f"{report['peak_rss_mb']['main']:.0f} MB main / {report['peak_rss_mb']['workers']:.0f} MB per worker"
+    timings, peak = report["timings_s"], report["peak_rss_mb"]
+    memory = ("" if peak["main"] is None else  # None: a platform that cannot say (Windows)
+              f", peak RSS {peak['main']:.0f} MB main / {peak['workers']:.0f} MB per worker")
+    console.print(f"time {timings['total']:.1f} s ({report['records_per_s']:,} records/s){memory}"
                   f" -> {', '.join(report['outputs'].values())}")
 
 

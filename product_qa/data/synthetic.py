@@ -19,6 +19,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
@@ -137,13 +138,15 @@ def _render(text: str, style: int) -> str:
     return text
 
 
+@dataclass(slots=True)
 class _Product:
     """One product: its clean title, its description sentences, its format (for boilerplate)."""
 
-    __slots__ = ("title", "sentences", "fmt", "is_book", "author")
-
-    def __init__(self, title, sentences, fmt="Paperback", is_book=False, author=""):
-        self.title, self.sentences, self.fmt, self.is_book, self.author = title, sentences, fmt, is_book, author
+    title: str
+    sentences: list[str]
+    fmt: str = "Paperback"
+    is_book: bool = False
+    author: str = ""
 
 
 def _a(word: str, capital: bool = False) -> str:

@@ -6,6 +6,7 @@ together (the encoding and the batches are in `encoding.py`).
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import shutil
@@ -53,14 +54,24 @@ def load_model(choice: ModelChoice, train: TrainConfig) -> PreTrainedModel:
     weights stay in fp32 (master weights) and the forward pass runs under autocast."""
     from transformers import AutoModelForCausalLM
 
-    if train.method == "qlora" and choice.device != "cuda":
-        raise UserError("QLoRA (4-bit) needs a CUDA GPU with bitsandbytes; on CPU use train.method=lora")
+    if train.method == "qlora":
+        check_qlora_possible(choice.device)
     try:
         model = AutoModelForCausalLM.from_pretrained(choice.path, trust_remote_code=choice.trust_remote_code,
                                                      **_loading_precision(choice, train.method))
     except (OSError, ValueError) as err:
         raise UserError(f"model {choice.path!r} could not be loaded: {str(err).splitlines()[0][:200]}") from None
     return model if train.method == "full" else _with_lora(model, train)
+
+
+def check_qlora_possible(device: str) -> None:
+    """QLoRA's 4-bit base needs an NVIDIA GPU and bitsandbytes: say which is missing, and the fix, in one line."""
+    if device != "cuda":
+        raise UserError(f"train.method=qlora (a 4-bit base) needs an NVIDIA GPU, and this machine trains on "
+                        f"{device.upper()}: use train.method=lora")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError("train.method=qlora needs the bitsandbytes package: run `make install-gpu` (or "
+                        "`pip install -r requirements_gpu.txt`)")
 
 
 def _loading_precision(choice: ModelChoice, method: str) -> dict[str, Any]:
@@ -138,7 +149,8 @@ def training_arguments(train: TrainConfig, run_dir: Path, precision: str, device
         metric_for_best_model=f"eval_{train.early_stopping_on}_loss",  # one of the two evaluation sets
         greater_is_better=False,  # a loss
         logging_steps=train.logging_steps,
-        report_to="none",  # the losses go to the run's own report and loss curves
+        # tensorboard: the run adds its own writer, into the run's logs/ (the Trainer's would write under checkpoints/)
+        report_to="none" if train.report_to == "tensorboard" else train.report_to,
         prediction_loss_only=True,  # evaluation needs the loss only: gathering every logit costs time and memory
         seed=train.seed,
         data_seed=train.seed,  # the same batches on every run with the same seed
@@ -219,6 +231,14 @@ class TrainingSets:
 
     train: Dataset
     evaluation: dict[str, Dataset]
+
+
+def tensorboard_logs(log_dir: Path) -> TrainerCallback:
+    """The Trainer's TensorBoard callback, writing its event files to log_dir (`tensorboard --logdir` it)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(SummaryWriter(log_dir=str(log_dir)))
 
 
 def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: TrainingSets,

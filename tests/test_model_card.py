@@ -1,0 +1,53 @@
+"""What a run leaves besides its weights: a model card written from its own report (and updated by the
+evaluation), and TensorBoard event files of its losses."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from conftest import cli_overrides, run_script
+
+
+def test_a_run_writes_a_model_card_and_the_evaluation_adds_its_numbers(tiny_run, tiny_model_dir):
+    run_dir = Path(tiny_run["run_dir"])
+    report = json.loads((run_dir / "training_report.json").read_text())
+    for folder, library in (("merged", "transformers"), ("adapter", "peft")):
+        card = ModelCard.load(run_dir / folder / "README.md")
+        assert card.data.base_model == str(tiny_model_dir) and card.data.library_name == library
+        assert "lora" in card.data.tags and card.data.model_name == report["run_name"]
+        for key in ("validation_loss_before", "validation_loss_after", "catalog_loss_after"):
+            assert f"{report[key]:.3f}" in card.text
+        assert f"{report['recall']['fine_tuned']['rougeL']:.3f}" in card.text
+        assert f"{report['catalog_products']} products" in card.text
+        assert "Not evaluated yet" in card.text
+
+    settings = [*tiny_run["settings"], "eval.systems=base,fine_tuned"]
+    result = run_script("test_pipeline.py", "--evaluate", "--no-progress", *cli_overrides(settings))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "device: cpu (CPU), precision: fp32" in result.stderr  # where the answers ran, said once
+    evaluation = json.loads((tiny_run["root"] / "evaluation" / "evaluation_report.json").read_text())
+    card = ModelCard.load(run_dir / "merged" / "README.md")
+    assert "Not evaluated yet" not in card.text and card.data.base_model == str(tiny_model_dir)
+    for set_name, result in evaluation["sets"].items():
+        tuned = result["systems"]["fine_tuned"]["summary"]
+        assert f"{set_name} products ({result['questions']} questions)" in card.text
+        assert f"| fine-tuned | {tuned['rougeL']:.3f} |" in card.text
+
+
+def test_a_run_writes_tensorboard_events_of_its_losses(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = Path(tiny_run["run_dir"])
+    report = json.loads((run_dir / "training_report.json").read_text())
+    events = EventAccumulator(str(run_dir / "logs"))
+    events.Reload()
+    logged = [(event.step, event.value) for event in events.Scalars("train/loss")]
+    assert [step for step, _ in logged] == [step for step, _ in report["losses"]["train"]]
+    assert [value for _, value in logged] == [
+        pytest.approx(loss, rel=1e-6) for _, loss in report["losses"]["train"]]
+    validation = [event.value for event in events.Scalars("eval/validation_loss")]
+    assert validation and validation[-1] == pytest.approx(report["losses"]["validation"][-1][1],
+                                                                        rel=1e-6)
