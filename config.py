@@ -115,7 +115,8 @@ class TrainConfig:
     # throughput on a 2-core AVX2 CPU (benchmarks/bench_train.py) for no better validation loss
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"  # or a comma-separated list such as "q_proj,v_proj"
-    # auto: on CUDA bf16 if supported, else fp16; on CPU bf16 if it has AVX512-BF16/AMX, else fp32. Or bf16/fp16/fp32.
+    # auto: on CUDA bf16 if supported, else fp16; on Apple MPS fp32 (the Trainer's mixed precision is CUDA's and the
+    # CPU's); on CPU bf16 if it has AVX512-BF16/AMX (else bf16 is emulated, 20x slower), else fp32
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     group_by_length: bool = True  # batch examples of similar length together: less padding
     gradient_checkpointing: bool = False  # less memory, about 30% more compute

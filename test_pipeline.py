@@ -34,15 +34,18 @@ def main() -> int:
         generation_test,
         write_evaluation,
     )
+    from product_qa.answering.model_card import write_model_cards
     from product_qa.answering.report import print_evaluation_summary, print_generation_test
-    from product_qa.model_card import write_model_cards
 
     run_dir = run_from_args(cfg, args)
     if args.evaluate:
         report = evaluate(cfg, run_dir, progress=not args.no_progress)
         paths = write_evaluation(report, cfg.eval.output_dir)
-        cards = write_model_cards(run_dir, report) if run_dir and "fine_tuned" in report["systems"] else []
+        cards, not_written = write_model_cards(run_dir, report) if run_dir and "fine_tuned" in report["systems"] \
+            else ([], None)
         print_evaluation_summary(report, [str(p) for p in [*paths.values(), *cards]])
+        if not_written:
+            print(f"model card not updated: {not_written}")
     else:
         results, path = generation_test(cfg, run_dir, args.questions, progress=not args.no_progress)
         print_generation_test(results, str(path), no_run_note(cfg, run_dir))

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 600
 
 
-def run(cfg, run_dir: Path | None, seen: int, unseen: int, batch_size: int) -> dict:
+def run(cfg: Config, run_dir: Path | None, seen: int, unseen: int, batch_size: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, seen_questions=seen, unseen_questions=unseen,
                                                                 output_dir=out),

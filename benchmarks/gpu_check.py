@@ -20,7 +20,7 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "outputs" / "gpu_check"
-TIMEOUT_S = 150  # per path: the whole check stays under 8 minutes even when one path hangs
+TIMEOUT_S = 90  # per path: five paths stay under 8 minutes even when every one hangs
 QUESTION = "What is the Girls Ballet Tutu Neon Pink?"
 
 

@@ -3,12 +3,12 @@ themselves live with their stage (data/report.py, training/report.py, answering/
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import IO, TYPE_CHECKING
 
 from product_qa.io_utils import atomic_outputs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def markdown_table(header: list[str], rows: list[list], align: str = "") -> list[str]:
@@ -23,6 +23,8 @@ def markdown_table(header: list[str], rows: list[list], align: str = "") -> list
 def save_figure(fig: Figure, target: Path | IO[bytes], dpi: int = 120) -> None:
     """A PNG of a matplotlib Figure (drawn on the Agg canvas: no pyplot, no display), written to a temp file and
     renamed into place, or into an open binary file (one of several outputs written together)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: a Markdown table needs no matplotlib
+
     FigureCanvasAgg(fig)
     if not isinstance(target, Path):
         fig.savefig(target, format="png", dpi=dpi)

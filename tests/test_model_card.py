@@ -51,3 +51,13 @@ def test_a_run_writes_tensorboard_events_of_its_losses(tiny_run):
     validation = [event.value for event in events.Scalars("eval/validation_loss")]
     assert validation and validation[-1] == pytest.approx(report["losses"]["validation"][-1][1],
                                                                         rel=1e-6)
+
+
+def test_a_run_older_than_model_cards_gets_none_and_is_told_why(tmp_path):
+    from product_qa.answering.model_card import write_model_cards
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "training_report.json").write_text(json.dumps({"run_name": "old", "method": "lora"}))
+    (tmp_path / "config.json").write_text(json.dumps({"train": {}}))
+    written, reason = write_model_cards(tmp_path)
+    assert written == [] and "trained before model cards" in reason and "precision" in reason
+    assert not (tmp_path / "merged" / "README.md").exists()

@@ -18,7 +18,6 @@ from conftest import REPO, run_script, tiny_run_overrides, write_jsonl
 from product_qa.configurator import apply_overrides
 from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder
 from product_qa.data.prompts import resolve_template
-from product_qa.devices import select_precision
 from product_qa.errors import UserError
 from product_qa.runs import unfinished_run_dir
 from product_qa.training.trainer import latest_checkpoint, prepare_run_dir
@@ -94,29 +93,6 @@ def test_batches_pad_to_their_longest_example_and_examples_do_not_attend_to_each
         for row, feature in enumerate(features):
             alone = model(input_ids=torch.tensor([feature["input_ids"]])).logits[0]
             torch.testing.assert_close(batched[row, :feature["length"]], alone, atol=1e-4, rtol=1e-4)
-
-
-def test_precision_selection(tmp_path, monkeypatch):
-    import product_qa.devices as devices
-    with_bf16, without = tmp_path / "bf16", tmp_path / "plain"
-    with_bf16.write_text("flags\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
-    without.write_text("flags\t: fpu sse avx2\n")
-    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: True)
-    assert select_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(devices, "cpu_supports_bf16", lambda: False)
-    assert select_precision("auto", "cpu") == "fp32"
-    assert select_precision("bf16", "cpu") == "bf16"  # asked for explicitly: allowed, if slow
-    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
-        select_precision("fp16", "cpu")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert select_precision("auto", "cuda") == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert select_precision("auto", "cuda") == "fp16"
-    with pytest.raises(UserError, match="does not support bf16"):
-        select_precision("bf16", "cuda")
-    monkeypatch.undo()
-    assert devices.cpu_supports_bf16(str(with_bf16)) and not devices.cpu_supports_bf16(str(without))
-    assert not devices.cpu_supports_bf16(str(tmp_path / "missing"))
 
 
 def fine_tune_cfg(tiny_model_dir, raw_sample, root, **extra):
@@ -297,6 +273,9 @@ def test_packaged_gguf_model_converts_and_trains(tmp_path, packaged_checkpoint, 
         "train.recall_questions": 1, "generation.max_new_tokens": 12})
     report = fine_tune(cfg, progress=False)
     assert report["steps"] == 2 and report["total_parameters"] > 130_000_000
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(Path(report["run_dir"]) / "merged" / "README.md")  # the packaged model's own facts
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
     answer = report["sample_answers"][0]["fine_tuned"]
     assert sum(ch.isalpha() for ch in answer) > 10  # words, not noise
 

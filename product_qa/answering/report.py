@@ -53,7 +53,8 @@ def print_generation_test(results: dict, path: str, no_run_note: str | None, con
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def _cell(summary: dict, key: str, fmt: str) -> str:
+def summary_cell(summary: dict, key: str, fmt: str) -> str:
+    """One figure of a summary as its column shows it; "-" where the system has none (retrieval has no ppl)."""
     value = summary.get(key)
     return "-" if value is None else fmt.format(value)
 
@@ -67,7 +68,7 @@ def evaluation_tables(report: dict) -> list[str]:
     if report["skipped_systems"]:
         lines += [f"Skipped (no fine-tuned model yet): {', '.join(report['skipped_systems'])}.", ""]
     for set_name, result in report["sets"].items():
-        rows = [[report["labels"][system], *(_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_COLUMNS)]
+        rows = [[report["labels"][system], *(summary_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_COLUMNS)]
                 for system, entry in result["systems"].items()]
         lines += [f"## {SET_TITLES[set_name]}: {result['questions']} questions", "",
                   *markdown_table(["system", *(column for column, _, _ in EVAL_COLUMNS)], rows), ""]
@@ -128,7 +129,7 @@ def print_evaluation_summary(report: dict, outputs: list[str], console: Console 
         for column, _, _ in SUMMARY_COLUMNS:
             table.add_column(column, justify="right")
         for system, entry in result["systems"].items():
-            table.add_row(report["labels"][system], *[_cell(entry["summary"], key, fmt)
+            table.add_row(report["labels"][system], *[summary_cell(entry["summary"], key, fmt)
                                                       for _, key, fmt in SUMMARY_COLUMNS])
         console.print(table)
     console.print("exact: ROUGE-L >= 0.9; sim.: MiniLM similarity; invent.: specific tokens (numbers, names) in "

@@ -26,6 +26,7 @@ from product_qa.answering.generation import (
     generate_answers,
     with_answer_cap,
 )
+from product_qa.answering.model_card import write_model_cards
 from product_qa.data.catalog import Catalog, is_declined, read_catalog, recall_questions, training_rounds, views_file
 from product_qa.data.encoding import ExampleEncoder, perplexity, tokenized_split
 from product_qa.data.examples import output_paths, sample_indices
@@ -34,7 +35,6 @@ from product_qa.data.prompts import prompt_text, resolve_template
 from product_qa.devices import best_device, cuda_unusable_warning, device_line, select_precision
 from product_qa.errors import UserError
 from product_qa.io_utils import commit_directory, prepare_output_dir, read_json, refuse_read_only, write_json_atomic
-from product_qa.model_card import write_model_cards
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.runs import unfinished_run_dir
 from product_qa.training.report import plot_loss_curves
@@ -107,15 +107,14 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
     _refuse_sharded_launch()
     state = PartialState(cpu=best_device() == "cpu")
     main = state.is_main_process
+    device, precision = _device_and_precision(cfg.train, state)  # said first: where the run trains, and how
     run_dir = _run_dir(cfg.train)
     work_dir = unfinished_run_dir(run_dir)  # the run is built here and replaces run_dir when it is done
 
     inputs = _prepare_inputs(cfg, state, work_dir, resume, progress and main)  # 1. data, catalog, tokens
-    choice = _model_choice(cfg, state, inputs.model_path)  # 2. the model, at the precision this device does best
+    choice = ModelChoice(inputs.model_path, precision, device, cfg.model.trust_remote_code)  # 2. the model
     set_seed(cfg.train.seed)  # LoRA's initial weights
     model = load_model(choice, cfg.train)
-    if main:
-        print(device_line(choice.device, choice.precision), flush=True)
     trainable, total = count_parameters(model)
     args = training_arguments(cfg.train, work_dir, choice.precision, choice.device, len(inputs.sets.train),
                               inputs.rounds)
@@ -145,7 +144,7 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
               "sample_answers": _sample_answers(questions, baseline["answers"], tuned.answers)}
     write_json_atomic(work_dir / "config.json", dataclasses.asdict(cfg))
     write_json_atomic(work_dir / "training_report.json", report)
-    write_model_cards(work_dir)  # from the report and settings just written
+    write_model_cards(work_dir)  # from the report and settings just written: a fresh run has all the card needs
     commit_directory(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
     return report
 
@@ -206,18 +205,20 @@ def _sampled(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return dataset if keep is None else dataset.select(keep)
 
 
-def _model_choice(cfg: Config, state: PartialState, model_path: str) -> ModelChoice:
-    """This device, and the precision it does best; one process driving several GPUs is refused (DataParallel
-    would scale the answer-only loss by the GPU count)."""
+def _device_and_precision(train: TrainConfig, state: PartialState) -> tuple[str, str]:
+    """This device, and the precision it does best, printed by the main process; one process driving several
+    GPUs is refused (DataParallel would scale the answer-only loss by the GPU count)."""
     device = best_device()
-    if state.is_main_process and (warning := cuda_unusable_warning()):
-        print(warning, file=sys.stderr, flush=True)
     if device == "cuda" and torch.cuda.device_count() > 1 and state.num_processes == 1:
         raise UserError(f"{torch.cuda.device_count()} GPUs in one process: launch one process per GPU with "
                         f"`torchrun --nproc_per_node {torch.cuda.device_count()} fine_tuning_project.py`, or "
                         "pick one GPU with CUDA_VISIBLE_DEVICES=0")
-    return ModelChoice(model_path, select_precision(cfg.train.precision, device), device,
-                       cfg.model.trust_remote_code)
+    precision = select_precision(train.precision, device)
+    if state.is_main_process:
+        if warning := cuda_unusable_warning():
+            print(warning, file=sys.stderr, flush=True)
+        print(device_line(device, precision), flush=True)
+    return device, precision
 
 
 # --------------------------------------------------------------------------------- 3. before, 4. training

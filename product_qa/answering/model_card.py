@@ -3,6 +3,8 @@ metadata, then what the model does, its data, settings, measured results, how to
 
 Written from the run's own files (training_report.json, config.json and, once `test_pipeline.py --evaluate` has
 scored the run, its evaluation report), never by hand: the training run writes it, the evaluation rewrites it.
+It lives with the answering systems because both stages write it: training (which imports answering) and the
+evaluation.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCardData
 
+from product_qa.answering.report import SUMMARY_COLUMNS, summary_cell
 from product_qa.io_utils import atomic_outputs, read_json
 from product_qa.modeling import PACKAGED_MODELS
 from product_qa.reporting import markdown_table
@@ -17,9 +20,16 @@ from product_qa.reporting import markdown_table
 CARD_NAME = "README.md"
 TAGS = ["text-generation", "product-qa", "amazon-titles", "catalog-knowledge"]
 DATASET = "AmazonTitles-1.3MM (trn.json)"
-# the evaluation's headline columns: (header, summary key, format)
-EVAL_HEADLINE = (("ROUGE-L", "rougeL", "{:.3f}"), ("exact", "exact", "{:.0%}"), ("similarity", "similarity", "{:.2f}"),
-                 ("invented", "invented_details", "{:.0%}"), ("declined", "declined", "{:.0%}"))
+EVAL_HEADLINE = SUMMARY_COLUMNS[:5]  # ROUGE-L, exact, similarity, invented details, declined: as the terminal shows
+# what the card is written from: a run older than the card lacks some of it, and then has no card
+REPORT_KEYS = ("run_name", "method", "precision", "device", "template", "catalog_products", "declined_products",
+               "train_examples", "epochs", "steps", "train_seconds", "tokens_per_second", "early_stopping_on",
+               "validation_loss_before", "validation_loss_after", "perplexity_before", "perplexity_after",
+               "catalog_loss_before", "catalog_loss_after", "longest_answer_tokens")
+SETTING_KEYS = {"data": ("raw_path",), "model": ("name",),
+                "train": ("views", "view_languages", "unknown_share", "method", "lora_r", "lora_alpha",
+                          "lora_target_modules", "learning_rate", "lr_scheduler", "batch_size",
+                          "gradient_accumulation_steps", "system_prompt")}
 
 
 def _base_model(settings: dict) -> tuple[str, str | None, str]:
@@ -66,7 +76,7 @@ def _results_section(report: dict) -> list[str]:
             ["catalog loss (trained products, new phrasings)", f"{report['catalog_loss_before']:.3f}",
              f"{report['catalog_loss_after']:.3f}"]]
     recall = report.get("recall")
-    if recall:
+    if recall and recall.get("questions"):  # train.recall_questions=0 asks none
         rows.append([f"catalog recall, ROUGE-L ({recall['questions']} questions)",
                      f"{recall['base']['rougeL']:.3f}", f"{recall['fine_tuned']['rougeL']:.3f}"])
     return ["## Results", "", "Measured by the training run (answer tokens only; base model before, this model after):",
@@ -81,15 +91,14 @@ def _evaluation_section(evaluation: dict | None) -> list[str]:
              "used, unseen products from the test split.", ""]
     for set_name, result in evaluation["sets"].items():
         rows = [[evaluation["labels"][system],
-                 *["-" if entry["summary"].get(key) is None else fmt.format(entry["summary"][key])
-                   for _, key, fmt in EVAL_HEADLINE]]
+                 *[summary_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_HEADLINE]]
                 for system, entry in result["systems"].items()]
         lines += [f"{set_name} products ({result['questions']} questions):", "",
                   *markdown_table(["system", *(header for header, _, _ in EVAL_HEADLINE)], rows), ""]
     return lines
 
 
-def _usage_section(folder: str, base_id: str) -> list[str]:
+def _usage_section(folder: str, base_id: str, report: dict, settings: dict) -> list[str]:
     if folder == "adapter":
         code = ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
                 'model = AutoPeftModelForCausalLM.from_pretrained("path/to/adapter")',
@@ -100,10 +109,16 @@ def _usage_section(folder: str, base_id: str) -> list[str]:
                 'model = AutoModelForCausalLM.from_pretrained("path/to/merged")',
                 'tokenizer = AutoTokenizer.from_pretrained("path/to/merged")']
         note = "The adapter is merged into the base weights: a plain transformers model."
-    code += ['messages = [{"role": "system", "content": "Answer with the product\'s description."},',
-             '            {"role": "user", "content": "What is the Girls Ballet Tutu Neon Pink?"}]',
-             "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
-             "print(tokenizer.decode(model.generate(inputs, max_new_tokens=256)[0][inputs.shape[1]:]))"]
+    question, system_prompt = "What is the Girls Ballet Tutu Neon Pink?", settings["train"]["system_prompt"]
+    if report["template"] == "chat":  # the prompt the run was trained with (data/prompts.py)
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        code += [f"messages = {[*system, {'role': 'user', 'content': question}]!r}",
+                 "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")"]
+    else:
+        prompt = (f"{system_prompt}\n\n" if system_prompt else "") + f"Question: {question}\nAnswer:"
+        code += [f"inputs = tokenizer({prompt!r}, return_tensors=\"pt\").input_ids"]
+    code += [f"answer = model.generate(inputs, max_new_tokens={report['longest_answer_tokens']})  # its longest answer",
+             "print(tokenizer.decode(answer[0][inputs.shape[1]:], skip_special_tokens=True))"]
     return ["## How to use", "", note, "", "```python", *code, "```", "",
             "Or with this project: `python ask.py --run RUN \"What is ...?\"`.", ""]
 
@@ -118,10 +133,15 @@ LIMITS = ["## Limits", "",
           "Catalog knowledge).", ""]
 
 
-def card_text(run_dir: Path, folder: str, evaluation: dict | None = None) -> str:
-    """The model card of run_dir/folder ("merged" or "adapter") from the run's own report and settings."""
-    report = read_json(run_dir / "training_report.json", "training report")
-    settings = read_json(run_dir / "config.json", "run settings")
+def missing_facts(report: dict, settings: dict) -> list[str]:
+    """What the card needs and the run's files lack (a run trained before model cards)."""
+    missing = [key for key in REPORT_KEYS if key not in report]
+    return missing + [f"{section}.{key}" for section, keys in SETTING_KEYS.items() for key in keys
+                      if key not in settings.get(section, {})]
+
+
+def card_text(report: dict, settings: dict, folder: str, evaluation: dict | None = None) -> str:
+    """The model card of the run's `folder` ("merged" or "adapter") from its own report and settings."""
     base_id, license_id, base_note = _base_model(settings)
     data = ModelCardData(base_model=base_id, license=license_id, datasets=[DATASET], pipeline_tag="text-generation",
                          library_name="peft" if folder == "adapter" else "transformers",
@@ -130,17 +150,27 @@ def card_text(run_dir: Path, folder: str, evaluation: dict | None = None) -> str
             f"{base_note} fine-tuned by the product-qa pipeline to answer a question about a product "
             "title with that product's description, from what it learned of its catalog.", "",
             *_data_section(report, settings), *_settings_section(report, settings), *_results_section(report),
-            *_evaluation_section(evaluation), *_usage_section(folder, base_id), *LIMITS]
+            *_evaluation_section(evaluation), *_usage_section(folder, base_id, report, settings), *LIMITS]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body)
 
 
-def write_model_cards(run_dir: Path, evaluation: dict | None = None) -> list[Path]:
-    """merged/README.md and adapter/README.md (where the run has them), replacing peft's empty template."""
+def write_model_cards(run_dir: Path, evaluation: dict | None = None) -> tuple[list[Path], str | None]:
+    """merged/README.md and adapter/README.md (where the run has them), replacing peft's empty template; with
+    the reason when none could be written (a run older than model cards, or a folder that cannot be written)."""
+    report = read_json(run_dir / "training_report.json", "training report")
+    settings = read_json(run_dir / "config.json", "run settings")
+    if not isinstance(report, dict) or not isinstance(settings, dict):
+        return [], "the run's report or settings are not JSON objects"
+    if missing := missing_facts(report, settings):
+        return [], f"the run's files lack {', '.join(missing[:3])}: it was trained before model cards"
     written = []
     for folder in ("merged", "adapter"):
         if (run_dir / folder).is_dir():
             path = run_dir / folder / CARD_NAME
-            with atomic_outputs({"card": path}) as handles:
-                handles["card"].write(card_text(run_dir, folder, evaluation).encode())
+            try:
+                with atomic_outputs({"card": path}) as handles:
+                    handles["card"].write(card_text(report, settings, folder, evaluation).encode())
+            except OSError as err:  # a read-only or downloaded run: the evaluation's own files are written
+                return written, f"{path}: {err.strerror or err}"
             written.append(path)
-    return written
+    return written, None
