@@ -3,7 +3,9 @@ CUDA, then Apple's MPS, then the CPU."""
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -80,13 +82,17 @@ def inference_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
-def answering_device_line() -> str:
+def announce(device: str, precision: str, file: TextIO) -> None:
+    """What every stage that loads a model says first: where it runs and in which precision, after the warning
+    when a GPU is there but unusable (always on stderr)."""
+    if warning := cuda_unusable_warning():
+        print(warning, file=sys.stderr, flush=True)
+    name = torch.cuda.get_device_name() if device == "cuda" else "Apple GPU" if device == "mps" else "CPU"
+    print(f"device: {device} ({name}), precision: {precision}", file=file, flush=True)
+
+
+def announce_answering() -> None:
+    """announce() for the answering stages, on stderr: their stdout holds the answers."""
     device = best_device()
     precision = next(name for name, dtype in TORCH_DTYPES.items() if dtype == inference_dtype(device))
-    return device_line(device, precision)
-
-
-def device_line(device: str, precision: str) -> str:
-    """What a stage that loads a model prints first: where it runs and in which precision."""
-    name = torch.cuda.get_device_name() if device == "cuda" else "Apple GPU" if device == "mps" else "CPU"
-    return f"device: {device} ({name}), precision: {precision}"
+    announce(device, precision, sys.stderr)

@@ -13,7 +13,6 @@ uid; when no indexed title matches the question well enough, they say so instead
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, 
 from product_qa.data.catalog import Catalog, read_catalog
 from product_qa.data.examples import output_paths
 from product_qa.data.prompts import prompt_text, resolve_template
-from product_qa.devices import answering_device_line, cuda_unusable_warning
+from product_qa.devices import announce_answering
 from product_qa.errors import UserError
 from product_qa.io_utils import read_json
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
@@ -154,10 +153,8 @@ class Answerer:
         if which not in self._models:
             path = (str(self.run_dir / "merged") if which == "fine_tuned"
                     else resolve_model_path(self.model_cfg.name, self.model_cfg.cache_dir))
-            if not self._models:  # where the answers are computed, said once, on stderr (stdout holds the answers)
-                if warning := cuda_unusable_warning():
-                    print(warning, file=sys.stderr, flush=True)
-                print(answering_device_line(), file=sys.stderr, flush=True)
+            if not self._models:  # where the answers are computed, said once
+                announce_answering()
             self._models[which] = load_inference_model(path, self.model_cfg.trust_remote_code)
         return self._models[which]
 

@@ -32,7 +32,7 @@ from product_qa.data.encoding import ExampleEncoder, perplexity, tokenized_split
 from product_qa.data.examples import output_paths, sample_indices
 from product_qa.data.preparation import prepare
 from product_qa.data.prompts import prompt_text, resolve_template
-from product_qa.devices import best_device, cuda_unusable_warning, device_line, select_precision
+from product_qa.devices import announce, best_device, select_precision
 from product_qa.errors import UserError
 from product_qa.io_utils import commit_directory, prepare_output_dir, read_json, refuse_read_only, write_json_atomic
 from product_qa.modeling import load_tokenizer, resolve_model_path
@@ -215,9 +215,7 @@ def _device_and_precision(train: TrainConfig, state: PartialState) -> tuple[str,
                         "pick one GPU with CUDA_VISIBLE_DEVICES=0")
     precision = select_precision(train.precision, device)
     if state.is_main_process:
-        if warning := cuda_unusable_warning():
-            print(warning, file=sys.stderr, flush=True)
-        print(device_line(device, precision), flush=True)
+        announce(device, precision, sys.stdout)
     return device, precision
 
 
