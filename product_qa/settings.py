@@ -97,7 +97,7 @@ def check_train(train: TrainConfig) -> None:
     _at_least("train", {"max_length": train.max_length, "batch_size": train.batch_size,
                         "eval_batch_size": train.eval_batch_size,
                         "gradient_accumulation_steps": train.gradient_accumulation_steps, "lora_r": train.lora_r,
-                        "eval_steps": train.eval_steps, "save_total_limit": train.save_total_limit,
+                        "save_total_limit": train.save_total_limit,
                         "logging_steps": train.logging_steps}, 1)
     _at_least("train", {"max_train_products": train.max_train_products, "views": train.views,
                         "max_eval_examples": train.max_eval_examples,
@@ -105,6 +105,9 @@ def check_train(train: TrainConfig) -> None:
     _at_least("train", {"weight_decay": train.weight_decay, "recall_questions": train.recall_questions,
                         "document_views": train.document_views}, 0)
     _fraction("train", "unknown_share", train.unknown_share)
+    if not (0 < train.eval_steps < 1 or (train.eval_steps >= 1 and train.eval_steps == int(train.eval_steps))):
+        raise UserError(f"train.eval_steps must be a share of the run between 0 and 1 or a whole number of steps, "
+                        f"got {train.eval_steps!r}")
     if not {language.strip() for language in train.view_languages.split(",")} <= set(PHRASING_LANGUAGES):
         raise UserError(f"train.view_languages={train.view_languages!r}: choose from "
                         f"{', '.join(PHRASING_LANGUAGES)} (comma-separated)")

@@ -63,6 +63,8 @@ def test_fingerprint_is_stable_and_sensitive():
     ("train.early_stopping_on=train", "'train' is not one of: catalog, validation"),
     ("train.epochs=0", "train.epochs must be more than 0"),
     ("train.max_steps=0", "train.max_steps must be -1"),
+    ("train.eval_steps=0", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
+    ("train.eval_steps=2.5", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1"),
     ("rag.min_score=2", r"rag.min_score must be in \[0, 1\]"),
     ("eval.systems=base,oracle", "eval.systems: unknown oracle"),

@@ -124,8 +124,11 @@ def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
 
 def test_full_fine_tuning_saves_the_model(tmp_path, tiny_model_dir, raw_sample):
     from product_qa.training.workflow import fine_tune
-    cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path, **{"train.method": "full", "train.max_steps": 2})
+    # eval_steps below 1 is a share of the run: 0.25 of 8 steps evaluates every 2 steps
+    cfg = fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path, **{"train.method": "full", "train.max_steps": 8,
+                                                                 "train.eval_steps": 0.25})
     report = fine_tune(cfg, progress=False)
+    assert [step for step, _ in report["losses"]["catalog"]] == [0, 2, 4, 6, 8]
     assert report["trainable_parameters"] == report["total_parameters"]
     assert (Path(report["run_dir"]) / "merged" / "model.safetensors").exists()
 
