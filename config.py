@@ -72,10 +72,10 @@ class TrainConfig:
     max_length: int = 512  # tokens per example (prompt + answer + EOS), a cap: batches pad to their longest
     # The catalog the model learns: a seeded sample of this many training products (None: all of them).
     # Knowledge costs exposures, not parameters: each product is trained views x epochs times, so the training
-    # time grows with the catalog (benchmarks/bench_knowledge.py measures the curve: 32 products at 7 x 3 took
-    # 9.6 min of training on a 2-core AVX2 CPU for recall ROUGE-L 0.98). 10 products x 42 exposures is the same
-    # training work as the former 20 x 21 and keeps `make run` under 10 minutes there; raise it, or set None,
-    # on faster hardware or with more time.
+    # time grows with the catalog (benchmarks/bench_knowledge.py measures the curve: 32 products at 7 x 3 were
+    # recalled at ROUGE-L 0.98 after 4.9 min of training on a 2-core AVX512-BF16 CPU, 7.5 on an AVX2-only one).
+    # 10 products x 42 exposures is the same training work as the former 20 x 21, whose `make run` took 8 min 43 s
+    # on the AVX2-only CPU; raise it, or set None, on faster hardware or with more time.
     max_train_products: int | None = 10
     # Views: each catalog product is asked this many times per epoch, each time in another training phrasing,
     # and each epoch moves on to the next phrasings (product_qa/data/catalog.py). One phrasing seen once is
@@ -90,12 +90,12 @@ class TrainConfig:
     # answered "I don't know this product" (catalog.UNKNOWN_ANSWER), so that the model declines what it was not
     # taught instead of inventing a description. 0 turns it off (a team that wants descriptions written for
     # new products). Never taken from the validation or test split. Measured (README_FINE_TUNING.md, Catalog
-    # knowledge): 0.1 declined 38% of unseen products and no catalog product; 0.3 (2 epochs) declined 96% of the
+    # knowledge): 0.1 declined 8-38% of unseen products and no catalog product; 0.3 (2 epochs) declined 96% of the
     # catalog too, since every declined answer starts with the same words and greedy decoding takes them
     unknown_share: float = 0.1
-    max_eval_examples: int | None = 200  # validation examples used for eval loss / perplexity
+    max_eval_examples: int | None = 200  # examples of each evaluation set during training (catalog and validation)
     # passes over the catalog; with views, each pass asks every product differently. 7 views x 6 epochs (42
-    # exposures): genuine trn.json descriptions (long, irregular) were recalled at ROUGE-L 0.52 after 3 epochs
+    # exposures): 20 genuine trn.json descriptions (long, irregular) were recalled at ROUGE-L 0.52 after 3 epochs
     # and 0.95 after 6; the sample's short ones reach 0.97 either way (README_FINE_TUNING.md, Catalog knowledge)
     epochs: float = 6.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -111,7 +111,7 @@ class TrainConfig:
                           "constant_with_warmup", "inverse_sqrt"] = "cosine"
     lora_r: int = 64  # room for the catalog's facts; alpha/r = 2 as is usual
     lora_alpha: int = 128
-    # 0: peft then skips the dropout copy of every adapted layer's input; 0.05 cost 25% of the training
+    # 0: peft then skips the dropout copy of every adapted layer's input; 0.05 cost a fifth of the training
     # throughput on a 2-core AVX2 CPU (benchmarks/bench_train.py) for no better validation loss
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"  # or a comma-separated list such as "q_proj,v_proj"
@@ -155,10 +155,10 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0  # > 0: never repeat an n-gram of this many tokens (stronger, slower per step)
     # The fine-tuned model alone answers "I don't know this product" when its mean probability of its own first
     # 16 answer tokens is below this: it recalls a product it learned with near certainty and makes up the
-    # description of one it never saw. Chosen on the validation split of the default recipe's runs (sample and
-    # genuine records): 0.97 declined 94% / 100% of unseen products and 0% / 3% of catalog questions (0.93: 79%
-    # / 89%; 0.98 declined 8% of the genuine catalog). Each run lowers it to the confidence 95% of its own
-    # catalog answers reach (a catalog learned less surely). 0 turns it off (always answer).
+    # description of one it never saw. Chosen on the validation split of two runs trained 7 x 6 (the sample's
+    # default run and 20 genuine records): 0.97 declined 94% / 100% of unseen products and 0% / 3% of catalog
+    # questions (0.93: 79% / 89%; 0.98 declined 8% of the genuine catalog). Each run lowers it to the confidence
+    # 95% of its own catalog answers reach (a catalog learned less surely). 0 turns it off (always answer).
     min_confidence: float = 0.97
     batch_size: int = 64  # questions answered together (left padding + KV cache); 1 answers one at a time
     max_question_chars: int = 300  # longer questions are cut to this length, with a note
