@@ -13,6 +13,7 @@ from __future__ import annotations
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
+from product_qa.settings import check_run_name
 
 
 def main() -> int:
@@ -23,6 +24,7 @@ def main() -> int:
 
     cfg = config_from_args(Config(), args)
     if args.run_name:
+        check_run_name(args.run_name, "--run-name")
         cfg.train.run_name = args.run_name
 
     from product_qa.training.report import print_training_summary

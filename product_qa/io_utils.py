@@ -33,7 +33,7 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
     temps = {name: temp_path_for(path) for name, path in paths.items()}
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    handles = {name: open(temp, "wb") for name, temp in temps.items()}
+    handles = {name: _new_file(temp) for name, temp in temps.items()}
     try:
         yield handles
         for handle in handles.values():
@@ -46,6 +46,14 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
         for name, temp in temps.items():
             handles[name].close()
             temp.unlink(missing_ok=True)
+
+
+def _new_file(temp: Path) -> IO[bytes]:
+    """A temp file created here and now: whatever sits at its name is removed (a link, not what it points to),
+    and a link planted in between fails the create, so a write never lands outside the output's folder."""
+    temp.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    return os.fdopen(os.open(temp, flags, 0o666), "wb")
 
 
 def json_bytes(obj: object) -> bytes:
@@ -110,6 +118,13 @@ def _process_alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ sets of outputs
+def refuse_foreign_directory(target: Path, owner_file: str) -> None:
+    """A directory a stage replaces whole must be its own: missing, empty, or holding `owner_file`."""
+    if target.is_symlink() or (target.is_dir() and any(target.iterdir()) and not (target / owner_file).exists()):
+        raise UserError(f"{target}: holds files this stage did not write (no {owner_file}); set an empty or "
+                        "new output directory, the stage replaces the whole directory")
+
+
 @contextmanager
 def replaced_directory(target: Path, owner_file: str) -> Iterator[Path]:
     """A fresh, empty sibling of `target` to write a whole set of outputs into; on success it takes `target`'s
@@ -119,9 +134,7 @@ def replaced_directory(target: Path, owner_file: str) -> Iterator[Path]:
     recover_directory(target)
     refuse_read_only(target)
     refuse_read_only(target.parent)
-    if target.is_dir() and any(target.iterdir()) and not (target / owner_file).exists():
-        raise UserError(f"{target}: holds files this stage did not write (no {owner_file}); set an empty or "
-                        "new output directory, the stage replaces the whole directory")
+    refuse_foreign_directory(target, owner_file)
     staging = target.with_name(f"{target.name}{TEMP_MARK}{os.getpid()}")
     try:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from product_qa.errors import UserError
 from product_qa.io_utils import OLD_MARK, recover_directory
+from product_qa.settings import check_run_name
 
 if TYPE_CHECKING:
     from config import Config
@@ -43,6 +44,7 @@ def find_run(cfg: Config, run_name: str | None) -> Path | None:
     runs_dir = Path(cfg.train.output_dir)
     if run_name is None:
         return latest_run(runs_dir)
+    check_run_name(run_name, "--run")
     run_dir = runs_dir / run_name
     recover_directory(run_dir)
     if not finished(run_dir):

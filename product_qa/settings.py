@@ -8,6 +8,7 @@ configurator runs `check_config` after applying the --set overrides, so a bad va
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +94,19 @@ def check_analysis(analysis: AnalysisConfig) -> None:
     _fraction("analysis", "max_length_coverage", analysis.max_length_coverage, low_open=True, high_open=False)
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
+def check_run_name(name: str, where: str) -> None:
+    """A run is the folder train.output_dir/NAME that training replaces whole: its name cannot reach another
+    folder ('..', '/', '.'), nor carry the marks of the folders a run is built and swapped in."""
+    if not RUN_NAME.fullmatch(name):
+        raise UserError(f"{where}={name!r}: a run name is letters, digits, - and _ (up to 100; it names a folder "
+                        "under train.output_dir)")
+
+
 def check_train(train: TrainConfig) -> None:
+    check_run_name(train.run_name, "train.run_name")
     _at_least("train", {"max_length": train.max_length, "batch_size": train.batch_size,
                         "eval_batch_size": train.eval_batch_size,
                         "gradient_accumulation_steps": train.gradient_accumulation_steps, "lora_r": train.lora_r,
@@ -147,6 +160,8 @@ def check_rag(rag: RagConfig) -> None:
 
 
 def check_eval(evaluation: EvalConfig) -> None:
+    if evaluation.run_name is not None:
+        check_run_name(evaluation.run_name, "eval.run_name")
     _at_least("eval", {"seen_questions": evaluation.seen_questions, "unseen_questions": evaluation.unseen_questions,
                        "worst_examples": evaluation.worst_examples}, 0)
     _at_least("eval", {"test_questions": evaluation.test_questions}, 1)

@@ -63,6 +63,10 @@ def test_fingerprint_is_stable_and_sensitive():
     ("train.early_stopping_on=train", "'train' is not one of: catalog, validation"),
     ("train.epochs=0", "train.epochs must be more than 0"),
     ("train.max_steps=0", "train.max_steps must be -1"),
+    ("train.run_name=../data", "train.run_name='../data': a run name is letters, digits, - and _"),
+    ("train.run_name=.", "train.run_name='.': a run name is letters, digits, - and _"),
+    ("train.run_name=good.old-999", "a run name is letters, digits, - and _"),
+    ("eval.run_name=/tmp/x", "eval.run_name='/tmp/x': a run name"),
     ("train.eval_steps=0", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
     ("train.eval_steps=2.5", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1"),
@@ -114,3 +118,33 @@ def test_each_setting_the_red_team_broke_is_refused_by_its_stage_before_any_work
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and override.split("=")[0] in result.stderr
     assert result.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("script, flag", [("fine_tuning_project.py", "--run-name"), ("ask.py", "--run"),
+                                          ("test_pipeline.py", "--run")])
+def test_a_run_name_that_leaves_the_runs_folder_is_refused_in_one_line(tmp_path, script, flag):
+    """The red team's `--run-name .` replaced the whole runs folder, and `--set train.run_name=/tmp/x` a folder
+    of the user's: a run name is one plain folder name under train.output_dir."""
+    from conftest import run_script
+    runs = tmp_path / "runs"
+    (runs / "notes").mkdir(parents=True)
+    (runs / "notes" / "thesis.tex").write_text("keep")
+    result = run_script(script, flag, "..", "--set", f"train.output_dir={runs}", "--set",
+                        f"data.output_dir={tmp_path / 'data'}", *(["question"] if script == "ask.py" else []))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {flag}='..': a run name is letters, digits, - and _ (up to 100; it names a folder under "
+        "train.output_dir)")
+    assert (runs / "notes" / "thesis.tex").read_text() == "keep" and not (tmp_path / "data").exists()
+
+
+def test_training_never_replaces_a_folder_it_did_not_write(tmp_path):
+    """A run folder is replaced whole when the run is done, so a folder of the user's under that name (no
+    training_report.json) is refused before any work."""
+    from conftest import run_script
+    (tmp_path / "runs" / "notes").mkdir(parents=True)
+    (tmp_path / "runs" / "notes" / "thesis.tex").write_text("keep")
+    result = run_script("fine_tuning_project.py", "--no-progress", "--run-name", "notes", "--set",
+                        f"train.output_dir={tmp_path / 'runs'}", "--set", f"data.output_dir={tmp_path / 'data'}")
+    assert result.returncode == 2 and "holds files this stage did not write" in result.stderr, result.stderr
+    assert (tmp_path / "runs" / "notes" / "thesis.tex").read_text() == "keep" and not (tmp_path / "data").exists()

@@ -61,3 +61,26 @@ def test_a_run_older_than_model_cards_gets_none_and_is_told_why(tmp_path):
     written, reason = write_model_cards(tmp_path)
     assert written == [] and "trained before model cards" in reason and "precision" in reason
     assert not (tmp_path / "merged" / "README.md").exists()
+
+
+def test_the_card_is_never_written_through_a_link_planted_in_a_run(tiny_run, tmp_path):
+    """A downloaded run is not trusted: a link at the temp file's name or in place of a run folder must not
+    carry the card (text from the run's own report) onto a file outside the run."""
+    import os
+    import shutil
+
+    from product_qa.answering.model_card import write_model_cards
+    from product_qa.io_utils import temp_path_for
+    run_dir = tmp_path / "downloaded"
+    shutil.copytree(tiny_run["run_dir"], run_dir)
+    victim_file, victim_dir = tmp_path / "victim.txt", tmp_path / "victim"
+    victim_file.write_text("keep")
+    victim_dir.mkdir()
+    (victim_dir / "README.md").write_text("keep")
+    temp_path_for(run_dir / "merged" / "README.md").symlink_to(victim_file)
+    shutil.rmtree(run_dir / "adapter")
+    os.symlink(victim_dir, run_dir / "adapter")
+    written, reason = write_model_cards(run_dir)
+    assert written == [run_dir / "merged" / "README.md"] and "a link, not a folder of the run" in reason
+    assert ModelCard.load(written[0]).data.model_name
+    assert victim_file.read_text() == "keep" and (victim_dir / "README.md").read_text() == "keep"

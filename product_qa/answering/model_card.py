@@ -165,6 +165,8 @@ def write_model_cards(run_dir: Path, evaluation: dict | None = None) -> tuple[li
         return [], f"the run's files lack {', '.join(missing[:3])}: it was trained before model cards"
     written = []
     for folder in ("merged", "adapter"):
+        if (run_dir / folder).is_symlink():  # a downloaded run's link would carry the card out of the run
+            return written, f"{run_dir / folder}: a link, not a folder of the run; no card written there"
         if (run_dir / folder).is_dir():
             path = run_dir / folder / CARD_NAME
             try:

@@ -92,12 +92,14 @@ _EDITION_NOTE = re.compile(r"-{1,2}\s*This text refers to\b[^.]{0,80}?edition(?:
 # of Media Source, Inc. No redistribution permitted.", "(c) Copyright PWxyz, LLC. All rights reserved."
 _COPYRIGHT_HOLDERS = ("Business Information", "Library Association", "Library Journals", "PWxyz", "Media Source",
                       "Booklist", "Kirkus")
+# Possessive spaces (*+): the runs of optional spaces between optional parts could otherwise be split every way,
+# cubic time on a "Copyright" followed by thousands of spaces (a 24 KB line took 35 s)
 _COPYRIGHT_LINE = re.compile(
-    r"(?:\(c\)\s*|©\s*)?Copyright\s*(?:©|\(c\))?\s*(?:\d{4}[.,]?\s*)?"
+    r"(?:\(c\)\s*+|©\s*+)?Copyright\s*+(?:©|\(c\))?\s*+(?:\d{4}[.,]?\s*+)?"
     r"(?:Reed Business Information|Cahners Business Information|American Library Association|"
     r"Library Journals,? LLC|PWxyz|Media Source|Booklist|Kirkus)"
     r"(?:[^.]{0,120}?(?:Inc|LLC|Ltd)\.|\.)?"
-    r"(?:\s*All rights reserved\.?)?(?:\s*No redistribution permitted\.?)?",
+    r"(?:\s*+All rights reserved\.?)?(?:\s*+No redistribution permitted\.?)?",
     re.IGNORECASE,
 )
 

@@ -34,7 +34,14 @@ from product_qa.data.preparation import prepare
 from product_qa.data.prompts import prompt_text, resolve_template
 from product_qa.devices import announce, best_device, select_precision
 from product_qa.errors import UserError
-from product_qa.io_utils import commit_directory, prepare_output_dir, read_json, refuse_read_only, write_json_atomic
+from product_qa.io_utils import (
+    commit_directory,
+    prepare_output_dir,
+    read_json,
+    refuse_foreign_directory,
+    refuse_read_only,
+    write_json_atomic,
+)
 from product_qa.modeling import load_tokenizer, resolve_model_path
 from product_qa.runs import unfinished_run_dir
 from product_qa.training.report import plot_loss_curves
@@ -110,6 +117,7 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
     device, precision = _device_and_precision(cfg.train, state)  # said first: where the run trains, and how
     run_dir = _run_dir(cfg.train)
     work_dir = unfinished_run_dir(run_dir)  # the run is built here and replaces run_dir when it is done
+    refuse_foreign_directory(run_dir, "training_report.json")  # replaced whole at the end: only a run of ours
 
     inputs = _prepare_inputs(cfg, state, work_dir, resume, progress and main)  # 1. data, catalog, tokens
     choice = ModelChoice(inputs.model_path, precision, device, cfg.model.trust_remote_code)  # 2. the model
