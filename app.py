@@ -37,7 +37,7 @@ def main() -> int:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     from product_qa.answering.systems import Answerer  # heavy imports (torch, gradio) after argument checks
-    from product_qa.app.webapp import Demo, build_page, check_address, launch
+    from product_qa.app.webapp import Demo, build_page, check_address, launch, shown_plots
 
     check_address(cfg.app.host, cfg.app.port)
 
@@ -47,7 +47,8 @@ def main() -> int:
         print("note:", notice.replace("**", ""))
     analysis_dir, eval_dir = Path(cfg.analysis.output_dir), Path(cfg.eval.output_dir)
     page = build_page(demo, analysis_dir, DOCS_ANALYSIS, eval_dir)
-    launch(page, cfg.app.host, cfg.app.port, share=cfg.app.share, folders=(analysis_dir, DOCS_ANALYSIS, eval_dir))
+    launch(page, cfg.app.host, cfg.app.port, share=cfg.app.share,
+           files=shown_plots(analysis_dir, DOCS_ANALYSIS, eval_dir))
     return 0
 
 

@@ -11,12 +11,23 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+# Text from the data (titles, answers, bad lines) is shown as text: no HTML, links, code or emphasis of its own
+_MARKDOWN_TEXT = str.maketrans({"<": "&lt;", "[": "\\[", "]": "\\]", "`": "\\`", "*": "\\*", "_": "\\_"})
+
+
+def markdown_text(text: str) -> str:
+    """Text from the data, shown in Markdown as written."""
+    return text.translate(_MARKDOWN_TEXT)
+
+
 def markdown_table(header: list[str], rows: list[list], align: str = "") -> list[str]:
-    """The lines of a Markdown table; align has one letter per column, l or r (default: first left, rest right)."""
+    """The lines of a Markdown table; align has one letter per column, l or r (default: first left, rest right).
+    Cells keep their Markdown (bold, code) but not HTML: a "<br>" in a cell is shown, not obeyed."""
     align = align or "l" + "r" * (len(header) - 1)
     lines = ["| " + " | ".join(header) + " |",
              "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"]
-    lines += ["| " + " | ".join(str(value).replace("|", "\\|") for value in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(value).replace("|", "\\|").replace("<", "&lt;") for value in row) + " |"
+              for row in rows]
     return lines
 
 

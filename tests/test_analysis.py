@@ -292,3 +292,15 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, args, message):
     result = run_script("data_analysis.py", "--no-progress", *args, "--set", f"analysis.output_dir={tmp_path}")
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_text_from_the_data_is_shown_in_the_markdown_reports_not_obeyed():
+    """A title or answer holding HTML, a link or emphasis is shown as written: reports are read in viewers that
+    render Markdown and HTML (the red team's `<img onerror=...>` title reached evaluation_report.md)."""
+    from product_qa.reporting import markdown_table, markdown_text
+    title = "<img src=x onerror=alert(1)> [free](http://e.example) *now* `x` a_b"
+    shown = markdown_text(title)
+    assert "<" not in shown and "[free](" not in shown and "`x`" not in shown and "*now*" not in shown
+    assert shown.replace("&lt;", "<").replace("\\", "") == title  # nothing lost: only escaped
+    row = markdown_table(["issue", "records"], [["HTML tags (<br> …) | pipes", "**17**"]])[2]
+    assert row == "| HTML tags (&lt;br> …) \\| pipes | **17** |"  # the code's own bold stays

@@ -231,16 +231,22 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
 
 def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
     """Any web page the user visits can post to 127.0.0.1: uploads are capped, a foreign Host header (DNS
-    rebinding) is refused, and every response forbids framing and content sniffing."""
+    rebinding) is refused, every response forbids framing and content sniffing, and of the folders the plots
+    come from only the plots are served (the red team read the evaluation's answers beside its plot)."""
     import http.client
 
-    from product_qa.app.webapp import allowed_hosts, launch
+    from product_qa.app.webapp import allowed_hosts, launch, shown_plots
     assert "*.gradio.live" in allowed_hosts("127.0.0.1", share=True)  # the share tunnel passes its Host through
     assert "*.gradio.live" not in allowed_hosts("127.0.0.1") and allowed_hosts("0.0.0.0") == ["*"]
     with gr.Blocks() as page:
         gr.Markdown("hello")
     port = free_port()
-    launch(page, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    eval_dir = tmp_path / "evaluation"
+    eval_dir.mkdir()
+    (eval_dir / "evaluation_report.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (eval_dir / "test_results.json").write_text("{}")
+    launch(page, "127.0.0.1", port, prevent_thread_lock=True, quiet=True,
+           files=shown_plots(tmp_path / "analysis", tmp_path / "docs", eval_dir))
     try:
         def request(method: str, path: str, headers: dict, body: bytes | None = None):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -255,6 +261,9 @@ def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
         assert page_response.getheader("X-Content-Type-Options") == "nosniff"
         assert "frame-ancestors 'none'" in page_response.getheader("Content-Security-Policy")
         assert request("GET", "/", {"Host": f"evil.example:{port}"}).status == 400
+        for name, status in (("evaluation_report.png", 200), ("test_results.json", 403)):
+            served = request("GET", f"/gradio_api/file={(eval_dir / name).resolve()}", {"Host": f"127.0.0.1:{port}"})
+            assert served.status == status, (name, served.status)
         boundary = "xyz"
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 2_000_000 + (

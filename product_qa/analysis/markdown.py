@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from product_qa.analysis.cleaning_trace import FIELDS
 from product_qa.analysis.plots import PLOTS, QUALITY_LABELS, UNIT_LABELS
-from product_qa.reporting import markdown_table
+from product_qa.reporting import markdown_table, markdown_text
 
 if TYPE_CHECKING:
     from product_qa.analysis.statistics import Analysis
@@ -283,7 +283,7 @@ def _title_patterns(report: dict) -> list[str]:
 def _bad_input(report: dict) -> list[str]:
     if not report["bad_input"]:
         return []
-    rows = [[reason, _num(info["count"]), ", ".join(map(str, info["first_lines"])), info["example"]]
+    rows = [[reason, _num(info["count"]), ", ".join(map(str, info["first_lines"])), markdown_text(info["example"])]
             for reason, info in report["bad_input"].items()]
     return ["## Bad input", "", "Lines the shared reader skipped, by reason:", "",
             *markdown_table(["reason", "lines", "first lines", "example"], rows), ""]

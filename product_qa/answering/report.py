@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from product_qa.reporting import markdown_table, save_figure
+from product_qa.reporting import markdown_table, markdown_text, save_figure
 
 # (column, key in a system's summary, format); "-" where a system has no such number
 EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
@@ -83,9 +83,10 @@ def evaluation_markdown(report: dict) -> str:
         for system, entry in result["systems"].items():
             lines += [f"### {set_name}, {report['labels'][system]}", ""]
             for row in entry["worst"]:
-                lines += [f"- **Q:** {row['question']}  ", f"  **answer** (ROUGE-L {row['rougeL']:.2f}"
+                lines += [f"- **Q:** {markdown_text(row['question'])}  ", f"  **answer** (ROUGE-L {row['rougeL']:.2f}"
                           f"{', source ' + row['source_uid'] if row.get('source_uid') else ''}): "
-                          f"{_one_line(row['answer'])}  ", f"  **reference:** {_one_line(row['reference'])}"]
+                          f"{markdown_text(_one_line(row['answer']))}  ",
+                          f"  **reference:** {markdown_text(_one_line(row['reference']))}"]
             lines.append("")
     return "\n".join(lines)
 

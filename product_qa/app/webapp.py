@@ -199,17 +199,23 @@ def allowed_hosts(host: str, share: bool = False) -> list[str]:
     return ["127.0.0.1", "localhost", "[::1]", *(["*.gradio.live"] if share else [])]
 
 
-def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, folders: tuple[Path, ...] = (),
+def shown_plots(analysis_dir: Path, docs_dir: Path, eval_dir: Path) -> tuple[Path, ...]:
+    """Every image file the page can show, and nothing else of those folders (reports, splits, runs)."""
+    return (*(folder / name for folder in (analysis_dir, docs_dir) for name in ANALYSIS_PLOTS),
+            eval_dir / "evaluation_report.png")
+
+
+def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, files: tuple[Path, ...] = (),
            **options: Any) -> None:
-    """Serve the page; `folders` hold the plots it shows. Uploads are capped at a few kilobytes, the Host
-    header is checked and the page cannot be framed (see allowed_hosts, SecurityHeaders)."""
+    """Serve the page and, of the disk, only the image `files` it shows. Uploads are capped at a few kilobytes,
+    the Host header is checked and the page cannot be framed (see allowed_hosts, SecurityHeaders)."""
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, share)),
                   Middleware(SecurityHeaders)]
     page.launch(server_name=host, server_port=port, share=share, ssr_mode=False, theme=THEME, css=CSS,
-                allowed_paths=[str(folder.resolve()) for folder in folders], max_file_size=MAX_UPLOAD,
+                allowed_paths=[str(path.resolve()) for path in files], max_file_size=MAX_UPLOAD,
                 app_kwargs={"middleware": middleware}, **options)
 
 
