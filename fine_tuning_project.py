@@ -13,7 +13,7 @@ from __future__ import annotations
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
-from product_qa.settings import check_run_name
+from product_qa.runs import check_run_name
 
 
 def main() -> int:

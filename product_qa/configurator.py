@@ -7,14 +7,13 @@ import dataclasses
 import hashlib
 import os
 import sys
-import types
 import typing
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from product_qa.errors import UserError
-from product_qa.settings import SECTION_CHECKS, check_config, literal_choices
+from product_qa.settings import SECTION_CHECKS, check_config, expected, fits
 
 if TYPE_CHECKING:
     from config import Config
@@ -72,25 +71,6 @@ def _parse_value(text: str) -> Any:
         return text  # a bare string such as outputs/data
 
 
-def _accepts(annotation: Any, value: Any) -> bool:
-    if annotation is Any:
-        return True
-    if typing.get_origin(annotation) is typing.Literal:
-        return value in typing.get_args(annotation)
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(arg, value) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is not None:
-        return isinstance(value, origin)
-    return isinstance(value, annotation)
-
-
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Set each `section.field=value` on the config dataclass tree, checking the field exists and the type fits."""
     for item in overrides:
@@ -109,10 +89,8 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         value = _parse_value(raw.strip())
         if isinstance(value, int) and not isinstance(value, bool) and annotation is float:
             value = float(value)
-        if not _accepts(annotation, value):
-            choices = literal_choices(annotation)
-            expected = f"one of: {', '.join(map(str, choices))}" if choices else f"a valid {_type_name(annotation)}"
-            raise UserError(f"--set {item!r}: {value!r} is not {expected}")
+        if not fits(annotation, value):
+            raise UserError(f"--set {item!r}: {value!r} is not {expected(annotation)}")
         setattr(target, name, value)
     if dataclasses.is_dataclass(config) and all(hasattr(config, s) for s in SECTION_CHECKS):
         check_config(config)  # ranges and rules between settings, before any work starts
@@ -121,10 +99,6 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 def _field_names(obj: Any) -> str:
     return ", ".join(f.name for f in dataclasses.fields(obj)) if dataclasses.is_dataclass(obj) else "(none)"
-
-
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def config_dict(config: Any) -> dict:  # Config or any of its sections

@@ -4,17 +4,27 @@ none yet, and the directory a run is built in until it is done."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from product_qa.errors import UserError
-from product_qa.io_utils import OLD_MARK, recover_directory
-from product_qa.settings import check_run_name
+from product_qa.io_utils import OLD_MARK, TEMP_MARK, recover_directory
 
 if TYPE_CHECKING:
     from config import Config
 
 UNFINISHED_SUFFIX = ".unfinished"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_run_name(name: str, where: str) -> None:
+    """A run is the folder train.output_dir/NAME that training replaces whole: its name cannot reach another
+    folder ('..', '/', '.'), nor carry the marks of the folders a run is built and swapped in."""
+    if not RUN_NAME.fullmatch(name) or any(mark in name for mark in (TEMP_MARK, OLD_MARK, UNFINISHED_SUFFIX)):
+        raise UserError(f"{where}={name!r}: a run name is a folder name under train.output_dir: letters, digits, "
+                        f"., - and _, up to 100, first a letter or digit, without {TEMP_MARK}, {OLD_MARK} or "
+                        f"{UNFINISHED_SUFFIX}")
 
 
 def unfinished_run_dir(run_dir: Path) -> Path:

@@ -8,12 +8,13 @@ configurator runs `check_config` after applying the --set overrides, so a bad va
 from __future__ import annotations
 
 import dataclasses
-import re
+import types
 import typing
 from typing import TYPE_CHECKING, Any
 
 from product_qa.data.prompts import PHRASING_LANGUAGES, view_phrasings
 from product_qa.errors import UserError
+from product_qa.runs import check_run_name
 
 if TYPE_CHECKING:
     from config import (
@@ -42,15 +43,38 @@ def literal_choices(annotation: Any) -> tuple | None:
     return None
 
 
-def check_choices(section_name: str, section: Any) -> None:  # any section's dataclass
-    """Each Literal field of the section holds one of its choices."""
+def fits(annotation: Any, value: Any) -> bool:
+    """The value is of the annotated type (a Literal's choices, an Optional's None, an int for a float)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(arg, value) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation in (int, float):
+        return isinstance(value, (int, float) if annotation is float else int) and not isinstance(value, bool)
+    return isinstance(value, origin or annotation)
+
+
+def expected(annotation: Any) -> str:
+    """What a value of this annotation must be, in words."""
+    choices = literal_choices(annotation)
+    if choices:
+        return f"one of: {', '.join(map(str, choices))}"
+    return f"a valid {getattr(annotation, '__name__', None) or str(annotation).replace('typing.', '')}"
+
+
+def check_types(section_name: str, section: Any) -> None:  # any section's dataclass
+    """Each field of the section holds a value of its type (a choice of its Literal): settings also come from
+    a run's config.json, which may come from anywhere."""
     hints = typing.get_type_hints(type(section))
     for field in dataclasses.fields(section):
-        choices = literal_choices(hints[field.name])
         value = getattr(section, field.name)
-        if choices is not None and value not in choices and not (value is None and type(None) in typing.get_args(
-                hints[field.name])):
-            raise UserError(f"{section_name}.{field.name}={value!r} is not one of: {', '.join(map(str, choices))}")
+        if not fits(hints[field.name], value):
+            raise UserError(f"{section_name}.{field.name}={value!r} is not {expected(hints[field.name])}")
 
 
 def _at_least(section: str, values: dict[str, Any], minimum: float, *, none_ok: bool = False) -> None:
@@ -92,17 +116,6 @@ def check_analysis(analysis: AnalysisConfig) -> None:
         raise UserError(f"analysis.top_k must be at most analysis.counter_capacity, got top_k={analysis.top_k}, "
                         f"counter_capacity={analysis.counter_capacity}")
     _fraction("analysis", "max_length_coverage", analysis.max_length_coverage, low_open=True, high_open=False)
-
-
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
-
-
-def check_run_name(name: str, where: str) -> None:
-    """A run is the folder train.output_dir/NAME that training replaces whole: its name cannot reach another
-    folder ('..', '/', '.'), nor carry the marks of the folders a run is built and swapped in."""
-    if not RUN_NAME.fullmatch(name):
-        raise UserError(f"{where}={name!r}: a run name is letters, digits, - and _ (up to 100; it names a folder "
-                        "under train.output_dir)")
 
 
 def check_train(train: TrainConfig) -> None:
@@ -188,6 +201,6 @@ def check_config(cfg: Config) -> None:
     """Every section's choices and ranges; the first problem found is raised as a UserError."""
     for field in dataclasses.fields(cfg):
         section = getattr(cfg, field.name)
-        check_choices(field.name, section)
+        check_types(field.name, section)
         if field.name in SECTION_CHECKS:
             SECTION_CHECKS[field.name](section)

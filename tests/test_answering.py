@@ -230,6 +230,23 @@ def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
     (run / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="config.json"):
         Answerer(cfg, find_run(cfg, "old"))
+    # a run from elsewhere with settings of the wrong type (the red team's ask.py traceback), and a report
+    # whose answer cap would let one question generate without end
+    for broken, message in (({"train": "x"}, "config.json: train is not a section of settings"),
+                            ({"train": {**saved["train"], "max_length": "lots"}},
+                             "config.json: train.max_length='lots' is not a valid int")):
+        (run / "config.json").write_text(json.dumps({**saved, **broken}))
+        with pytest.raises(UserError, match=message):
+            Answerer(cfg, find_run(cfg, "old"))
+    (run / "config.json").write_text(json.dumps(saved))
+    report = json.loads((run / "training_report.json").read_text())
+    from product_qa.answering.generation import FALLBACK_ANSWER_TOKENS
+    run_capped = apply_overrides(Config(), [*tiny_run["settings"], f"train.output_dir={tmp_path}",
+                                            "generation.max_new_tokens=None"])  # the cap follows the run
+    for longest in (10**9, "lots"):
+        (run / "training_report.json").write_text(json.dumps({**report, "longest_answer_tokens": longest}))
+        answerer = Answerer(run_capped, find_run(run_capped, "old"))
+        assert answerer.decoding.max_new_tokens == FALLBACK_ANSWER_TOKENS
     (run / "training_report.json").unlink()  # a run killed before its end
     with pytest.raises(UserError, match="no finished fine-tuning run"):
         find_run(cfg, "old")

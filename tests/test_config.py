@@ -63,9 +63,10 @@ def test_fingerprint_is_stable_and_sensitive():
     ("train.early_stopping_on=train", "'train' is not one of: catalog, validation"),
     ("train.epochs=0", "train.epochs must be more than 0"),
     ("train.max_steps=0", "train.max_steps must be -1"),
-    ("train.run_name=../data", "train.run_name='../data': a run name is letters, digits, - and _"),
-    ("train.run_name=.", "train.run_name='.': a run name is letters, digits, - and _"),
-    ("train.run_name=good.old-999", "a run name is letters, digits, - and _"),
+    ("train.run_name=../data", "train.run_name='../data': a run name is a folder name under train.output_dir"),
+    ("train.run_name=.", "train.run_name='.': a run name is a folder name"),
+    ("train.run_name=good.old-999", "train.run_name='good.old-999': a run name is a folder name"),
+    ("train.run_name=a.unfinished", "without .tmp-, .old- or .unfinished"),
     ("eval.run_name=/tmp/x", "eval.run_name='/tmp/x': a run name"),
     ("train.eval_steps=0", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
     ("train.eval_steps=2.5", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
@@ -133,8 +134,8 @@ def test_a_run_name_that_leaves_the_runs_folder_is_refused_in_one_line(tmp_path,
                         f"data.output_dir={tmp_path / 'data'}", *(["question"] if script == "ask.py" else []))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {flag}='..': a run name is letters, digits, - and _ (up to 100; it names a folder under "
-        "train.output_dir)")
+        f"error: {flag}='..': a run name is a folder name under train.output_dir: letters, digits, ., - and _, up "
+        "to 100, first a letter or digit, without .tmp-, .old- or .unfinished")
     assert (runs / "notes" / "thesis.tex").read_text() == "keep" and not (tmp_path / "data").exists()
 
 

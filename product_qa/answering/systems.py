@@ -35,7 +35,7 @@ from product_qa.devices import announce_answering
 from product_qa.errors import UserError
 from product_qa.io_utils import read_json
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
-from product_qa.settings import ANSWERING_SYSTEMS, check_choices
+from product_qa.settings import ANSWERING_SYSTEMS, check_types
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -74,15 +74,20 @@ def _run_report(run_dir: Path) -> dict:
     return report if isinstance(report, dict) else {}
 
 
-def _run_section(current: Section, saved: dict, name: str) -> Section:
+def _run_section(current: Section, saved: dict, name: str, run_dir: Path) -> Section:
     """Config section `name` as the run saved it (`current`, today's, where the run saved none); settings added
-    or removed since then take today's defaults. Its choices are checked as the command line's are (a run
-    directory may come from anywhere)."""
+    or removed since then take today's defaults. Its types and choices are checked as the command line's are (a
+    run directory may come from anywhere)."""
     if name not in saved:
         return current
+    if not isinstance(saved[name], dict):
+        raise UserError(f"{run_dir / 'config.json'}: {name} is not a section of settings")
     names = {f.name for f in dataclasses.fields(current)}
     section = type(current)(**{key: value for key, value in saved[name].items() if key in names})
-    check_choices(name, section)
+    try:
+        check_types(name, section)
+    except UserError as err:
+        raise UserError(f"{run_dir / 'config.json'}: {err}") from None
     return section
 
 
@@ -95,16 +100,18 @@ class Answerer:
     def __init__(self, cfg: Config, run_dir: Path | None) -> None:
         self.cfg, self.run_dir = cfg, run_dir
         saved = _run_config(run_dir) if run_dir else {}
-        self.data_cfg = _run_section(cfg.data, saved, "data")
-        self.model_cfg = _run_section(cfg.model, saved, "model")
+        self.data_cfg = _run_section(cfg.data, saved, "data", run_dir)
+        self.model_cfg = _run_section(cfg.model, saved, "model", run_dir)
         # a run directory is data, possibly downloaded: whether code may run, and where models are converted, are
         # the user's settings, never the run's
         self.model_cfg = dataclasses.replace(self.model_cfg, trust_remote_code=cfg.model.trust_remote_code,
                                              cache_dir=cfg.model.cache_dir)
-        self.train_cfg = _run_section(cfg.train, saved, "train")
+        self.train_cfg = _run_section(cfg.train, saved, "train", run_dir)
         # the answer cap follows the run's data (generation.max_new_tokens=None): its longest training answer
         report = _run_report(run_dir) if run_dir else {}
-        self.decoding = with_answer_cap(cfg.generation, report.get("longest_answer_tokens"))
+        longest = report.get("longest_answer_tokens")  # a number this version wrote, within the cap training had
+        self.decoding = with_answer_cap(cfg.generation, longest if isinstance(longest, int) and
+                                        0 < longest <= self.train_cfg.max_length else None)
         # the fine-tuned model's decline threshold: the user's, lowered to what the run's own catalog reached
         floor = report.get("catalog_confidence_floor")
         self.min_confidence = decline_threshold(cfg.generation.min_confidence,
