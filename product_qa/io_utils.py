@@ -27,9 +27,14 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}")
 
 
+RENAMES_SUFFIX = ".renames"  # the journal of a set of files being renamed into place
+
+
 @contextmanager
 def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
-    """Open temp files for several outputs; on success rename them all into place, on error remove them."""
+    """Open temp files for several outputs; on success rename them all into place, on error remove them.
+    Files of one folder are a set: the renames are journaled first, so that a kill between two of them is
+    finished by the next writer or reader of the folder (finish_renames), never leaving old and new files mixed."""
     temps = {name: temp_path_for(path) for name, path in paths.items()}
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,8 +45,11 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the rename: a crash leaves the old file or the whole new one
             handle.close()
+        journal = _journal(temps, paths)
         for name, temp in temps.items():
             os.replace(temp, paths[name])
+        if journal:
+            journal.unlink()
     finally:
         for name, temp in temps.items():
             handles[name].close()
@@ -54,6 +62,41 @@ def _new_file(temp: Path) -> IO[bytes]:
     temp.unlink(missing_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     return os.fdopen(os.open(temp, flags, 0o666), "wb")
+
+
+def _journal(temps: dict[str, Path], paths: dict[str, Path]) -> Path | None:
+    """folder/sets.tmp-PID.renames: the (temp, target) names of a set of files about to be renamed, on disk
+    before the first rename. A kill while it is written leaves it unreadable: no rename happened yet."""
+    folders = {path.parent for path in paths.values()}
+    if len(paths) < 2 or len(folders) > 1:
+        return None
+    journal = folders.pop() / f"sets{TEMP_MARK}{os.getpid()}{RENAMES_SUFFIX}"
+    with _new_file(journal) as handle:
+        handle.write(orjson.dumps([[temps[name].name, path.name] for name, path in paths.items()]))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return journal
+
+
+def finish_renames(directory: Path) -> None:
+    """Complete the renames of a set whose writer was killed midway (its temp files were whole before the
+    first rename), so the folder holds the new set whole."""
+    for journal in directory.glob(f"*{TEMP_MARK}*{RENAMES_SUFFIX}"):
+        pid = journal.name.rpartition(TEMP_MARK)[2].removesuffix(RENAMES_SUFFIX)
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        try:
+            entries = orjson.loads(journal.read_bytes())
+        except orjson.JSONDecodeError:  # killed while writing the journal: nothing was renamed
+            entries = []
+        for entry in entries if isinstance(entries, list) else []:
+            # a journal names files of its own folder, each the temp file of its target by the same process
+            if isinstance(entry, list) and len(entry) == 2 and all(isinstance(name, str) for name in entry):
+                temp, target = entry
+                plain = Path(target).name == target not in (".", "..")
+                if plain and temp == f"{target}{TEMP_MARK}{pid}" and (directory / temp).is_file():
+                    os.replace(directory / temp, directory / target)
+        journal.unlink(missing_ok=True)
 
 
 def json_bytes(obj: object) -> bytes:
@@ -98,6 +141,7 @@ def remove_stale_temps(directory: Path) -> None:
     """Delete temp files left by runs that were killed before they could clean up."""
     if not directory.is_dir():
         return
+    finish_renames(directory)
     for leftover in directory.glob(f"*{TEMP_MARK}*"):
         pid = leftover.name.rpartition(TEMP_MARK)[2].split("-")[0]  # name.tmp-PID or name.tmp-PID-suffix
         if pid.isdigit() and not _process_alive(int(pid)):

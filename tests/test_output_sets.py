@@ -206,3 +206,39 @@ def test_a_read_only_output_directory_is_refused_in_one_line_and_left_as_it_was(
             assert leftovers(tmp_path, folder.name) == []
         finally:
             folder.chmod(0o755)
+
+
+WRITE_SET = """
+import sys
+from pathlib import Path
+from product_qa.io_utils import atomic_outputs
+folder, text = Path(sys.argv[1]), sys.argv[2]
+with atomic_outputs({n: folder / n for n in ("report.json", "report.md", "report.png")}) as handles:
+    for handle in handles.values():
+        handle.write(text.encode())
+"""
+
+
+def test_files_written_together_are_never_left_mixed_by_a_kill(tmp_path):
+    """The evaluation's three files are renamed into place one by one (the red team killed it between two
+    renames: the new report beside the old plot); the renames are journaled first, and the next writer or
+    reader of the folder finishes them."""
+    from product_qa.io_utils import finish_renames
+    script = tmp_path / "write_set.py"
+    script.write_text(WRITE_SET)
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    names = ("report.json", "report.md", "report.png")
+
+    def contents() -> set[str]:
+        return {(folder / name).read_text() for name in names}
+
+    assert run_script(str(script), str(folder), "old").returncode == 0 and contents() == {"old"}
+    for kill_at in (1, 2, 3):
+        result = run_killed(kill_at, re.escape(str(folder)) + r"/report\.", "on", str(script), str(folder), "new")
+        assert result.returncode == -9, result.stderr[-2000:]
+        seen_before = contents()
+        finish_renames(folder)
+        assert contents() == {"new"}, (kill_at, seen_before)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(names)  # no journal or temp file left
+        assert run_script(str(script), str(folder), "old").returncode == 0 and contents() == {"old"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from product_qa.answering.report import evaluation_tables
 from product_qa.answering.retrieval import source_line
 from product_qa.answering.systems import MODEL_OF, Answerer
 from product_qa.errors import UserError
-from product_qa.io_utils import read_json
+from product_qa.io_utils import finish_renames, read_json
 from product_qa.runs import no_run_note
 
 # ASGI's parts: the connection's scope, and the functions that receive and send its messages
@@ -137,6 +138,8 @@ def analysis_plots(analysis_dir: Path, docs_dir: Path) -> list[tuple[str, str]]:
 
 def evaluation_view(eval_dir: Path) -> tuple[str, str | None]:
     """The latest evaluation's tables (Markdown) and its plot, or a note saying how to make them."""
+    with suppress(OSError):  # an evaluation killed while renaming its files into place: finished, not mixed
+        finish_renames(eval_dir)
     report_path = eval_dir / "evaluation_report.json"
     if not report_path.exists():
         return ("No evaluation yet: run `python test_pipeline.py --evaluate` (it writes "
