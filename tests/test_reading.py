@@ -147,3 +147,24 @@ def test_gzip_json_array(tmp_path):
     path.write_bytes(gzip.compress(json.dumps(GOOD).encode()))
     records, _ = read_all(path)
     assert len(records) == 5
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_line_past_the_length_limit_is_one_error_not_all_the_memory(tmp_path, monkeypatch, compress):
+    """The red team's 306 KB gzip unpacked to one 300 MB line, and reading it took 1.28 GB: a line is held whole
+    to be parsed, so one longer than MAX_LINE_BYTES (no catalog record is) stops the read in one line."""
+    import product_qa.data.reading as reading
+    monkeypatch.setattr(reading, "MAX_LINE_BYTES", 2000)
+    path = tmp_path / ("trn.json.gz" if compress else "trn.json")
+    lines = [json.dumps({"uid": str(i), "title": f"T{i}", "content": "c" * 30}) for i in range(40)]
+    lines[30] = json.dumps({"uid": "x", "title": "Huge", "content": "a" * 5000})
+    (gzip.open if compress else open)(path, "wt").write("\n".join(lines) + "\n")
+    reader = BlockReader(describe_source(str(path)), block_bytes=256)
+    with pytest.raises(UserError, match=r"trn\.json(\.gz)?: .*over 0 MiB without a line break"):
+        list(reader) if compress else list(reader.ranges())
+    if compress:  # the line's number, from the blocks before it
+        with pytest.raises(UserError, match="line 31 is over"):
+            list(BlockReader(describe_source(str(path)), block_bytes=256))
+    lines[30] = json.dumps({"uid": "x", "title": "Long", "content": "a" * 1500})  # under the limit: read
+    (gzip.open if compress else open)(path, "wt").write("\n".join(lines) + "\n")
+    assert sum(block.data.count(b"\n") + 1 for block in BlockReader(describe_source(str(path)), 256)) == 40

@@ -22,6 +22,9 @@ from product_qa.errors import UserError
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
+# A line is held whole to be parsed: one past this is no catalog record (the longest real ones are kilobytes),
+# and a few kilobytes of gzip can unpack to gigabytes of a single line
+MAX_LINE_BYTES = 64 << 20
 
 # Bad-input reasons, in the order the report lists them.
 MALFORMED_JSON = "malformed_json"
@@ -194,14 +197,20 @@ class BlockReader:
             start = 0
             while start < self.source.size_bytes:
                 handle.seek(start + self.block_bytes)
-                handle.readline()  # to the end of the line the block boundary falls in
+                rest = handle.readline(MAX_LINE_BYTES + 1)  # to the end of the line the block boundary falls in
+                if len(rest) > MAX_LINE_BYTES:
+                    raise UserError(self._too_long(f"the line at byte {start + self.block_bytes:,}"))
                 end = min(handle.tell(), self.source.size_bytes)
                 self.bytes_read = end
                 yield ByteRange(self.source.path, start, end)
                 start = end
 
+    def _too_long(self, where: str) -> str:
+        return (f"{self.source.path}: {where} is over {MAX_LINE_BYTES >> 20} MiB without a line break: not one "
+                "record per line")
+
     def _line_blocks(self, stream: io.BufferedIOBase) -> Iterator[Block]:
-        line, carry, first = 1, b"", True
+        line, carry, first = 1, [], True  # carry: the chunks of a line not ended yet (joined once it ends)
         while True:
             try:
                 chunk = stream.read(self.block_bytes)
@@ -211,17 +220,19 @@ class BlockReader:
                 chunk, first = chunk.removeprefix(UTF8_BOM), False
             if not chunk:
                 break
-            data = carry + chunk
-            cut = data.rfind(b"\n")
+            cut = chunk.rfind(b"\n")
             if cut < 0:
-                carry = data
+                carry.append(chunk)
+                if sum(map(len, carry)) > MAX_LINE_BYTES:
+                    raise UserError(self._too_long(f"line {line}"))
                 continue
-            carry = data[cut + 1:]
-            block = Block(data[:cut], line)
+            data = b"".join([*carry, chunk[:cut]])
+            carry = [chunk[cut + 1:]]
+            block = Block(data, line)
             line += block.data.count(b"\n") + 1
             yield block
-        if carry.strip():
-            yield Block(carry, line)
+        if (rest := b"".join(carry)).strip():
+            yield Block(rest, line)
 
     def _array_blocks(self, stream: io.BufferedIOBase) -> Iterator[Block]:
         """Re-encode the array's items as JSON Lines so the same parser handles both formats."""
