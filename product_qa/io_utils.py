@@ -164,6 +164,8 @@ def _process_alive(pid: int) -> bool:
 # ------------------------------------------------------------------------------------------ sets of outputs
 def refuse_foreign_directory(target: Path, owner_file: str) -> None:
     """A directory a stage replaces whole must be its own: missing, empty, or holding `owner_file`."""
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target}: a file, not a folder; set an output directory (the stage writes a folder there)")
     if target.is_symlink() or (target.is_dir() and any(target.iterdir()) and not (target / owner_file).exists()):
         raise UserError(f"{target}: holds files this stage did not write (no {owner_file}); set an empty or "
                         "new output directory, the stage replaces the whole directory")

@@ -8,6 +8,8 @@ configurator runs `check_config` after applying the --set overrides, so a bad va
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from typing import TYPE_CHECKING, Any
@@ -54,8 +56,9 @@ def fits(annotation: Any, value: Any) -> bool:
         return any(fits(arg, value) for arg in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
-    if annotation in (int, float):
-        return isinstance(value, (int, float) if annotation is float else int) and not isinstance(value, bool)
+    if annotation in (int, float):  # finite, and within what JSON reports and numpy seeds hold
+        number = isinstance(value, (int, float) if annotation is float else int) and not isinstance(value, bool)
+        return number and math.isfinite(value) and abs(value) < 2**63
     return isinstance(value, origin or annotation)
 
 
@@ -202,5 +205,23 @@ def check_config(cfg: Config) -> None:
     for field in dataclasses.fields(cfg):
         section = getattr(cfg, field.name)
         check_types(field.name, section)
+        if not 0 <= getattr(section, "seed", 0) < 2**32:  # what numpy and torch seed with
+            raise UserError(f"{field.name}.seed must be in 0..{2**32 - 1}, got {section.seed}")
         if field.name in SECTION_CHECKS:
             SECTION_CHECKS[field.name](section)
+    check_output_folders(cfg)
+
+
+def check_output_folders(cfg: Config) -> None:
+    """Preparation and analysis replace their folder whole: no other output may live inside one (a runs folder
+    inside the data folder was lost at the next preparation)."""
+    replaced = {"data.output_dir": cfg.data.output_dir, "analysis.output_dir": cfg.analysis.output_dir}
+    folders = {**replaced, "train.output_dir": cfg.train.output_dir, "eval.output_dir": cfg.eval.output_dir,
+               "model.cache_dir": cfg.model.cache_dir, "rag.index_dir": cfg.rag.index_dir}
+    for name, whole in replaced.items():
+        root = os.path.abspath(whole)
+        for other, folder in folders.items():
+            path = os.path.abspath(folder)
+            if other != name and (path == root or path.startswith(root.rstrip(os.sep) + os.sep)):
+                raise UserError(f"{other}={folder!r} is inside {name}={whole!r}, which its stage replaces whole: "
+                                "set them apart")

@@ -68,6 +68,12 @@ def test_fingerprint_is_stable_and_sensitive():
     ("train.run_name=good.old-999", "train.run_name='good.old-999': a run name is a folder name"),
     ("train.run_name=a.unfinished", "without .tmp-, .old- or .unfinished"),
     ("eval.run_name=/tmp/x", "eval.run_name='/tmp/x': a run name"),
+    ("train.output_dir=outputs/data/runs", "train.output_dir='outputs/data/runs' is inside data.output_dir="
+                                           "'outputs/data', which its stage replaces whole"),
+    ("eval.output_dir=outputs/analysis", "eval.output_dir='outputs/analysis' is inside analysis.output_dir"),
+    ("train.seed=-1", r"train.seed must be in 0..4294967295, got -1"),
+    ("data.seed=99999999999999999999999999", "is not a valid int"),
+    ("train.epochs=1e999", "inf is not a valid float"),
     ("train.eval_steps=0", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
     ("train.eval_steps=2.5", "train.eval_steps must be a share of the run between 0 and 1 or a whole number"),
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1"),
@@ -149,3 +155,15 @@ def test_training_never_replaces_a_folder_it_did_not_write(tmp_path):
                         f"train.output_dir={tmp_path / 'runs'}", "--set", f"data.output_dir={tmp_path / 'data'}")
     assert result.returncode == 2 and "holds files this stage did not write" in result.stderr, result.stderr
     assert (tmp_path / "runs" / "notes" / "thesis.tex").read_text() == "keep" and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("script, setting", [("prepare_data.py", "data.output_dir"),
+                                             ("data_analysis.py", "analysis.output_dir")])
+def test_an_output_folder_that_names_a_file_is_refused_and_the_file_kept(tmp_path, script, setting):
+    """The red team's `--set data.output_dir=notes.txt` swapped the file away for the stage's folder."""
+    from conftest import run_script
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    result = run_script(script, "--no-progress", "--set", f"{setting}={notes}")
+    assert result.returncode == 2 and "a file, not a folder" in result.stderr, result.stderr[-2000:]
+    assert notes.read_text() == "precious"

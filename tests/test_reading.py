@@ -168,3 +168,18 @@ def test_a_line_past_the_length_limit_is_one_error_not_all_the_memory(tmp_path, 
     lines[30] = json.dumps({"uid": "x", "title": "Long", "content": "a" * 1500})  # under the limit: read
     (gzip.open if compress else open)(path, "wt").write("\n".join(lines) + "\n")
     assert sum(block.data.count(b"\n") + 1 for block in BlockReader(describe_source(str(path)), 256)) == 40
+
+
+def test_bad_lines_kept_without_examples_and_then_strict_on_the_same_outputs(tmp_path):
+    """data.examples_per_reason=0 keeps no example of a bad line (the summary crashed on that), and --strict on
+    outputs made past a bad line stops at it rather than finding them up to date (it exited 0)."""
+    path = tmp_path / "trn.json"
+    path.write_text("\n".join(json.dumps(record) for record in GOOD) + "\n{broken\n")
+    settings = ["--no-progress", "--data", str(path), "--set", f"data.output_dir={tmp_path / 'out'}",
+                "--set", "data.examples_per_reason=0", "--set", "data.min_content_chars=1"]
+    result = run_script("prepare_data.py", *settings)
+    assert result.returncode == 0 and "bad input: malformed_json" in result.stdout, result.stderr[-2000:]
+    kept = (tmp_path / "out" / "train.jsonl").read_bytes()
+    result = run_script("prepare_data.py", *settings, "--strict")
+    assert result.returncode == 2 and f"{path}:{len(GOOD) + 1}: malformed json" in result.stderr, result.stdout
+    assert (tmp_path / "out" / "train.jsonl").read_bytes() == kept

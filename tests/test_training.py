@@ -1,6 +1,7 @@
 """The fine-tuning stage: masking, truncation, batching, precision, errors, resume, multi-process, the packaged
 model. Tiny models built from a config with the real SmolLM2 tokenizer; no network."""
 import json
+import math
 import re
 import shutil
 import signal
@@ -122,6 +123,20 @@ def test_fine_tune_tiny_model_end_to_end(tmp_path, tiny_model_dir, raw_sample):
     AutoModelForCausalLM.from_pretrained(run / "merged")  # the merged model reloads as a plain model
 
 
+def test_the_losses_after_training_are_the_last_evaluation_when_no_best_checkpoint_is_kept(
+        tmp_path, tiny_model_dir, raw_sample):
+    """Without early stopping no checkpoint is loaded back: the losses after training are the last evaluation's,
+    not those at the last logged training loss (step 2 of 3 here: the red team's crash, no loss measured then)."""
+    from product_qa.training.workflow import fine_tune
+    report = fine_tune(fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path, **{
+        "train.max_steps": 3, "train.logging_steps": 2, "train.eval_steps": 3}), progress=False)
+    assert report["best_checkpoint"] is None and [step for step, _ in report["losses"]["train"]] == [2]
+    for name in ("catalog", "validation"):
+        assert report["losses"][name][-1][0] == 3
+        assert report[f"{name}_loss_after"] == report["losses"][name][-1][1]
+    assert report["perplexity_after"] == pytest.approx(math.exp(report["validation_loss_after"]))
+
+
 def test_full_fine_tuning_saves_the_model(tmp_path, tiny_model_dir, raw_sample):
     from product_qa.training.workflow import fine_tune
     # eval_steps below 1 is a share of the run: 0.25 of 8 steps evaluates every 2 steps
@@ -139,6 +154,7 @@ def test_full_fine_tuning_saves_the_model(tmp_path, tiny_model_dir, raw_sample):
     ("model.name=no-such-org/no-such-model", "could not be loaded"),
     ("train.max_length=8", "shorter than the question"),
     ("train.prompt_template=jinja", "'jinja' is not one of: auto, chat, plain"),
+    ("train.report_to=wandb", "train.report_to=wandb needs the wandb package: `pip install wandb`"),
     ("train.lora_target_modules=x", "train.lora_target_modules='x': Target modules .*x.* not found"),
 ])
 def test_bad_settings_give_one_clear_line(tmp_path, tiny_model_dir, raw_sample, override, message):

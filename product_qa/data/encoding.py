@@ -216,5 +216,6 @@ def contiguous_output_layer_input(model: PreTrainedModel) -> None:
     model.get_output_embeddings().register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
 
 
-def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 50.0))
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss), capped; None where no loss was measured."""
+    return None if loss is None else math.exp(min(loss, 50.0))

@@ -98,7 +98,7 @@ def up_to_date(data: DataConfig, fp: str) -> dict | None:
         report = orjson.loads(report_path.read_bytes())
     except orjson.JSONDecodeError:
         return None
-    return report if report.get("fingerprint") == fp else None
+    return report if isinstance(report, dict) and report.get("fingerprint") == fp else None
 
 
 def prepare(data: DataConfig, *, strict: bool = False, force: bool = False, progress: bool = True) -> dict:
@@ -106,8 +106,9 @@ def prepare(data: DataConfig, *, strict: bool = False, force: bool = False, prog
     source = describe_source(data.raw_path)
     fp = data_fingerprint(data, source)
     recover_directory(Path(data.output_dir))  # what a killed run left: the old set back, half-built ones gone
-    if not force and (previous := up_to_date(data, fp)) is not None:
-        return {**previous, "skipped": True}
+    previous = None if force else up_to_date(data, fp)
+    if previous is not None and not (strict and previous.get("bad_input")):  # --strict stops at a bad line, even
+        return {**previous, "skipped": True}                                  # one the outputs were made past
     # a fresh directory replaces output_dir as a whole: a reader never sees new splits beside an old report
     with replaced_directory(Path(data.output_dir), REPORT_NAME) as staging:
         return _prepare_into(staging, data, source, fp, strict, progress)

@@ -31,7 +31,9 @@ def _drops_table(report: dict) -> Table:
     drops.add_column("count", justify="right")
     drops.add_column("first example")
     for reason, info in report["bad_input"].items():
-        drops.add_row(f"bad input: {reason}", f"{info['count']:,}", f"line {info['first_lines'][0]}: {info['example']}")
+        # no first line kept with data.examples_per_reason=0
+        first = f"line {info['first_lines'][0]}: {info['example']}" if info["first_lines"] else ""
+        drops.add_row(f"bad input: {reason}", f"{info['count']:,}", first)
     for group in ("dropped", "duplicates_dropped"):
         for reason, info in report[group].items():
             if info["count"]:

@@ -74,6 +74,14 @@ def check_qlora_possible(device: str) -> None:
                         "`pip install -r requirements_gpu.txt`)")
 
 
+def check_logging_possible(report_to: str) -> None:
+    """The tracker train.report_to names is installed: said before any work (the Trainer finds out only after
+    the data is prepared and the model loaded)."""
+    if report_to != "none" and importlib.util.find_spec(report_to) is None:
+        raise UserError(f"train.report_to={report_to} needs the {report_to} package: `pip install {report_to}`, "
+                        "or set train.report_to=tensorboard (installed) or none")
+
+
 def _loading_precision(choice: ModelChoice, method: str) -> dict[str, Any]:
     """from_pretrained's dtype (or 4-bit quantization, for QLoRA) for this method on this device."""
     half = {"bf16": TORCH_DTYPES["bf16"], "fp16": TORCH_DTYPES["fp16"]}.get(choice.precision)

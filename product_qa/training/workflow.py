@@ -50,6 +50,7 @@ from product_qa.training.trainer import (
     ModelChoice,
     TrainingSets,
     build_trainer,
+    check_logging_possible,
     count_parameters,
     load_model,
     loss_history,
@@ -112,6 +113,7 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
     # CPU (as the Trainer later does): else it sees no distributed run there and every rank takes itself for the
     # main one, each preparing, writing and swapping in the run's work directory under the others.
     _refuse_sharded_launch()
+    check_logging_possible(cfg.train.report_to)
     state = PartialState(cpu=best_device() == "cpu")
     main = state.is_main_process
     device, precision = _device_and_precision(cfg.train, state)  # said first: where the run trains, and how
@@ -265,7 +267,7 @@ def _train(trainer: Trainer, args: TrainingArguments, checkpoint: str | None, se
     # the best checkpoint was loaded back, else the last one's. Evaluating again would cost a pass for nothing.
     history = loss_history(trainer.state.log_history)
     best = trainer.state.best_model_checkpoint if args.load_best_model_at_end else None
-    final_step = int(best.rpartition("-")[2]) if best else history["train"][-1][0] if history["train"] else 0
+    final_step = int(best.rpartition("-")[2]) if best else trainer.state.global_step  # not the last logged loss's
     after = {name: next((loss for step, loss in reversed(history[name]) if step <= final_step), None)
              for name in EVAL_SETS}
     return Trained(seconds, eval_seconds, result.metrics["train_runtime"], history, best, after)
