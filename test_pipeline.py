@@ -15,6 +15,7 @@ from __future__ import annotations
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import UserError, run_cli
+from product_qa.io_utils import prepare_output_dir
 from product_qa.runs import add_run_argument, no_run_note, run_from_args
 
 
@@ -38,6 +39,7 @@ def main() -> int:
     from product_qa.answering.report import print_evaluation_summary, print_generation_test
 
     run_dir = run_from_args(cfg, args)
+    prepare_output_dir(cfg.eval.output_dir)  # a folder that cannot be written is said before the answers, not after
     if args.evaluate:
         report = evaluate(cfg, run_dir, progress=not args.no_progress)
         paths = write_evaluation(report, cfg.eval.output_dir)

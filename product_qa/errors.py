@@ -28,4 +28,8 @@ def run_cli(main: Callable[[], int | None]) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
+    except BrokenPipeError:
+        # The reader of stdout left (`ask.py ... | head -2`): nobody is listening, so stop at once and quietly, as
+        # for Ctrl-C (a generation thread may still be inside torch), with the shell's code for SIGPIPE.
+        os._exit(141)  # 128 + SIGPIPE
     sys.exit(code or 0)

@@ -165,6 +165,18 @@ def test_ask_names_the_source_of_a_rag_answer_and_handles_bad_questions(tiny_run
     for label in ("== base model", "== fine-tuned", "== retrieval only", "== base + RAG", "== fine-tuned + RAG"):
         assert label in result.stdout
 
+    # `ask.py ... | head -2`: the reader leaves before the answers; ask stops quietly with the shell's code for
+    # SIGPIPE (it was a traceback and an abort, 134, with the generation thread inside torch)
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    process = subprocess.Popen([sys.executable, str(REPO / "ask.py"), "--compare", "What is this?", *overrides],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.communicate(timeout=300)[1].decode()
+    assert process.returncode == 141 and "Traceback" not in stderr, (process.returncode, stderr[-2000:])
+
 
 def test_ask_interactively(tiny_run):
 
@@ -181,6 +193,15 @@ def test_unknown_run_and_systems_are_clear_errors(tiny_run):
     assert result.returncode == 2 and "no-such-run" in result.stderr and "Traceback" not in result.stderr
     result = run_script("test_pipeline.py", "--evaluate", *overrides, "--set", "eval.systems=base,oracle")
     assert result.returncode == 2 and "oracle" in result.stderr and "Traceback" not in result.stderr
+    # an output folder that cannot be made is said before any model answers (it was a traceback at the end)
+    blocker = tiny_run["root"] / "a-file"
+    blocker.write_text("x")
+    result = run_script("test_pipeline.py", *overrides, "--set", f"eval.output_dir={blocker}")
+    assert result.returncode == 2 and "cannot create the output directory" in result.stderr, result.stderr[-2000:]
+    assert "device:" not in result.stderr  # no model was loaded
+    # a question that is not UTF-8 (bytes from a Latin-1 terminal) is asked, not a traceback
+    result = run_script("ask.py", *overrides, "caf\udce9 Road Garden?")  # the argument's bytes: caf\xe9
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
 
 
 def test_questions_without_a_matching_product_never_reach_a_model(tiny_run):

@@ -142,11 +142,14 @@ def test_cli_strict_names_file_line_and_reason(tmp_path, examples):
     assert "Traceback" not in result.stderr
 
 
-def test_gzip_json_array(tmp_path):
-    path = tmp_path / "trn.json.gz"
-    path.write_bytes(gzip.compress(json.dumps(GOOD).encode()))
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])  # a BOM is skipped as in JSON Lines (it was refused)
+@pytest.mark.parametrize("compress", [False, True])
+def test_json_array_plain_or_gzip_with_or_without_bom(tmp_path, compress, bom):
+    path = tmp_path / ("trn.json.gz" if compress else "trn.json")
+    data = bom + json.dumps(GOOD).encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
     records, _ = read_all(path)
-    assert len(records) == 5
+    assert [record.title for record in records] == [good["title"] for good in GOOD]
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -149,7 +149,8 @@ class Answerer:
 
     def clean(self, question: str) -> tuple[str, bool]:
         """The question with its spacing tidied, cut to generation.max_question_chars, and whether it was cut."""
-        question = " ".join(question.split())
+        # a command-line argument that is not UTF-8 arrives with lone surrogates, which the tokenizer refuses
+        question = " ".join(question.encode("utf-8", "replace").decode("utf-8").split())
         if not question:
             raise UserError('the question is empty: ask about a product, e.g. "What is the Girls Ballet Tutu Neon '
                             'Pink?"')

@@ -239,6 +239,8 @@ class BlockReader:
         lines: list[bytes] = []
         size, item = 0, 0
         first_item = 1
+        if stream.read(len(UTF8_BOM)) != UTF8_BOM:  # a BOM is skipped, as in JSON Lines
+            stream.seek(0)
         try:
             for item, obj in enumerate(ijson.items(stream, "item", use_float=True), start=1):
                 encoded = orjson.dumps(obj)
