@@ -14,6 +14,8 @@ import json
 import sys
 
 from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure
+from product_qa.configurator import positive_int
+from product_qa.errors import run_cli
 
 TARGET_S = 180
 TARGET_MIB = 1536
@@ -21,7 +23,7 @@ TARGET_MIB = 1536
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=FULL_SIZE, help="records in the generated file")
+    parser.add_argument("--records", type=positive_int, default=FULL_SIZE, help="records in the generated file")
     args = parser.parse_args()
 
     path = generated_file(args.records)
@@ -39,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -28,8 +28,10 @@ from config import Config
 from product_qa.answering.generation import generate_answers
 from product_qa.answering.systems import Answerer
 from product_qa.app.webapp import PANELS, Demo, build_page, launch
+from product_qa.configurator import positive_int
 from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
+from product_qa.errors import run_cli
 from product_qa.runs import latest_run
 
 
@@ -56,8 +58,8 @@ def ask_page(url: str, question: str, mode: str) -> tuple[float, float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=10)
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--questions", type=positive_int, default=10)
+    parser.add_argument("--tokens", type=positive_int, default=64)
     parser.add_argument("--mode", default=None, choices=["base", "fine_tuned"],
                         help="the panel to ask (default: fine_tuned when a run exists, else base)")
     args = parser.parse_args()
@@ -108,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from config import Config
 from product_qa.answering.evaluation import evaluate
+from product_qa.configurator import positive_int
 from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
+from product_qa.errors import run_cli
 from product_qa.runs import latest_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +40,8 @@ def run(cfg: Config, run_dir: Path | None, seen: int, unseen: int, batch_size: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=200)
-    parser.add_argument("--baseline-questions", type=int, default=8)
+    parser.add_argument("--questions", type=positive_int, default=200)
+    parser.add_argument("--baseline-questions", type=positive_int, default=8)
     args = parser.parse_args()
 
     cfg = Config()
@@ -72,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

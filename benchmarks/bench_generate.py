@@ -18,8 +18,10 @@ from pathlib import Path
 from config import Config
 from product_qa.answering.generation import generate_answers
 from product_qa.answering.systems import Answerer
+from product_qa.configurator import positive_int, positive_ints
 from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
+from product_qa.errors import run_cli
 from product_qa.runs import latest_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +32,9 @@ TARGET_BATCH = 16
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--questions", type=int, default=32)
-    parser.add_argument("--batch-sizes", default="1,8,16,32")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--questions", type=positive_int, default=32)
+    parser.add_argument("--batch-sizes", type=positive_ints, default=[1, 8, 16, 32])
+    parser.add_argument("--max-new-tokens", type=positive_int, default=64)
     args = parser.parse_args()
 
     cfg = Config()
@@ -48,7 +50,7 @@ def main() -> None:
 
     generate_answers(model, answerer.tokenizer, prompts[:2], dataclasses.replace(cfg.generation, max_new_tokens=4))
     rates, outputs = {}, {}
-    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch_size in args.batch_sizes:
         decoding = dataclasses.replace(cfg.generation, batch_size=batch_size, max_new_tokens=args.max_new_tokens)
         started = time.perf_counter()
         answers = generate_answers(model, answerer.tokenizer, prompts, decoding)
@@ -71,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

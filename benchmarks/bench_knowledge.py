@@ -31,6 +31,7 @@ from config import Config
 from product_qa.configurator import apply_overrides
 from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
+from product_qa.errors import UserError, run_cli
 from product_qa.io_utils import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def parse_point(text: str) -> tuple[int, int, int]:
     try:
         products, views, epochs = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--points: {text!r} is not PRODUCTSxVIEWSxEPOCHS, e.g. 128x7x3") from None
+        raise UserError(f"--points: {text!r} is not PRODUCTSxVIEWSxEPOCHS, e.g. 128x7x3") from None
     return products, views, epochs
 
 
@@ -162,4 +163,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

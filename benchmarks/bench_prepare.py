@@ -20,7 +20,9 @@ from pathlib import Path
 
 import psutil
 
+from product_qa.configurator import positive_int
 from product_qa.data.synthetic import generate_records, write_records
+from product_qa.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,8 +82,9 @@ def ours(path: Path, tag: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=FULL_SIZE, help="records in the full-size file")
-    parser.add_argument("--baseline-records", type=int, default=200_000, help="records the pandas baseline gets")
+    parser.add_argument("--records", type=positive_int, default=FULL_SIZE, help="records in the full-size file")
+    parser.add_argument("--baseline-records", type=positive_int, default=200_000,
+                        help="records the pandas baseline gets")
     parser.add_argument("--run-baseline", nargs=2, metavar=("PATH", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_baseline:
@@ -113,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

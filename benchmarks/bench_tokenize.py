@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure
+from product_qa.configurator import positive_int
+from product_qa.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,8 +88,8 @@ def head(path: Path, count: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=1_300_000, help="training examples to tokenize")
-    parser.add_argument("--baseline-examples", type=int, default=100_000, help="examples the old path gets")
+    parser.add_argument("--examples", type=positive_int, default=1_300_000, help="training examples to tokenize")
+    parser.add_argument("--baseline-examples", type=positive_int, default=100_000, help="examples the old path gets")
     parser.add_argument("--run", nargs=3, metavar=("WHICH", "PATH", "RESULT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -131,4 +133,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -40,6 +40,7 @@ from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
 from product_qa.data.prompts import resolve_template
 from product_qa.devices import best_device, select_precision
+from product_qa.errors import run_cli
 from product_qa.modeling import load_tokenizer, resolve_model_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,4 +184,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

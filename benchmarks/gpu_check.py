@@ -18,6 +18,9 @@ from pathlib import Path
 
 import orjson
 
+from product_qa.configurator import positive_int
+from product_qa.errors import run_cli
+
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "outputs" / "gpu_check"
 TIMEOUT_S = 90  # per path: five paths stay under 8 minutes even when every one hangs
@@ -70,7 +73,7 @@ def _train(path: str, run_name: str, settings: list[str], steps: int) -> Outcome
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps of each training path")
+    parser.add_argument("--steps", type=positive_int, default=20, help="optimizer steps of each training path")
     args = parser.parse_args()
     import torch
 
@@ -99,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -53,6 +53,22 @@ def silence_library_progress_bars() -> None:
         transformers_logging.disable_progress_bar()
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1 (argparse then says which flag is wrong, in one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of counts, e.g. 1,8,16."""
+    return [positive_int(part) for part in text.split(",")]
+
+
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",

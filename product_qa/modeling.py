@@ -176,8 +176,16 @@ def load_inference_model(path: str, trust_remote_code: bool = False) -> PreTrain
                                                      trust_remote_code=trust_remote_code,
                                                      use_safetensors=None if trust_remote_code else True)
     except SafetensorError as err:
-        raise UserError(f"{path}: the weights file is damaged ({str(err).splitlines()[0][:160]}); train the run "
-                        "again or restore the file") from None
+        raise damaged_weights(path, err) from None
     except (OSError, ValueError) as err:
         raise _not_found(path, err) from None
     return model.to(device).eval()
+
+
+def damaged_weights(path: str, err: Exception) -> UserError:
+    """A weights file that cannot be read, and the fix: a converted packaged model is converted again once its
+    folder is gone; a run's weights come back by training it again; any other checkpoint, from where it came."""
+    fix = (f"delete {path} and it is converted again" if Path(path).name in PACKAGED_MODELS
+           else "train the run again or restore the file" if Path(path).name == "merged"
+           else "restore the file or download the model again")
+    return UserError(f"{path}: the weights file is damaged ({str(err).splitlines()[0][:160]}); {fix}")

@@ -326,7 +326,8 @@ def test_a_run_directory_cannot_run_code_unless_the_user_trusts_it(tiny_run, tmp
     assert "auto_map" in result.stderr.strip().splitlines()[-1]
 
 
-def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_run, tmp_path):
+def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_run, tmp_path, tiny_model_dir,
+                                                                           raw_sample):
     import torch
     from safetensors.torch import load_file
     run, args = _copied_run(tiny_run, tmp_path, "pickled")
@@ -345,7 +346,20 @@ def test_pickle_weights_and_a_damaged_weights_file_are_refused_in_one_line(tiny_
         assert result.returncode == 2, result.stderr[-2000:]
         error_lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
         assert "Traceback" not in result.stderr and error_lines == [result.stderr.strip().splitlines()[-1]]
-        assert "the weights file is damaged" in error_lines[0]
+        assert "the weights file is damaged" in error_lines[0] and "train the run again" in error_lines[0]
+
+    # a damaged base model is one line too when training starts from it (a traceback from safetensors before)
+    import shutil
+
+    from conftest import tiny_run_overrides
+    base = tmp_path / "damaged-base"
+    shutil.copytree(tiny_model_dir, base)
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    overrides = tiny_run_overrides(base, raw_sample, tmp_path / "train")
+    result = run_script("fine_tuning_project.py", "--no-progress", *cli_overrides(overrides))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].endswith("restore the file or download the model again")
 
 
 # ask.py under a driver that presses Ctrl-C twice at injected points, not after delays: the first once the answer has

@@ -140,6 +140,12 @@ def test_a_port_in_use_or_out_of_range_is_one_line_before_any_model_loads(tmp_pa
     out_of_range = run_script("app.py", "--port", "70000")
     assert out_of_range.returncode == 2 and "app.port must be in 1..65535" in out_of_range.stderr
     assert "Traceback" not in busy.stderr + out_of_range.stderr
+    # the red team's hosts: ::1 passed this check and crashed the server after the models loaded
+    for host, message in (("::1", "--host ::1: an IPv6 address; use 127.0.0.1"),
+                          ("bad host!", "--host bad host!: not an address or a name of this machine")):
+        result = run_script("app.py", "--host", host, "--set", f"train.output_dir={tmp_path}")
+        assert result.returncode == 2 and "Loading" not in result.stdout, result.stderr
+        assert result.stderr.strip().splitlines()[0].startswith(f"error: {message}"), result.stderr
 
 
 # ------------------------------------------------------------------------------------------------ browser

@@ -161,16 +161,20 @@ CSS = "#evaluation table { font-size: 0.85rem } #evaluation th, #evaluation td {
 
 def check_address(host: str, port: int) -> None:
     """Fail at once, before the models load, when the address cannot be listened on (a port in use, say)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+    if ":" in host:  # the web server builds its own URL as host:port, which an IPv6 address breaks
+        raise UserError(f"--host {host}: an IPv6 address; use 127.0.0.1 (this machine) or 0.0.0.0 (every network)")
+    with socket.socket(socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
         try:
             sock.bind((host, port))
+        except socket.gaierror:
+            raise UserError(f"--host {host}: not an address or a name of this machine") from None
         except OSError as err:
             raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}): pick another --port, "
                             "or stop what uses it") from None
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
                     "X-Content-Type-Options": "nosniff"}
 MAX_UPLOAD = "4kb"  # the page has no upload: the cap only stops other web pages filling the disk

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from tqdm import tqdm
 from transformers import EarlyStoppingCallback, TrainerCallback
 
@@ -22,6 +23,7 @@ from product_qa.data.encoding import AnswerOnlyCollator, answer_only_loss, conti
 from product_qa.devices import TORCH_DTYPES
 from product_qa.errors import UserError
 from product_qa.io_utils import read_json
+from product_qa.modeling import damaged_weights
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -59,6 +61,8 @@ def load_model(choice: ModelChoice, train: TrainConfig) -> PreTrainedModel:
     try:
         model = AutoModelForCausalLM.from_pretrained(choice.path, trust_remote_code=choice.trust_remote_code,
                                                      **_loading_precision(choice, train.method))
+    except SafetensorError as err:
+        raise damaged_weights(choice.path, err) from None
     except (OSError, ValueError) as err:
         raise UserError(f"model {choice.path!r} could not be loaded: {str(err).splitlines()[0][:200]}") from None
     return model if train.method == "full" else _with_lora(model, train)
@@ -274,8 +278,8 @@ def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str | No
     """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while saving
     leaves a folder without it (or with it cut short): such folders are skipped (and removed, unless
     `remove_incomplete` is False), and the one before is used."""
-    folders = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.rpartition("-")[2]),
-                     reverse=True)
+    folders = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name[11:].isdigit()),
+                     key=lambda p: int(p.name[11:]), reverse=True)  # checkpoint-<step>: a stray folder is not one
     for folder in folders:
         try:
             read_json(folder / "trainer_state.json", "checkpoint's trainer state")
