@@ -210,6 +210,11 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not killed_dir.exists()  # an unfinished run is not a run: ask.py and the demo never see it
+    # resumed with another adapter size, the checkpoint cannot fit: one line (a 448-line traceback before)
+    other = subprocess.run([*args, "--run-name", "killed", "--resume", "--set", "train.lora_r=8"], cwd=REPO,
+                           capture_output=True, text=True)
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-3000:]
+    assert "--resume: " in other.stderr and "cannot be loaded with these settings" in other.stderr
     resumed = subprocess.run([*args, "--run-name", "killed", "--resume"], cwd=REPO, capture_output=True,
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -225,7 +230,7 @@ def test_sigkill_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_
 
 def test_incomplete_checkpoints_are_skipped(tmp_path):
     checkpoints = tmp_path / "checkpoints"
-    for step, complete in ((2, True), (4, True), (6, False)):
+    for step, complete in ((2, True), (4, True), (6, False), ("abc", True)):  # checkpoint-abc: not a step
         folder = checkpoints / f"checkpoint-{step}"
         folder.mkdir(parents=True)
         if complete:

@@ -257,6 +257,13 @@ def _train(trainer: Trainer, args: TrainingArguments, checkpoint: str | None, se
         raise UserError("CUDA out of memory: lower train.batch_size (raise train.gradient_accumulation_steps to "
                         "keep the effective batch), set train.gradient_checkpointing=True, or use "
                         "train.method=qlora") from None
+    except (RuntimeError, ValueError) as err:
+        if checkpoint is None:
+            raise
+        # a checkpoint saved with other settings (another lora_r: its tensors do not fit) or missing its weights
+        reason = str(err).splitlines()[0][:160]
+        raise UserError(f"--resume: {checkpoint} cannot be loaded with these settings ({reason}); resume with the "
+                        "settings the run started with, or train again without --resume") from None
     seconds = time.perf_counter() - started
     # the evaluations inside this session's trainer.train() (the baseline's is at step 0, a resumed run's earlier
     # ones before its checkpoint): the rest of the time is the training loop itself
