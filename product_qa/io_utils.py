@@ -37,7 +37,10 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
     finished by the next writer or reader of the folder (finish_renames), never leaving old and new files mixed."""
     temps = {name: temp_path_for(path) for name, path in paths.items()}
     for path in paths.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a setting naming a folder that cannot be made (under /proc, or a file's path)
+            raise UserError(f"{path.parent}: cannot create the folder ({err.strerror or err})") from None
     handles = {name: _new_file(temp) for name, temp in temps.items()}
     try:
         yield handles

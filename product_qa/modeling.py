@@ -68,7 +68,11 @@ def convert_gguf_checkpoint(gguf_dir: Path, gguf_file: str, target: Path) -> Pat
     del config.quantization_config  # a plain model, not flagged as GGUF-quantized
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantized.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{target.parent}: cannot create the model cache ({err.strerror or err}); set "
+                        "model.cache_dir to a folder you can write") from None
     staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     staging.chmod(0o755)
     try:

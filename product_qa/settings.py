@@ -184,6 +184,8 @@ def check_eval(evaluation: EvalConfig) -> None:
     if evaluation.seen_questions + evaluation.unseen_questions < 1:
         raise UserError("nothing to ask: set eval.seen_questions or eval.unseen_questions to at least 1")
     asked = [s.strip() for s in evaluation.systems.split(",") if s.strip()]
+    if len(set(asked)) < len(asked):
+        raise UserError(f"eval.systems={evaluation.systems!r} names a system twice")
     unknown = [s for s in asked if s not in ANSWERING_SYSTEMS]
     if unknown or not asked:
         raise UserError(f"eval.systems: unknown {', '.join(unknown) or '(none given)'}; choose from "

@@ -79,6 +79,7 @@ def test_fingerprint_is_stable_and_sensitive():
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1"),
     ("rag.min_score=2", r"rag.min_score must be in \[0, 1\]"),
     ("eval.systems=base,oracle", "eval.systems: unknown oracle"),
+    ("eval.systems=base,base", "eval.systems='base,base' names a system twice"),
     ("app.max_queue=-1", "app.max_queue must be at least 1"),
     ("app.port=70000", "app.port must be in 1..65535"),
     ("analysis.top_k=0", "analysis.top_k must be at least 1"),

@@ -242,3 +242,13 @@ def test_files_written_together_are_never_left_mixed_by_a_kill(tmp_path):
         assert contents() == {"new"}, (kill_at, seen_before)
         assert sorted(p.name for p in folder.iterdir()) == sorted(names)  # no journal or temp file left
         assert run_script(str(script), str(folder), "old").returncode == 0 and contents() == {"old"}
+
+
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
+    """A setting naming a folder under a file (or /proc) ended in a traceback from mkdir (rag.index_dir, the
+    RAG index cache, wrote through here)."""
+    from product_qa.errors import UserError
+    from product_qa.io_utils import write_json_atomic
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError, match=r"a-file/index: cannot create the folder \(Not a directory\)"):
+        write_json_atomic(tmp_path / "a-file" / "index" / "titles.json", {})
