@@ -106,7 +106,9 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         if isinstance(value, int) and not isinstance(value, bool) and annotation is float:
             value = float(value)
         if not fits(annotation, value):
-            raise UserError(f"--set {item!r}: {value!r} is not {expected(annotation)}")
+            quote = f" (a text that reads as a number: quote it, --set '{key.strip()}=\"{raw.strip()}\"')" if (
+                fits(annotation, raw.strip()) and not isinstance(value, str)) else ""
+            raise UserError(f"--set {item!r}: {value!r} is not {expected(annotation)}{quote}")
         setattr(target, name, value)
     if dataclasses.is_dataclass(config) and all(hasattr(config, s) for s in SECTION_CHECKS):
         check_config(config)  # ranges and rules between settings, before any work starts

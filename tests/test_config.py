@@ -79,6 +79,8 @@ def test_fingerprint_is_stable_and_sensitive():
     ("generation.max_new_tokens=0", "generation.max_new_tokens must be at least 1"),
     ("rag.min_score=2", r"rag.min_score must be in \[0, 1\]"),
     ("eval.systems=base,oracle", "eval.systems: unknown oracle"),
+    ("train.run_name=123", r"""123 is not a valid str \(a text that reads as a number: quote it, --set """
+                           r"""'train.run_name="123"'\)"""),
     ("eval.systems=base,base", "eval.systems='base,base' names a system twice"),
     ("app.max_queue=-1", "app.max_queue must be at least 1"),
     ("app.port=70000", "app.port must be in 1..65535"),
