@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 from collections.abc import Callable
@@ -29,7 +30,19 @@ def run_cli(main: Callable[[], int | None]) -> None:
         sys.stderr.flush()
         os._exit(130)
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe: a real error, with its traceback
         # The reader of stdout left (`ask.py ... | head -2`): nobody is listening, so stop at once and quietly, as
         # for Ctrl-C (a generation thread may still be inside torch), with the shell's code for SIGPIPE.
         os._exit(141)  # 128 + SIGPIPE
     sys.exit(code or 0)
+
+
+def _stdout_reader_gone() -> bool:
+    """stdout is a pipe whose reader has closed it (POSIX reports an error condition on its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return bool(poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no stdout: take it for the broken one
+        return True

@@ -42,6 +42,7 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
         except OSError as err:  # a setting naming a folder that cannot be made (under /proc, or a file's path)
             raise UserError(f"{path.parent}: cannot create the folder ({err.strerror or err})") from None
     handles = {name: _new_file(temp) for name, temp in temps.items()}
+    journal = None
     try:
         yield handles
         for handle in handles.values():
@@ -53,10 +54,12 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
             os.replace(temp, paths[name])
         if journal:
             journal.unlink()
+            journal = None
     finally:
         for name, temp in temps.items():
             handles[name].close()
-            temp.unlink(missing_ok=True)
+            if journal is None:  # else an error between two renames: the journal and its files finish the set
+                temp.unlink(missing_ok=True)
 
 
 def _new_file(temp: Path) -> IO[bytes]:
@@ -73,7 +76,9 @@ def _journal(temps: dict[str, Path], paths: dict[str, Path]) -> Path | None:
     folders = {path.parent for path in paths.values()}
     if len(paths) < 2 or len(folders) > 1:
         return None
-    journal = folders.pop() / f"sets{TEMP_MARK}{os.getpid()}{RENAMES_SUFFIX}"
+    folder = folders.pop()
+    finish_renames(folder)  # an older set left half renamed goes in first, never over this one later
+    journal = folder / f"sets{TEMP_MARK}{os.getpid()}{RENAMES_SUFFIX}"
     with _new_file(journal) as handle:
         handle.write(orjson.dumps([[temps[name].name, path.name] for name, path in paths.items()]))
         handle.flush()
@@ -86,7 +91,7 @@ def finish_renames(directory: Path) -> None:
     first rename), so the folder holds the new set whole."""
     for journal in directory.glob(f"*{TEMP_MARK}*{RENAMES_SUFFIX}"):
         pid = journal.name.rpartition(TEMP_MARK)[2].removesuffix(RENAMES_SUFFIX)
-        if not pid.isdigit() or _process_alive(int(pid)):
+        if not _is_number(pid) or _process_alive(int(pid)):
             continue
         try:
             entries = orjson.loads(journal.read_bytes())
@@ -97,9 +102,19 @@ def finish_renames(directory: Path) -> None:
             if isinstance(entry, list) and len(entry) == 2 and all(isinstance(name, str) for name in entry):
                 temp, target = entry
                 plain = Path(target).name == target not in (".", "..")
-                if plain and temp == f"{target}{TEMP_MARK}{pid}" and (directory / temp).is_file():
+                if plain and temp == f"{target}{TEMP_MARK}{pid}" and (directory / temp).is_file() and not (
+                        _newer(directory / target, directory / temp)):  # a later writer's file is never reverted
                     os.replace(directory / temp, directory / target)
         journal.unlink(missing_ok=True)
+
+
+def _newer(path: Path, than: Path) -> bool:
+    return path.exists() and path.stat().st_mtime_ns > than.stat().st_mtime_ns
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def json_bytes(obj: object) -> bytes:
@@ -147,7 +162,7 @@ def remove_stale_temps(directory: Path) -> None:
     finish_renames(directory)
     for leftover in directory.glob(f"*{TEMP_MARK}*"):
         pid = leftover.name.rpartition(TEMP_MARK)[2].split("-")[0]  # name.tmp-PID or name.tmp-PID-suffix
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if _is_number(pid) and not _process_alive(int(pid)):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
@@ -222,14 +237,14 @@ def recover_directory(target: Path) -> None:
         return
     for aside in parent.glob(f"{target.name}{OLD_MARK}*"):
         pid = aside.name.rpartition(OLD_MARK)[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if _is_number(pid) and not _process_alive(int(pid)):
             if target.exists():
                 shutil.rmtree(aside, ignore_errors=True)
             else:
                 os.rename(aside, target)
     for staging in parent.glob(f"{target.name}{TEMP_MARK}*"):
         pid = staging.name.rpartition(TEMP_MARK)[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if _is_number(pid) and not _process_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 # Text from the data (titles, answers, bad lines) is shown as text: no HTML, links, code or emphasis of its own
-_MARKDOWN_TEXT = str.maketrans({"<": "&lt;", "[": "\\[", "]": "\\]", "`": "\\`", "*": "\\*", "_": "\\_"})
+_MARKDOWN_TEXT = str.maketrans({"\\": "\\\\", "<": "&lt;", "[": "\\[", "]": "\\]", "`": "\\`", "*": "\\*",
+                                "_": "\\_"})
 
 
 def markdown_text(text: str) -> str:

@@ -15,16 +15,17 @@ if TYPE_CHECKING:
     from config import Config
 
 UNFINISHED_SUFFIX = ".unfinished"
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+RUN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,98}[A-Za-z0-9_-])?")  # no final dot: Windows drops it
 
 
 def check_run_name(name: str, where: str) -> None:
     """A run is the folder train.output_dir/NAME that training replaces whole: its name cannot reach another
     folder ('..', '/', '.'), nor carry the marks of the folders a run is built and swapped in."""
-    if not RUN_NAME.fullmatch(name) or any(mark in name for mark in (TEMP_MARK, OLD_MARK, UNFINISHED_SUFFIX)):
+    marks = (TEMP_MARK, OLD_MARK, UNFINISHED_SUFFIX)  # in any case: Windows and macOS names ignore it
+    if not RUN_NAME.fullmatch(name) or any(mark in name.lower() for mark in marks):
         raise UserError(f"{where}={name!r}: a run name is a folder name under train.output_dir: letters, digits, "
-                        f"., - and _, up to 100, first a letter or digit, without {TEMP_MARK}, {OLD_MARK} or "
-                        f"{UNFINISHED_SUFFIX}")
+                        f"., - and _, up to 100, first a letter or digit, last not a dot, without {TEMP_MARK}, "
+                        f"{OLD_MARK} or {UNFINISHED_SUFFIX}")
 
 
 def unfinished_run_dir(run_dir: Path) -> Path:

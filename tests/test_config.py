@@ -144,7 +144,7 @@ def test_a_run_name_that_leaves_the_runs_folder_is_refused_in_one_line(tmp_path,
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {flag}='..': a run name is a folder name under train.output_dir: letters, digits, ., - and _, up "
-        "to 100, first a letter or digit, without .tmp-, .old- or .unfinished")
+        "to 100, first a letter or digit, last not a dot, without .tmp-, .old- or .unfinished")
     assert (runs / "notes" / "thesis.tex").read_text() == "keep" and not (tmp_path / "data").exists()
 
 

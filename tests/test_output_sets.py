@@ -252,3 +252,55 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(UserError, match=r"a-file/index: cannot create the folder \(Not a directory\)"):
         write_json_atomic(tmp_path / "a-file" / "index" / "titles.json", {})
+
+
+def test_an_error_between_renames_and_an_old_journal_never_leave_a_mixed_or_reverted_set(tmp_path, monkeypatch):
+    """The review's two cases: an error (Ctrl-C) between two renames left the set's other temp files deleted, so
+    the journal could not finish it; and a dead writer's journal replayed after a newer write put its older
+    files back over the new ones."""
+    import os
+
+    import product_qa.io_utils as io_utils
+    folder = tmp_path / "evaluation"
+    names = ("report.json", "report.md", "report.png")
+
+    def write(text: str) -> None:
+        with io_utils.atomic_outputs({n: folder / n for n in names}) as handles:
+            for handle in handles.values():
+                handle.write(text.encode())
+
+    def contents() -> set[str]:
+        return {(folder / name).read_text() for name in names}
+
+    write("old")
+    real_replace, calls = os.replace, []
+
+    def interrupted(source, destination):
+        calls.append(destination)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(source, destination)
+
+    monkeypatch.setattr(io_utils.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write("new")
+    monkeypatch.setattr(io_utils.os, "replace", real_replace)
+    monkeypatch.setattr(io_utils, "_process_alive", lambda pid: False)  # as after this process has ended
+    io_utils.finish_renames(folder)
+    assert contents() == {"new"} and sorted(p.name for p in folder.iterdir()) == sorted(names)
+
+    dead = 999_999  # a writer killed with its journal and temp files on disk
+    for name in names:
+        (folder / f"{name}{io_utils.TEMP_MARK}{dead}").write_text("v1")
+    (folder / f"sets{io_utils.TEMP_MARK}{dead}{io_utils.RENAMES_SUFFIX}").write_text(
+        json.dumps([[f"{name}{io_utils.TEMP_MARK}{dead}", name] for name in names]))
+    write("v2")  # finishes the dead writer's set first, then puts its own over it
+    io_utils.finish_renames(folder)
+    assert contents() == {"v2"} and sorted(p.name for p in folder.iterdir()) == sorted(names)
+    for name in names:  # a journal replayed late (its pid reused meanwhile) never reverts a newer file
+        (folder / f"{name}{io_utils.TEMP_MARK}{dead}").write_text("v1")
+        os.utime(folder / f"{name}{io_utils.TEMP_MARK}{dead}", ns=(1, 1))
+    (folder / f"sets{io_utils.TEMP_MARK}{dead}{io_utils.RENAMES_SUFFIX}").write_text(
+        json.dumps([[f"{name}{io_utils.TEMP_MARK}{dead}", name] for name in names]))
+    io_utils.finish_renames(folder)
+    assert contents() == {"v2"}

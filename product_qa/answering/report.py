@@ -84,7 +84,7 @@ def evaluation_markdown(report: dict) -> str:
             lines += [f"### {set_name}, {report['labels'][system]}", ""]
             for row in entry["worst"]:
                 lines += [f"- **Q:** {markdown_text(row['question'])}  ", f"  **answer** (ROUGE-L {row['rougeL']:.2f}"
-                          f"{', source ' + row['source_uid'] if row.get('source_uid') else ''}): "
+                          f"{', source ' + markdown_text(row['source_uid']) if row.get('source_uid') else ''}): "
                           f"{markdown_text(_one_line(row['answer']))}  ",
                           f"  **reference:** {markdown_text(_one_line(row['reference']))}"]
             lines.append("")

@@ -78,6 +78,17 @@ def check_qlora_possible(device: str) -> None:
                         "`pip install -r requirements_gpu.txt`)")
 
 
+class TrainingStarted(TrainerCallback):
+    """Set once the Trainer begins to train: a resumed run's checkpoint is loaded before, so an error before it
+    is the checkpoint's, and one after it is the run's own."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started = True
+
+
 def check_logging_possible(report_to: str) -> None:
     """The tracker train.report_to names is installed: said before any work (the Trainer finds out only after
     the data is prepared and the model loaded)."""
@@ -278,7 +289,8 @@ def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str | No
     """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while saving
     leaves a folder without it (or with it cut short): such folders are skipped (and removed, unless
     `remove_incomplete` is False), and the one before is used."""
-    folders = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name[11:].isdigit()),
+    folders = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*")
+                      if p.name[11:].isascii() and p.name[11:].isdigit()),
                      key=lambda p: int(p.name[11:]), reverse=True)  # checkpoint-<step>: a stray folder is not one
     for folder in folders:
         try:

@@ -49,6 +49,7 @@ from product_qa.training.trainer import (
     EVAL_SETS,
     ModelChoice,
     TrainingSets,
+    TrainingStarted,
     build_trainer,
     check_logging_possible,
     count_parameters,
@@ -250,7 +251,9 @@ def _train(trainer: Trainer, args: TrainingArguments, checkpoint: str | None, se
     # Seeded again here: the evaluation before it draws random numbers, and a resumed run skips it, yet both
     # must train the same way.
     set_seed(seed)
-    started = time.perf_counter()
+    started = TrainingStarted()
+    trainer.add_callback(started)
+    began = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
     except torch.cuda.OutOfMemoryError:
@@ -258,13 +261,13 @@ def _train(trainer: Trainer, args: TrainingArguments, checkpoint: str | None, se
                         "keep the effective batch), set train.gradient_checkpointing=True, or use "
                         "train.method=qlora") from None
     except (RuntimeError, ValueError) as err:
-        if checkpoint is None:
+        if checkpoint is None or started.started:  # not the checkpoint's: a failure of the training itself
             raise
         # a checkpoint saved with other settings (another lora_r: its tensors do not fit) or missing its weights
         reason = str(err).splitlines()[0][:160]
         raise UserError(f"--resume: {checkpoint} cannot be loaded with these settings ({reason}); resume with the "
                         "settings the run started with, or train again without --resume") from None
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - began
     # the evaluations inside this session's trainer.train() (the baseline's is at step 0, a resumed run's earlier
     # ones before its checkpoint): the rest of the time is the training loop itself
     resumed_at = int(checkpoint.rpartition("-")[2]) if checkpoint else 0
