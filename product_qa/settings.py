@@ -214,6 +214,11 @@ def check_config(cfg: Config) -> None:
     check_output_folders(cfg)
 
 
+def _real(folder: str) -> str:
+    """The folder as the file system sees it: links followed, and its letter case where that does not count."""
+    return os.path.normcase(os.path.realpath(folder))
+
+
 def check_output_folders(cfg: Config) -> None:
     """Preparation and analysis replace their folder whole: no other output may live inside one (a runs folder
     inside the data folder was lost at the next preparation)."""
@@ -221,9 +226,9 @@ def check_output_folders(cfg: Config) -> None:
     folders = {**replaced, "train.output_dir": cfg.train.output_dir, "eval.output_dir": cfg.eval.output_dir,
                "model.cache_dir": cfg.model.cache_dir, "rag.index_dir": cfg.rag.index_dir}
     for name, whole in replaced.items():
-        root = os.path.abspath(whole)
+        root = _real(whole)
         for other, folder in folders.items():
-            path = os.path.abspath(folder)
+            path = _real(folder)
             if other != name and (path == root or path.startswith(root.rstrip(os.sep) + os.sep)):
                 raise UserError(f"{other}={folder!r} is inside {name}={whole!r}, which its stage replaces whole: "
                                 "set them apart")

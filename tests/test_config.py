@@ -170,3 +170,11 @@ def test_an_output_folder_that_names_a_file_is_refused_and_the_file_kept(tmp_pat
     result = run_script(script, "--no-progress", "--set", f"{setting}={notes}")
     assert result.returncode == 2 and "a file, not a folder" in result.stderr, result.stderr[-2000:]
     assert notes.read_text() == "precious"
+
+
+def test_an_output_folder_inside_the_data_folder_through_a_link_is_refused_too(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    with pytest.raises(UserError, match="is inside data.output_dir"):
+        apply_overrides(Config(), [f"data.output_dir={tmp_path / 'data'}",
+                                   f"train.output_dir={tmp_path / 'link' / 'runs'}"])
