@@ -37,10 +37,7 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
     finished by the next writer or reader of the folder (finish_renames), never leaving old and new files mixed."""
     temps = {name: temp_path_for(path) for name, path in paths.items()}
     for path in paths.values():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:  # a setting naming a folder that cannot be made (under /proc, or a file's path)
-            raise UserError(f"{path.parent}: cannot create the folder ({err.strerror or err})") from None
+        make_folder(path.parent)
     handles = {name: _new_file(temp) for name, temp in temps.items()}
     journal = None
     try:
@@ -60,6 +57,14 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
             handles[name].close()
             if journal is None:  # else an error between two renames: the journal and its files finish the set
                 temp.unlink(missing_ok=True)
+
+
+def make_folder(folder: Path, what: str = "folder", fix: str = "") -> None:
+    """mkdir -p, or one line when a setting names a folder that cannot be made (under /proc, under a file)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{folder}: cannot create the {what} ({err.strerror or err}){fix}") from None
 
 
 def _new_file(temp: Path) -> IO[bytes]:
@@ -139,10 +144,7 @@ def write_json_atomic(path: Path, obj: object) -> None:
 def prepare_output_dir(path: str | Path) -> Path:
     """A stage's output directory, created if needed and cleared of temp files left by killed runs."""
     out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out}: cannot create the output directory ({err.strerror})") from None
+    make_folder(out, "output directory")
     refuse_read_only(out)
     remove_stale_temps(out)
     return out

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from product_qa.errors import UserError
-from product_qa.io_utils import read_json
+from product_qa.io_utils import make_folder, read_json
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -68,11 +68,7 @@ def convert_gguf_checkpoint(gguf_dir: Path, gguf_file: str, target: Path) -> Pat
     del config.quantization_config  # a plain model, not flagged as GGUF-quantized
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantized.state_dict())
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{target.parent}: cannot create the model cache ({err.strerror or err}); set "
-                        "model.cache_dir to a folder you can write") from None
+    make_folder(target.parent, "model cache", "; set model.cache_dir to a folder you can write")
     staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     staging.chmod(0o755)
     try:

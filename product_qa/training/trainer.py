@@ -285,13 +285,21 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, se
     return trainer
 
 
+CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's checkpoint-<step> folders
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a checkpoint-<step> folder; None for a folder of another name (checkpoint-abc)."""
+    step = Path(path).name.removeprefix(CHECKPOINT_PREFIX)
+    return int(step) if step.isascii() and step.isdigit() else None
+
+
 def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str | None:
     """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while saving
     leaves a folder without it (or with it cut short): such folders are skipped (and removed, unless
     `remove_incomplete` is False), and the one before is used."""
-    folders = sorted((p for p in (run_dir / "checkpoints").glob("checkpoint-*")
-                      if p.name[11:].isascii() and p.name[11:].isdigit()),
-                     key=lambda p: int(p.name[11:]), reverse=True)  # checkpoint-<step>: a stray folder is not one
+    steps = {folder: checkpoint_step(folder) for folder in (run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")}
+    folders = sorted((folder for folder, step in steps.items() if step is not None), key=steps.get, reverse=True)
     for folder in folders:
         try:
             read_json(folder / "trainer_state.json", "checkpoint's trainer state")

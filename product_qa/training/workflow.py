@@ -52,6 +52,7 @@ from product_qa.training.trainer import (
     TrainingStarted,
     build_trainer,
     check_logging_possible,
+    checkpoint_step,
     count_parameters,
     load_model,
     loss_history,
@@ -270,14 +271,14 @@ def _train(trainer: Trainer, args: TrainingArguments, checkpoint: str | None, se
     seconds = time.perf_counter() - began
     # the evaluations inside this session's trainer.train() (the baseline's is at step 0, a resumed run's earlier
     # ones before its checkpoint): the rest of the time is the training loop itself
-    resumed_at = int(checkpoint.rpartition("-")[2]) if checkpoint else 0
+    resumed_at = checkpoint_step(checkpoint) if checkpoint else 0
     eval_seconds = sum(e[f"eval_{name}_runtime"] for e in trainer.state.log_history for name in EVAL_SETS
                        if f"eval_{name}_runtime" in e and e["step"] > resumed_at)
     # The Trainer evaluates the last step too, so the losses after training are known: the best evaluation's when
     # the best checkpoint was loaded back, else the last one's. Evaluating again would cost a pass for nothing.
     history = loss_history(trainer.state.log_history)
     best = trainer.state.best_model_checkpoint if args.load_best_model_at_end else None
-    final_step = int(best.rpartition("-")[2]) if best else trainer.state.global_step  # not the last logged loss's
+    final_step = checkpoint_step(best) if best else trainer.state.global_step  # not the last logged loss's
     after = {name: next((loss for step, loss in reversed(history[name]) if step <= final_step), None)
              for name in EVAL_SETS}
     return Trained(seconds, eval_seconds, result.metrics["train_runtime"], history, best, after)
