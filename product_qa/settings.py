@@ -14,6 +14,7 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any
 
+from product_qa.data.examples import SPLITS
 from product_qa.data.prompts import PHRASING_LANGUAGES, view_phrasings
 from product_qa.errors import UserError
 from product_qa.runs import check_run_name
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     )
 
 # the systems that answer questions (product_qa/answering/systems.py), as eval.systems names them
-ANSWERING_SYSTEMS = ("base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
+ANSWERING_SYSTEMS = ("assistant", "base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
 
 
 def literal_choices(annotation: Any) -> tuple | None:
@@ -132,8 +133,10 @@ def check_train(train: TrainConfig) -> None:
                         "max_eval_examples": train.max_eval_examples,
                         "early_stopping_patience": train.early_stopping_patience}, 1, none_ok=True)
     _at_least("train", {"weight_decay": train.weight_decay, "recall_questions": train.recall_questions,
-                        "document_views": train.document_views}, 0)
+                        "document_views": train.document_views, "context_views": train.context_views,
+                        "context_products": train.context_products}, 0)
     _fraction("train", "unknown_share", train.unknown_share)
+    _fraction("train", "distractor_share", train.distractor_share)
     if not (0 < train.eval_steps < 1 or (train.eval_steps >= 1 and train.eval_steps == int(train.eval_steps))):
         raise UserError(f"train.eval_steps must be a share of the run between 0 and 1 or a whole number of steps, "
                         f"got {train.eval_steps!r}")
@@ -171,8 +174,14 @@ def check_generation(generation: GenerationConfig) -> None:
 
 
 def check_rag(rag: RagConfig) -> None:
-    _fraction("rag", "min_score", rag.min_score, high_open=False)
-    _at_least("rag", {"max_context_tokens": rag.max_context_tokens}, 1)
+    if rag.min_score is not None:
+        _fraction("rag", "min_score", rag.min_score, high_open=False)
+    _fraction("rag", "max_false_accept", rag.max_false_accept)
+    splits = [s.strip() for s in rag.index_splits.split(",") if s.strip()]
+    if not splits or not set(splits) <= set(SPLITS) or len(set(splits)) < len(splits):
+        raise UserError(f"rag.index_splits={rag.index_splits!r}: name each of {', '.join(SPLITS)} at most once "
+                        f"(comma-separated)")
+    _at_least("rag", {"max_context_tokens": rag.max_context_tokens}, 1, none_ok=True)
 
 
 def check_eval(evaluation: EvalConfig) -> None:

@@ -1,48 +1,70 @@
-"""The RAG baseline's index of the training products: it finds the product a question names.
+"""The index of every product of the prepared data: it finds the product a question names, and says when none fits.
 
-A question such as "What do you know about <title>?" is matched to one indexed product in two steps:
+The index holds every training-split product (`rag.index_splits` adds the others for production), not only the
+run's memorized catalog, so a question about any product of the data gets its record. It is built once per
+prepared data set, saved beside it (`<data.output_dir>/index/<key>/`: the bm25s index memory-mapped, the byte
+offsets of each product's line), and reused by every process; the key changes when a split file is rewritten, so
+new data gets a new index. Titles and descriptions are read from the split files when a question needs them,
+never held in memory.
 
-1. ranking (`rag.retriever`): `bm25` scores the titles' words with BM25 (the bm25s library); `minilm` ranks them by
-   the cosine similarity of MiniLM sentence embeddings of question and title. Every word is kept, stopwords
-   included: BM25's IDF already discounts "the" and "of", and they tell "The Forgotten Kingdom" from "Forgotten
-   Kingdom (DVD)". Bag-of-words and embeddings both confuse titles that reorder the same words ("Archives of
-   Lisbon: A Cookbook of Istanbul" and "Archives of Istanbul: A Cookbook of Lisbon"), so among the top
-   CANDIDATES the title that the question spells out word for word wins (the longest, when several do);
-2. the match score, the same for both retrievers: the IDF-weighted share of the retrieved title's distinct words
-   that the question holds. A question naming a title verbatim scores 1.0; a question about another product
-   whose title shares most words ("... Ages 2-5" for "... Ages 2-6", another brand) scores less. Below
-   `rag.min_score` the product does not count as a match and the answer is NO_MATCH_MESSAGE. On the bundled
-   sample, seen titles asked with the held-out phrasings score 1.0 and the best match of a test-split
-   (unseen) product scores 0.2-0.83, so the default 0.85 separates them. The score cannot tell an indexed
-   title from a longer one that contains all its words ("Tides of New Orleans" in "Tides of New Orleans: A
-   Novel"): that scores 1.0 too.
+A question is matched in three steps:
 
-The minilm title embeddings are cached under `rag.index_dir` as a .npy keyed by the encoder and every title.
+1. ranking (`rag.retriever`): `bm25` scores the titles' words with BM25 (bm25s); `minilm` ranks them by the cosine
+   similarity of MiniLM sentence embeddings of question and title (small data only: the embeddings are computed
+   and held for every title). Among the top CANDIDATES the title that the question spells out word for word wins
+   (the longest, when several do; a title's short form, without its qualifiers and subtitle, counts too):
+   bag-of-words confuses titles that reorder the same words;
+2. the fit of each candidate: its title coverage (the IDF-weighted share of the title's distinct words that the
+   question holds) and its question coverage (the same share of the question's own words, those that are not
+   the words every question is phrased with, that belong to the longest beginning of the title the question
+   spells out word for word). A word counts as found when it is spelled
+   within one edit (a typo) for words of 4 letters or more. The match score is the larger of the two: a question
+   that names the whole title, with words around it, has title coverage 1; one that drops a subtitle or a format
+   qualifier, or names only the title's first words, has question coverage 1; a question about a product that is
+   not indexed has both low (only some words are shared);
+3. acceptance: a score of at least the threshold (`rag.min_score`, or the one calibrated on the validation split,
+   `calibration.calibrate`) is a match, unless another candidate fits the question as well (within
+   AMBIGUITY_MARGIN) and the question names neither the whole title nor more of it than of the other: then the
+   question is ambiguous, and the answer lists those titles instead of picking one.
 """
 from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
+from rapidfuzz.distance import OSA
 
 from product_qa.answering.metrics import words
 from product_qa.configurator import fingerprint
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+from product_qa.data.question_forms import dropped_qualifiers
 from product_qa.errors import UserError
-from product_qa.io_utils import atomic_outputs
+from product_qa.hashing import key_hash
+from product_qa.io_utils import TEMP_MARK, atomic_outputs, make_folder, remove_stale_temps
 from product_qa.modeling import load_sentence_encoder
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from config import RagConfig
+    from config import DataConfig, RagConfig
 
 NO_MATCH_MESSAGE = "No matching product was found in the catalog for this question."
-CANDIDATES = 10  # top-ranked titles checked for one the question spells out verbatim
+CANDIDATES = 10  # top-ranked titles checked for the best fit
+SUGGESTIONS = 3  # closest titles named when a question is ambiguous or matches nothing
+AMBIGUITY_MARGIN = 0.02  # candidates whose scores differ by less fit a question equally well
+DEFAULT_MIN_SCORE = 0.85  # the threshold where none was set or calibrated (an index of a list, no validation split)
+FUZZY_MIN_LETTERS = 4  # shorter words must be spelled exactly: one edit turns "cat" into "car"
+INDEX_VERSION = 3  # bump when the index's files change: old indexes are then rebuilt
+INDEX_DIR = "index"  # under data.output_dir
+# The words questions are phrased with ("what", "tell", "about", "o que é"): a question's own words are the others.
+PHRASING_WORDS = frozenset(w for p in TRAINING_PHRASINGS + HELD_OUT_PHRASINGS
+                           for w in words(p.template.replace("{title}", " ")))
 _SCORE_CELLS = 1 << 24  # question x title similarities computed at a time by minilm (64 MiB of float32)
 _ENCODE_BATCH = 64
 
@@ -52,8 +74,12 @@ class Hit:
     uid: str
     title: str
     description: str  # the product's answer text from its example
-    score: float  # IDF-weighted share of the title's words found in the question, in [0, 1]
-    matched: bool  # score >= rag.min_score
+    score: float  # the match score, in [0, 1]
+    matched: bool  # score >= the threshold, and no other product fits as well
+    # titles of the products that fit the question as well as this one (an ambiguous question), or, when nothing
+    # matched, the closest titles: what the answer suggests
+    suggestions: tuple[str, ...] = ()
+    ambiguous: bool = False  # several products fit the question as well: suggestions names them
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -63,21 +89,75 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
-class _Bm25Ranker:
-    def __init__(self, title_words: list[list[str]]) -> None:
+# ----------------------------------------------------------------------------------------------- records
+class _FileRecords:
+    """The indexed products, read from the split files by byte offset when asked for."""
+
+    def __init__(self, paths: list[Path], files: np.ndarray, offsets: np.ndarray) -> None:
+        self._paths, self._files, self._offsets = paths, files, offsets
+        self._handles: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, index: int) -> dict:
+        file = int(self._files[index])
+        if file not in self._handles:
+            self._handles[file] = os.open(self._paths[file], os.O_RDONLY)
+        fd, offset, chunk = self._handles[file], int(self._offsets[index]), b""
+        while not chunk.endswith(b"\n"):
+            piece = os.pread(fd, 65536, offset + len(chunk))
+            if not piece:
+                break
+            chunk += piece
+            if b"\n" in piece:
+                break
+        return orjson.loads(chunk.partition(b"\n")[0])
+
+
+# ----------------------------------------------------------------------------------------------- rankers
+class _Bm25:
+    """BM25 over the titles' words (bm25s), and the words' document frequencies, which the match score weighs."""
+
+    def __init__(self, bm25: object) -> None:
+        self.bm25 = bm25
+        indptr = bm25.scores["indptr"]
+        self._df = np.diff(np.asarray(indptr))  # the postings of a word are the titles that hold it
+        self._n = int(bm25.scores["num_docs"])
+
+    @classmethod
+    def from_ids(cls, title_ids: list[list[int]], vocab: dict[str, int]) -> _Bm25:
         import bm25s
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG on import
-        self._bm25 = bm25s.BM25()
-        self._bm25.index(title_words, create_empty_token=False, show_progress=False)
+        bm25 = bm25s.BM25()
+        bm25.index((title_ids, vocab), create_empty_token=False, show_progress=False)
+        return cls(bm25)
+
+    @classmethod
+    def load(cls, folder: Path) -> _Bm25:
+        import bm25s
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+        return cls(bm25s.BM25.load(str(folder), mmap=True, show_progress=False))
+
+    def holds(self, word: str) -> bool:
+        """Some indexed title holds `word`."""
+        return word in self.bm25.vocab_dict
+
+    def idf(self, word: str) -> float:
+        """log(1 + N / (1 + df)): rare words (names, models, sizes) weigh most; a word no title holds, most."""
+        token = self.bm25.vocab_dict.get(word)
+        df = int(self._df[token]) if token is not None else 0
+        return math.log(1 + self._n / (1 + df))
 
     def candidates(self, questions: list[str], k: int) -> np.ndarray:
         """The indexes of the k best titles for each question, best first. Scored through bm25s's token ids:
         its retrieve() fails on a question without one indexed word ("What is the capital of France?"), which
         here simply scores every title 0."""
-        vocab = self._bm25.vocab_dict
+        vocab = self.bm25.vocab_dict
         return np.concatenate([
-            _top_k(self._bm25.get_scores_from_ids([vocab[w] for w in words(q) if w in vocab])[None], k)
+            _top_k(self.bm25.get_scores_from_ids([vocab[w] for w in words(q) if w in vocab])[None], k)
             for q in questions])
 
 
@@ -105,68 +185,218 @@ class _MiniLMRanker:
                                for start in range(0, len(embedded), block)])
 
 
+def _vocabulary_ids(title_words: list[str], vocab: dict[str, int]) -> list[int]:
+    return [vocab.setdefault(w, len(vocab)) for w in title_words]
+
+
+# ------------------------------------------------------------------------------------------------- fitting
+@dataclass(frozen=True)
+class Fit:
+    """How well one candidate title fits a question."""
+
+    index: int
+    score: float  # max(title coverage, question coverage)
+    whole_title: bool  # the question holds every word of the title
+    spelled: int  # words of the title, or of its short form (no qualifier, no subtitle), the question spells out
+
+
+def _found(word: str, others: set[str], typos: set[str]) -> bool:
+    """`word` is in `others`, or one of them is a typo of it: a question word no title holds, within one edit of it
+    (a letter dropped, added or changed, or two neighbours swapped), both of FUZZY_MIN_LETTERS letters or more.
+    A word some title holds is taken as meant ("orchards" is not a typo of "orchard")."""
+    if word in others:
+        return True
+    return len(word) >= FUZZY_MIN_LETTERS and any(
+        other in typos and abs(len(other) - len(word)) <= 1 and len(other) >= FUZZY_MIN_LETTERS
+        and OSA.distance(word, other, score_cutoff=1) <= 1 for other in others)
+
+
 class ProductIndex:
-    """The training products, one per uid, searchable by question."""
+    """The indexed products, searchable by question. `records[i]` is product i: uid, title, answer."""
 
-    def __init__(self, products: list[dict], ranker: _Bm25Ranker | _MiniLMRanker, min_score: float) -> None:
-        self.products = products
-        self._ranker = ranker
-        self._min_score = min_score
-        self._title_words = [words(p["title"]) for p in products]
-        self._phrases = [" ".join(tokens) for tokens in self._title_words]
-        self._distinct = [tuple(dict.fromkeys(tokens)) for tokens in self._title_words]
-        df = Counter(w for distinct in self._distinct for w in distinct)
-        self._idf = {w: math.log(1 + len(products) / (1 + n)) for w, n in df.items()}
-        self.uids = {p["uid"] for p in products}
+    def __init__(self, records: Sequence[dict], bm25: _Bm25, ranker: _Bm25 | _MiniLMRanker, min_score: float,
+                 calibration: dict | None = None) -> None:
+        self.records, self._bm25, self._ranker = records, bm25, ranker
+        self.min_score, self.calibration = min_score, calibration
 
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def uids(self) -> set[str]:
+        """Every indexed uid (reads every record: for tests and small indexes)."""
+        return {self.records[i]["uid"] for i in range(len(self.records))}
+
+    # ----------------------------------------------------------------------------------------- building
     @classmethod
     def build(cls, products: list[dict], rag: RagConfig) -> ProductIndex:
-        """Index `products` (dicts with uid, title and answer; the first of each uid is kept) with the
-        retriever `rag.retriever`."""
+        """An index of `products` (dicts with uid, title and answer; the first of each uid is kept), in memory."""
         by_uid: dict[str, dict] = {}
         for product in products:
             by_uid.setdefault(product["uid"], product)
         unique = list(by_uid.values())
         if not unique:
             raise UserError("the RAG index needs at least one training product")
-        titles = [p["title"] for p in unique]
-        ranker = (_Bm25Ranker([words(t) for t in titles]) if rag.retriever == "bm25"
-                  else _MiniLMRanker(titles, rag.encoder, rag.index_dir))
-        return cls(unique, ranker, rag.min_score)
+        vocab: dict[str, int] = {}
+        bm25 = _Bm25.from_ids([_vocabulary_ids(words(p["title"]), vocab) for p in unique], vocab)
+        return cls._with_ranker(unique, bm25, rag, None)
 
+    @classmethod
+    def _with_ranker(cls, records: Sequence[dict], bm25: _Bm25, rag: RagConfig, calibration: dict | None
+                     ) -> ProductIndex:
+        ranker = bm25 if rag.retriever == "bm25" else _MiniLMRanker(
+            [records[i]["title"] for i in range(len(records))], rag.encoder, rag.index_dir)
+        threshold = rag.min_score if rag.min_score is not None else (
+            calibration["threshold"] if calibration else DEFAULT_MIN_SCORE)
+        return cls(records, bm25, ranker, threshold, calibration)
+
+    @classmethod
+    def open(cls, data: DataConfig, rag: RagConfig, *, progress: bool = False) -> ProductIndex:
+        """The index of the prepared data's `rag.index_splits`, from its folder when it is there, else built (and
+        calibrated on the validation split) and saved for every later process."""
+        from product_qa.data.examples import output_paths
+
+        paths = output_paths(data)
+        splits = [s.strip() for s in rag.index_splits.split(",") if s.strip()]
+        files = [paths[s] for s in splits]
+        for path in files:
+            if not path.exists():
+                raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
+        key = fingerprint(INDEX_VERSION, [_file_identity(p) for p in files], _file_identity(paths["validation"]),
+                          rag.max_false_accept)
+        root = Path(data.output_dir) / INDEX_DIR
+        target = root / key
+        if not (target / "meta.json").exists():
+            _build_folder(files, paths["validation"], rag, root, target, progress)
+        meta = orjson.loads((target / "meta.json").read_bytes())
+        records = _FileRecords(files, np.load(target / "files.npy", mmap_mode="r"),
+                               np.load(target / "offsets.npy", mmap_mode="r"))
+        return cls._with_ranker(records, _Bm25.load(target / "bm25"), rag, meta.get("calibration"))
+
+    # ----------------------------------------------------------------------------------------- searching
     def search(self, questions: list[str]) -> list[Hit]:
-        """The best product for each question, with its match score."""
+        """The best product for each question, with its match score and whether it is accepted."""
         if not questions:
             return []
-        candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.products)))
+        candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.records)))
         return [self._hit(question, [int(i) for i in row]) for question, row in zip(questions, candidates, strict=True)]
 
-    def _hit(self, question: str, candidates: list[int]) -> Hit:
+    def fits(self, question: str, candidates: list[int]) -> list[Fit]:
+        """Each candidate's fit to the question, best first: the higher score, then a title the question spells
+        out word for word (the longest), then the ranker's order."""
         question_words = words(question)
+        asked = set(question_words)
+        own = {w for w in asked if w not in PHRASING_WORDS} or asked
+        typos = {w for w in asked if not self._bm25.holds(w)}
         spelled = f" {' '.join(question_words)} "
-        verbatim = [i for i in candidates if self._phrases[i] and f" {self._phrases[i]} " in spelled]
-        best = max(verbatim, key=lambda i: len(self._title_words[i])) if verbatim else candidates[0]
-        score = self._match_score(set(question_words), best)
-        product = self.products[best]
-        return Hit(product["uid"], product["title"], product["answer"], score, score >= self._min_score)
+        fits = []
+        for rank, index in enumerate(candidates):
+            title_words = words(self.records[index]["title"])
+            distinct = set(title_words)
+            title_total = sum(self._bm25.idf(w) for w in distinct)
+            title_cover = sum(self._bm25.idf(w) for w in distinct if _found(w, asked, typos)) / title_total \
+                if title_total else 0.0
+            lead = next((set(title_words[:k]) for k in range(len(title_words), 0, -1)
+                         if f" {' '.join(title_words[:k])} " in spelled), set())
+            own_total = sum(self._bm25.idf(w) for w in own)
+            own_cover = sum(self._bm25.idf(w) for w in own if w in lead) / own_total if own_total else 0.0
+            forms = (title_words, words(dropped_qualifiers(self.records[index]["title"]) or ""))
+            verbatim = max((len(form) for form in forms if form and f" {' '.join(form)} " in spelled), default=0)
+            fits.append((Fit(index, max(title_cover, own_cover), title_cover >= 1.0 - 1e-9, verbatim), -rank))
+        fits.sort(key=lambda f: (round(f[0].score, 6), f[0].spelled, f[1]), reverse=True)
+        return [f for f, _ in fits]
 
-    def _match_score(self, question_words: set[str], index: int) -> float:
-        """sum(idf of the title's words in the question) / sum(idf of the title's words), with
-        idf(w) = log(1 + N / (1 + df(w))) over the N indexed titles: rare words (names, models, sizes) weigh
-        most, so missing one of them costs more than missing "the". Both sums run in the same order, so a
-        question holding every word scores exactly 1.0. A title without words scores 0."""
-        title = self._distinct[index]
-        total = sum(self._idf[w] for w in title)
-        return sum(self._idf[w] for w in title if w in question_words) / total if total else 0.0
+    def _hit(self, question: str, candidates: list[int]) -> Hit:
+        fits = self.fits(question, candidates)
+        return self.decide(fits, self.min_score)
+
+    def decide(self, fits: list[Fit], threshold: float) -> Hit:
+        """The hit for a question whose candidates fit as `fits` (best first), accepted at `threshold`."""
+        best = fits[0]
+        record = self.records[best.index]
+        tied = [f for f in fits[1:] if f.score >= threshold and f.score >= best.score - AMBIGUITY_MARGIN]
+        # a question that names a whole title, or spells out more of one title than of any other, is not ambiguous
+        named = best.whole_title or best.spelled > max((f.spelled for f in tied), default=0)
+        ambiguous = bool(tied) and not named
+        matched = best.score >= threshold and not ambiguous
+        shown = [best, *tied][:SUGGESTIONS] if ambiguous else fits[:SUGGESTIONS]
+        return Hit(record["uid"], record["title"], record["answer"], best.score, matched,
+                   () if matched else tuple(self.records[f.index]["title"] for f in shown), ambiguous)
+
+    def ranked(self, questions: list[str]) -> list[list[Fit]]:
+        """Every question's fits (for calibration: one ranking, many thresholds)."""
+        candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.records)))
+        return [self.fits(q, [int(i) for i in row]) for q, row in zip(questions, candidates, strict=True)]
 
 
-def context_text(hit: Hit, tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> str:
-    """The hit's description cut to at most max_tokens tokens of the model's tokenizer, for the prompt. A cut
-    inside a multi-byte character decodes to U+FFFD, which is dropped."""
-    ids = tokenizer(hit.description, add_special_tokens=False)["input_ids"]
-    if len(ids) <= max_tokens:
-        return hit.description
-    return tokenizer.decode(ids[:max(max_tokens, 0)]).rstrip("\ufffd")
+def _file_identity(path: Path) -> list:
+    """What tells a rewritten split from the one an index was built on: prepare_data.py writes a split by
+    renaming a new file into place (a new inode and change time, which no copy that keeps mtime can fake)."""
+    if not path.exists():
+        return [os.path.abspath(path), None]
+    stat = path.stat()
+    return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
+
+
+def _scan(files: list[Path], progress: bool) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, int]]:
+    """One pass over the split files: each product's file and byte offset (the first line of each uid), and its
+    title's word ids. Only the titles' words stay in memory."""
+    from tqdm import tqdm
+
+    file_of, offsets, title_ids, vocab, seen = [], [], [], {}, set()
+    for number, path in enumerate(files):
+        with open(path, "rb") as handle, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                              desc=f"indexing {path.name}", disable=not progress) as bar:
+            offset = 0
+            for line in handle:
+                if line.strip():
+                    record = orjson.loads(line)
+                    uid = key_hash(record["uid"])
+                    if uid not in seen:
+                        seen.add(uid)
+                        file_of.append(number)
+                        offsets.append(offset)
+                        title_ids.append(_vocabulary_ids(words(record["title"]), vocab))
+                offset += len(line)
+                bar.update(len(line))
+    return np.array(file_of, dtype=np.uint8), np.array(offsets, dtype=np.int64), title_ids, vocab
+
+
+def _build_folder(files: list[Path], validation: Path, rag: RagConfig, root: Path, target: Path,
+                  progress: bool) -> None:
+    """Build the index of `files` in a temp folder, calibrate it, and rename it into place; other keys' indexes
+    are removed."""
+    make_folder(root, "index folder")
+    remove_stale_temps(root)
+    staging = root / f".{target.name}{TEMP_MARK}{os.getpid()}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        file_of, offsets, title_ids, vocab = _scan(files, progress)
+        if not len(offsets):
+            raise UserError(f"{files[0]}: no products to index")
+        bm25 = _Bm25.from_ids(title_ids, vocab)
+        del title_ids
+        bm25.bm25.save(str(staging / "bm25"), show_progress=False)
+        np.save(staging / "files.npy", file_of)
+        np.save(staging / "offsets.npy", offsets)
+        records = _FileRecords(files, file_of, offsets)
+        index = ProductIndex(records, bm25, bm25, DEFAULT_MIN_SCORE)
+        from product_qa.answering.calibration import calibrate
+
+        calibration = calibrate(index, validation, rag.max_false_accept)
+        (staging / "meta.json").write_bytes(orjson.dumps(
+            {"version": INDEX_VERSION, "files": [str(p) for p in files], "products": len(offsets),
+             "calibration": calibration}, option=orjson.OPT_INDENT_2))
+        for old in root.iterdir():
+            if old.is_dir() and old.name != target.name and TEMP_MARK not in old.name:
+                shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process with the same key got there first: its index is the same
+            if not (target / "meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def source_line(hit: Hit) -> str:

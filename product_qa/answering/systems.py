@@ -4,7 +4,11 @@ generation test and the evaluation) and ask.py.
 - base: the foundation model, asked the question as it is;
 - fine_tuned: the merged model of a fine-tuning run;
 - retrieval: no model, the description of the training product the question names (RAG's retriever alone);
-- base_rag / fine_tuned_rag: the model, given the retrieved description as context.
+- base_rag / fine_tuned_rag: the model, given the retrieved description as context;
+- assistant: routes each question (`Answerer.answer`): a matched product is answered by the fine-tuned model
+  reading its record (the source named); with no match, a catalog product the model recalls with confidence is
+  answered closed-book; otherwise the fixed decline with the closest titles (or, for an ambiguous question, the
+  titles that fit it).
 
 The fine-tuned model is asked exactly as it was trained (chat template, system prompt), and the base model
 the same way, so the two differ only in their weights. Answers with a retrieved context name their source
@@ -27,10 +31,10 @@ from product_qa.answering.generation import (
     stream_answer,
     with_answer_cap,
 )
-from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text
-from product_qa.data.catalog import Catalog, read_catalog
+from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex
+from product_qa.data.catalog import UNKNOWN_ANSWER, Catalog, is_declined, read_catalog
 from product_qa.data.examples import output_paths
-from product_qa.data.prompts import prompt_text, resolve_template
+from product_qa.data.prompts import context_question, cut_to_tokens, prompt_text, record_text, resolve_template
 from product_qa.devices import announce_answering
 from product_qa.errors import UserError
 from product_qa.io_utils import read_json
@@ -45,10 +49,12 @@ if TYPE_CHECKING:
 Section = TypeVar("Section")  # a config section: DataConfig, ModelConfig, TrainConfig
 
 SYSTEMS = ANSWERING_SYSTEMS
-SYSTEM_LABELS = {"base": "base model", "fine_tuned": "fine-tuned", "retrieval": "retrieval only",
+SYSTEM_LABELS = {"assistant": "assistant", "base": "base model", "fine_tuned": "fine-tuned",
+                 "retrieval": "retrieval only",
                  "base_rag": "base + RAG", "fine_tuned_rag": "fine-tuned + RAG"}
 MODEL_OF = {"base": "base", "fine_tuned": "fine_tuned", "base_rag": "base", "fine_tuned_rag": "fine_tuned"}
-RAG_SYSTEMS = ("retrieval", "base_rag", "fine_tuned_rag")  # those that search the index
+RAG_SYSTEMS = ("assistant", "retrieval", "base_rag", "fine_tuned_rag")  # those that search the index
+ROUTES = ("record", "closed_book", "declined", "ambiguous")  # how the assistant answered
 MODEL_ONLY_SYSTEMS = ("base", "fine_tuned")  # the models alone, asked the question as it is
 
 
@@ -60,6 +66,25 @@ class Answer:
     new_tokens: int
     seconds: float  # what the person asking waited: its share of the retrieval, plus its batch's generation time
     confidence: float | None = None  # the model's confidence in its answer's first tokens (None: no model spoke)
+    route: str | None = None  # the assistant's route (ROUTES)
+
+
+def declined_text(hit: Hit | None) -> str:
+    """The assistant's answer when it does not describe a product: the fixed decline and the closest titles, or,
+    for an ambiguous question, the titles that fit it. The same sentence in every entry point."""
+    if hit is not None and hit.ambiguous:
+        return f"Several products fit this question: {'; '.join(hit.suggestions)}. Which one do you mean?"
+    if hit is None or not hit.suggestions:
+        return UNKNOWN_ANSWER
+    return f"{UNKNOWN_ANSWER} Closest titles: {'; '.join(hit.suggestions)}."
+
+
+def _route(hit: Hit, text: str) -> str:
+    if hit.matched:
+        return "record"
+    if hit.ambiguous:
+        return "ambiguous"
+    return "declined" if is_declined(text) else "closed_book"
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -124,14 +149,21 @@ class Answerer:
 
     @property
     def systems(self) -> tuple[str, ...]:
-        """The systems this answerer can run: the fine-tuned ones need a run."""
+        """The systems this answerer can run: the fine-tuned ones need a run (the assistant reads records with the
+        base model until there is one, and then has no closed-book route)."""
         return SYSTEMS if self.run_dir else tuple(s for s in SYSTEMS if MODEL_OF.get(s) != "fine_tuned")
+
+    def model_of(self, system: str) -> str:
+        """Which model answers for `system`: base or fine_tuned."""
+        if system == "assistant":
+            return "fine_tuned" if self.run_dir else "base"
+        return MODEL_OF[system]
 
     def load(self, systems: list[str]) -> None:
         """Load what these systems need now (models, index), so that answering time measures only answering."""
         for system in systems:
-            if system in MODEL_OF:
-                self.model(MODEL_OF[system])
+            if system in MODEL_OF or system == "assistant":
+                self.model(self.model_of(system))
         if any(s in RAG_SYSTEMS for s in systems):
             _ = self.index  # built now
 
@@ -175,14 +207,20 @@ class Answerer:
 
     @property
     def index(self) -> ProductIndex:
-        """The RAG index: every catalog product, never a declined, validation or test one."""
+        """The index of every product of the run's prepared data (rag.index_splits: the training split by
+        default), built once per data set and saved beside it."""
         if self._index is None:
-            self._index = ProductIndex.build(self.catalog.known, self.cfg.rag)
+            self._index = ProductIndex.open(self.data_cfg, self.cfg.rag)
         return self._index
 
     def prompt(self, question: str, hit: Hit | None = None) -> str:
-        context = context_text(hit, self.tokenizer, self.cfg.rag.max_context_tokens) if hit else None
-        return prompt_text(self.tokenizer, question, self.template, self.train_cfg.system_prompt, context)
+        """The prompt of `question`; with `hit`, its product's record comes first, cut as training's context
+        views were (data.encoding.ExampleEncoder.context_tokens) unless rag.max_context_tokens says otherwise."""
+        if hit is not None:
+            limit = self.cfg.rag.max_context_tokens or self.train_cfg.max_length // 2
+            question = context_question(question, cut_to_tokens(self.tokenizer, record_text(hit.title, hit.description),
+                                                                limit))
+        return prompt_text(self.tokenizer, question, self.template, self.train_cfg.system_prompt)
 
     def answer(self, questions: list[str], system: str, progress: str | None = None) -> list[Answer]:
         """Answers to many questions with one system, batched."""
@@ -194,6 +232,8 @@ class Answerer:
         retrieval_seconds = (time.perf_counter() - started) / max(len(questions), 1)
         if system == "retrieval":
             return [Answer(system, _retrieved_answer(hit), hit, 0, retrieval_seconds) for hit in hits]
+        if system == "assistant":
+            return self._assistant_answers(questions, hits, retrieval_seconds, progress)
         # Questions without a matching product get the no-match message; only the others reach the model.
         asked = [i for i, hit in enumerate(hits) if hit is None or hit.matched]
         by_question: dict[int, Generated] = {}
@@ -209,15 +249,62 @@ class Answerer:
                 else Answer(system, NO_MATCH_MESSAGE, hits[i], 0, retrieval_seconds)
                 for i in range(len(questions))]
 
+    def _assistant_answers(self, questions: list[str], hits: list[Hit], retrieval_seconds: float,
+                           progress: str | None) -> list[Answer]:
+        """Matched questions: the model reads the record. The others, when there is a run: closed-book, declined
+        when unsure. What is still declined (or ambiguous) gets declined_text."""
+        model = self.model(self.model_of("assistant"))
+        matched = [i for i, hit in enumerate(hits) if hit.matched]
+        closed = [i for i, hit in enumerate(hits) if not hit.matched and not hit.ambiguous and self.run_dir]
+        by_question: dict[int, Generated] = {}
+        if matched:
+            by_question |= dict(zip(matched, generate_answers(
+                model, self.tokenizer, [self.prompt(questions[i], hits[i]) for i in matched], self.decoding,
+                progress=progress), strict=True))
+        if closed:
+            generated = generate_answers(model, self.tokenizer, [self.prompt(questions[i]) for i in closed],
+                                         self.decoding, progress=progress)
+            by_question |= dict(zip(closed, [declined_when_unsure(g, self.min_confidence) for g in generated],
+                                    strict=True))
+        answers = []
+        for i, hit in enumerate(hits):
+            got = by_question.get(i)
+            text = got.text if got and (hit.matched or not is_declined(got.text)) else declined_text(hit)
+            answers.append(Answer("assistant", text, hit, got.new_tokens if got else 0,
+                                  (got.seconds if got else 0.0) + retrieval_seconds, got.confidence if got else None,
+                                  _route(hit, text)))
+        return answers
+
     def stream(self, question: str, system: str) -> tuple[Hit | None, Iterator[str]]:
         """The retrieved product (RAG systems) and the answer's pieces as they come."""
         self.check_system(system)
         hit = self.index.search([question])[0] if system in RAG_SYSTEMS else None
+        if system == "assistant":
+            return hit, self._assistant_stream(question, hit)
         if system == "retrieval" or (hit is not None and not hit.matched):
             return hit, iter([_retrieved_answer(hit)])
         return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),
                                   self.decoding, self.min_confidence if system == "fine_tuned" else None)
 
+    def _assistant_stream(self, question: str, hit: Hit) -> Iterator[str]:
+        """The assistant's answer as it comes: the record read, or closed-book (held back until the model's
+        confidence is known), or declined_text; a closed-book decline gets the closest titles after it."""
+        model = self.model(self.model_of("assistant"))
+        if hit.matched:
+            yield from stream_answer(model, self.tokenizer, self.prompt(question, hit), self.decoding)
+            return
+        if hit.ambiguous or not self.run_dir:
+            yield declined_text(hit)
+            return
+        said = ""
+        for piece in stream_answer(model, self.tokenizer, self.prompt(question), self.decoding, self.min_confidence):
+            if not said and is_declined(piece):  # the decline said whole: with the closest titles
+                yield declined_text(hit)
+                return
+            said += piece
+            yield piece
+        if is_declined(said) and hit.suggestions:
+            yield declined_text(hit)[len(UNKNOWN_ANSWER):]
 
 def _retrieved_answer(hit: Hit) -> str:
     """Retrieval's own answer: the matched product's description, or the no-match message."""

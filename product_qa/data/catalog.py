@@ -10,6 +10,13 @@ Declined products are training-split products left out of the catalog: training 
 and teaches one fixed answer, UNKNOWN_ANSWER, so that the model says so instead of inventing a description
 for a product it does not know. They never come from the validation or test split.
 
+Context views teach the model to read a retrieved record (retrieval-augmented fine-tuning, RAFT): the product's
+record (title and description) comes before the question and the description is the answer. They are given to
+the catalog products and to `train.context_products` further training products (the reading products), which
+the model sees only with their record, so it learns to copy what it is given rather than recall it. Distractor
+views show the record of another product and teach UNKNOWN_ANSWER: a record that does not fit the question is
+not described.
+
 Training, the main job's recall check, the evaluation's seen set and the RAG index all take the catalog
 from `build_catalog`, so they agree on which products the model was taught.
 """
@@ -28,7 +35,7 @@ import orjson
 from product_qa.configurator import fingerprint
 from product_qa.data.encoding import TOKENIZED_DIR
 from product_qa.data.examples import read_examples
-from product_qa.data.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, view_phrasings
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, record_text, view_phrasings
 from product_qa.hashing import key_hash, mix64
 from product_qa.io_utils import atomic_outputs
 
@@ -37,7 +44,7 @@ if TYPE_CHECKING:
 
 UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
 DOCUMENT_VIEW = "document"  # the phrasing id of a catalog-document view
-VIEWS_VERSION = 2  # bump when the views change: old view files are then rebuilt
+VIEWS_VERSION = 3  # bump when the views change: old view files are then rebuilt
 VIEWS_DIR = "views"  # under data.output_dir
 
 
@@ -45,6 +52,12 @@ VIEWS_DIR = "views"  # under data.output_dir
 class Catalog:
     known: list[dict]  # train.jsonl examples of the products the model learns, in file order
     declined: list[dict]  # training-split products outside the catalog, taught as UNKNOWN_ANSWER
+    reading: list[dict]  # training-split products seen only with their record in the prompt (context views)
+
+    def trained_uids(self) -> set[str]:
+        """Every product training shows in any way: what an evaluation of products the model was not taught
+        leaves out."""
+        return {e["uid"] for group in (self.known, self.declined, self.reading) for e in group}
 
 
 def product_rank(uid: str, seed: int) -> int:
@@ -65,13 +78,15 @@ def catalog_sizes(products: int, max_products: int | None, unknown_share: float)
 
 
 def build_catalog(train_examples: list[dict], train: TrainConfig) -> Catalog:
-    """The catalog (`train.max_train_products` of the training products, a seeded sample) and the declined
-    products (the next ones in the same seeded order)."""
+    """The catalog (`train.max_train_products` of the training products, a seeded sample), the declined
+    products and the reading products (the next ones in the same seeded order)."""
     order = sorted(range(len(train_examples)),
                    key=lambda i: (product_rank(train_examples[i]["uid"], train.seed), i))
     known, declined = catalog_sizes(len(order), train.max_train_products, train.unknown_share)
+    reading = min(train.context_products, len(order) - known - declined) if train.context_views else 0
     return Catalog(known=[train_examples[i] for i in sorted(order[:known])],
-                   declined=[train_examples[i] for i in sorted(order[known:known + declined])])
+                   declined=[train_examples[i] for i in sorted(order[known:known + declined])],
+                   reading=[train_examples[i] for i in sorted(order[known + declined:known + declined + reading])])
 
 
 def read_catalog(train_path: Path, train: TrainConfig) -> Catalog:
@@ -96,25 +111,53 @@ def product_views(product: dict, pool: tuple[Phrasing, ...], views: int, round_i
 def training_views(catalog: Catalog, train: TrainConfig) -> list[dict]:
     """Every training example, laid out round after round; within a round the examples are shuffled (seeded),
     so a product's views are spread out. Each example: uid, title, question, answer, phrasing, round, known,
-    document. A document view (`train.document_views` per catalog product and round) is the catalog page itself:
-    the title as the prompt, plain text with no chat template, and the description as its completion."""
+    document, context. A document view (`train.document_views` per catalog product and round) is the catalog
+    page itself: the title as the prompt, plain text with no chat template, and the description as its
+    completion. A context view (`train.context_views` per catalog and reading product and round) carries the
+    record the prompt shows in `context` ("" elsewhere)."""
     pool = view_phrasings(train.view_languages)
     examples: list[dict] = []
     for round_index in range(training_rounds(train.epochs)):
-        this_round = [{"uid": product["uid"], "title": product["title"],
-                       "question": phrasing.question(product["title"]),
-                       "answer": product["answer"] if known else UNKNOWN_ANSWER, "phrasing": phrasing.id,
-                       "round": round_index, "known": known, "document": False}
+        this_round = [_view(product, phrasing, product["answer"] if known else UNKNOWN_ANSWER, round_index, known)
                       for known, products in ((True, catalog.known), (False, catalog.declined))
                       for product in products
                       for phrasing in product_views(product, pool, train.views, round_index)]
-        this_round += [{"uid": product["uid"], "title": product["title"], "question": product["title"],
-                        "answer": product["answer"], "phrasing": DOCUMENT_VIEW, "round": round_index, "known": True,
-                        "document": True}
+        this_round += [{**_view(product, DOCUMENT_VIEW, product["answer"], round_index, True),
+                        "question": product["title"], "document": True}
                        for product in catalog.known for _ in range(train.document_views)]
+        this_round += _context_views(catalog, train, pool, round_index)
         random.Random(train.seed * 1_000_003 + round_index).shuffle(this_round)
         examples.extend(this_round)
     return examples
+
+
+def _view(product: dict, phrasing: Phrasing | str, answer: str, round_index: int, known: bool,
+          record: dict | None = None) -> dict:
+    """One training example of `product`; with `record`, that product's record is shown before the question."""
+    question = product["title"] if isinstance(phrasing, str) else phrasing.question(product["title"])
+    return {"uid": product["uid"], "title": product["title"], "question": question, "answer": answer,
+            "phrasing": phrasing if isinstance(phrasing, str) else phrasing.id, "round": round_index,
+            "known": known, "document": False,
+            "context": record_text(record["title"], record["answer"]) if record else ""}
+
+
+def _context_views(catalog: Catalog, train: TrainConfig, pool: tuple[Phrasing, ...], round_index: int
+                   ) -> list[dict]:
+    """One round's context views: each catalog and reading product read from its own record, in phrasings that
+    move on as the question views' do; then `train.distractor_share` as many again, each a product asked with
+    another product's record shown (a seeded pairing), answered UNKNOWN_ANSWER."""
+    readers = catalog.known + catalog.reading
+    views = [_view(product, phrasing, product["answer"], round_index, True, record=product)
+             for product in readers
+             for phrasing in product_views(product, pool, train.context_views, round_index + 1)]
+    distractors = round(len(views) * train.distractor_share)
+    if distractors and len(readers) > 1:
+        pick = random.Random(train.seed * 7_919 + round_index)
+        for _ in range(distractors):
+            asked, shown = pick.sample(readers, 2)
+            views.append({**_view(asked, pick.choice(pool), UNKNOWN_ANSWER, round_index, False, record=shown),
+                          "phrasing": "distractor"})
+    return views
 
 
 def views_file(train_path: Path, catalog: Catalog, train: TrainConfig) -> Path:
@@ -124,7 +167,8 @@ def views_file(train_path: Path, catalog: Catalog, train: TrainConfig) -> Path:
     stat = train_path.stat()
     key = fingerprint(VIEWS_VERSION, os.path.abspath(train_path), stat.st_size, stat.st_mtime_ns, stat.st_ino,
                       stat.st_ctime_ns, train.max_train_products, train.unknown_share, train.views,
-                      train.document_views, train.view_languages, training_rounds(train.epochs),
+                      train.document_views, train.context_products, train.context_views, train.distractor_share,
+                      train.view_languages, training_rounds(train.epochs),
                       train.seed, UNKNOWN_ANSWER)
     folder = train_path.parent / VIEWS_DIR
     path = folder / f"train-{key}.jsonl"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from product_qa.configurator import fingerprint
-from product_qa.data.prompts import answer_text, prompt_text
+from product_qa.data.prompts import answer_text, context_question, cut_to_tokens, prompt_text
 from product_qa.errors import UserError
 from product_qa.io_utils import TEMP_MARK, remove_stale_temps
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from transformers.utils import ModelOutput
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
-ENCODING_VERSION = 1  # bump when the encoding changes: old caches are then rebuilt
+ENCODING_VERSION = 2  # bump when the encoding changes: old caches are then rebuilt
 TOKENIZED_DIR = "tokenized"  # under data.output_dir
 _QUESTION_SLOT = "\x00question\x00"
 
@@ -61,15 +61,28 @@ class ExampleEncoder:
     def prompt(self, question: str) -> str:
         return self._rendered(question) if self._frame is None else self._frame[0] + question + self._frame[1]
 
+    @property
+    def context_tokens(self) -> int:
+        """A record shown before the question is cut to this many tokens: half of max_length, so that its
+        description, copied as the answer, fits after it."""
+        return self.max_length // 2
+
+    def with_context(self, question: str, record: str) -> str:
+        """The question with `record` (prompts.record_text) before it, the record cut to context_tokens."""
+        return context_question(question, cut_to_tokens(self.tokenizer, record, self.context_tokens))
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        """A batch of examples (columns uid, question, answer, and optionally document) -> input_ids,
+        """A batch of examples (columns uid, question, answer, and optionally document and context) -> input_ids,
         prompt_length, length, answer_tokens, truncated. A document example (catalog.training_views) is plain
-        text: its "question" is the title, followed by a newline and the description, with no chat template.
-        An example longer than max_length loses the tail of its answer (and then has no EOS: the answer did
-        not end there)."""
+        text: its "question" is the title, followed by a newline and the description, with no chat template. A
+        context example shows its record (a non-empty `context`) before the question. An example longer than
+        max_length loses the tail of its answer (and then has no EOS: the answer did not end there)."""
         tokenize = self.tokenizer
-        documents = batch.get("document") or [False] * len(batch["question"])
-        kinds = list(zip(batch["question"], batch["answer"], documents, strict=True))
+        count = len(batch["question"])
+        documents = batch.get("document") or [False] * count
+        questions = [self.with_context(q, record) if record else q
+                     for q, record in zip(batch["question"], batch.get("context") or [""] * count, strict=True)]
+        kinds = list(zip(questions, batch["answer"], documents, strict=True))
         prompts = tokenize([f"{q}\n" if document else self.prompt(q) for q, _, document in kinds],
                            add_special_tokens=False)["input_ids"]
         answers = tokenize([a if document else answer_text(a, self.template) for _, a, document in kinds],
@@ -95,7 +108,7 @@ class ExampleEncoder:
         """Examples (dicts with uid, question, answer) encoded one dict each, for a small list."""
         if not examples:
             return []
-        columns = self({k: [e[k] for e in examples] for k in ("uid", "question", "answer")})
+        columns = self({k: [e.get(k) or "" for e in examples] for k in ("uid", "question", "answer", "context")})
         return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def key(self) -> str:

@@ -74,14 +74,31 @@ def resolve_template(tokenizer: PreTrainedTokenizerBase, requested: str) -> str:
     return "chat" if requested == "chat" or (requested == "auto" and has_chat) else "plain"
 
 
-RAG_TEMPLATE = "Product information:\n{context}\n\nQuestion: {question}"  # the question with a retrieved description
+# The question with a product record (title, then description) before it: what the RAG systems and the
+# assistant ask, and what training's context views teach the fine-tuned model to read (data/catalog.py)
+CONTEXT_TEMPLATE = "Product record:\n{record}\n\nQuestion: {question}"
 
 
-def prompt_text(tokenizer: PreTrainedTokenizerBase, question: str, template: str, system_prompt: str | None,
-                context: str | None = None) -> str:
-    """The text the model sees before its answer; with `context` (RAG) the retrieved description comes first."""
-    if context is not None:
-        question = RAG_TEMPLATE.format(context=context, question=question)
+def record_text(title: str, description: str) -> str:
+    """A product record as the model reads it in a prompt."""
+    return f"{title}\n{description}"
+
+
+def context_question(question: str, record: str) -> str:
+    return CONTEXT_TEMPLATE.format(record=record, question=question)
+
+
+def cut_to_tokens(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> str:
+    """`text` cut to at most max_tokens tokens of the tokenizer. A cut inside a multi-byte character decodes to
+    U+FFFD, which is dropped."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max(max_tokens, 0)]).rstrip("\ufffd")
+
+
+def prompt_text(tokenizer: PreTrainedTokenizerBase, question: str, template: str, system_prompt: str | None) -> str:
+    """The text the model sees before its answer (`question` may hold a record: context_question)."""
     if template == "plain":
         return PLAIN_TEMPLATE.format(question=question)
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
