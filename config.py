@@ -198,9 +198,11 @@ class EvalConfig:
 
     output_dir: str = "outputs/evaluation"  # evaluation_report.{json,md,png}, test_results.json
     run_name: str | None = None  # fine-tuned run to evaluate (None: the latest run under train.output_dir)
-    seen_questions: int = 100  # training products asked with phrasings training never used
-    unseen_questions: int = 100  # test-split products (fewer when the test split is smaller)
-    systems: str = "base,fine_tuned,retrieval,base_rag,fine_tuned_rag"  # comma-separated subset
+    # products of each set; each is asked twice, in a held-out phrasing and in one other question form
+    catalog_questions: int = 100  # catalog products (memorized), asked with phrasings training never used
+    indexed_questions: int = 50  # training-split products the model was not trained on (the index holds them)
+    unknown_questions: int = 100  # test-split products (fewer when the test split is smaller)
+    systems: str = "assistant,base,fine_tuned,retrieval,fine_tuned_rag"  # comma-separated subset
     perplexity: bool = True  # perplexity of the reference answer under the base and the fine-tuned model
     worst_examples: int = 3  # lowest-scoring answers listed per system and set
     test_questions: int = 5  # questions test_pipeline.py asks both models

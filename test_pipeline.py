@@ -5,7 +5,7 @@ same questions, seen products (new phrasings) and unseen products (the test spli
     python test_pipeline.py                           # generation test, the latest run (base model alone before any)
     python test_pipeline.py --run smollm2-lora "What is the Girls Ballet Tutu Neon Pink?"
     python test_pipeline.py --evaluate                # the full evaluation and the RAG comparison
-    python test_pipeline.py --evaluate --set eval.seen_questions=20 --set eval.systems=base,retrieval
+    python test_pipeline.py --evaluate --set eval.catalog_questions=20 --set eval.systems=base,retrieval
 
 The generation test writes outputs/evaluation/test_results.json; the evaluation writes evaluation_report.json
 (every answer and score), .md (tables and the worst answers) and .png (bar chart) there.

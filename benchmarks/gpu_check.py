@@ -39,7 +39,7 @@ def _common(steps: int) -> list[str]:
     """Small, fixed work per path: the check is about whether a path runs, and its speed, not about quality."""
     settings = [f"train.output_dir={WORK / 'runs'}", f"eval.output_dir={WORK / 'evaluation'}",
                 f"train.max_steps={steps}", "train.eval_steps=10", "train.recall_questions=4",
-                "eval.seen_questions=16", "eval.unseen_questions=8", "eval.test_questions=2"]
+                "eval.catalog_questions=16", "eval.unknown_questions=8", "eval.test_questions=2"]
     return ["--no-progress", *sum((["--set", s] for s in settings), [])]
 
 

@@ -187,11 +187,14 @@ def check_rag(rag: RagConfig) -> None:
 def check_eval(evaluation: EvalConfig) -> None:
     if evaluation.run_name is not None:
         check_run_name(evaluation.run_name, "eval.run_name")
-    _at_least("eval", {"seen_questions": evaluation.seen_questions, "unseen_questions": evaluation.unseen_questions,
+    _at_least("eval", {"catalog_questions": evaluation.catalog_questions,
+                       "indexed_questions": evaluation.indexed_questions,
+                       "unknown_questions": evaluation.unknown_questions,
                        "worst_examples": evaluation.worst_examples}, 0)
     _at_least("eval", {"test_questions": evaluation.test_questions}, 1)
-    if evaluation.seen_questions + evaluation.unseen_questions < 1:
-        raise UserError("nothing to ask: set eval.seen_questions or eval.unseen_questions to at least 1")
+    if evaluation.catalog_questions + evaluation.indexed_questions + evaluation.unknown_questions < 1:
+        raise UserError("nothing to ask: set eval.catalog_questions, eval.indexed_questions or "
+                        "eval.unknown_questions to at least 1")
     asked = [s.strip() for s in evaluation.systems.split(",") if s.strip()]
     if len(set(asked)) < len(asked):
         raise UserError(f"eval.systems={evaluation.systems!r} names a system twice")

@@ -111,8 +111,9 @@ def tiny_run_overrides(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> 
 def tiny_settings(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> list[str]:
     """tiny_run_overrides plus small evaluation settings and the evaluation and RAG folders, all in `root`."""
     return tiny_run_overrides(tiny_model_dir, raw, root, **{
-        "eval.output_dir": root / "evaluation", "rag.index_dir": root / "rag", "eval.seen_questions": 6,
-        "eval.unseen_questions": 6, "eval.test_questions": 2, "generation.batch_size": 4, **extra})
+        "eval.output_dir": root / "evaluation", "rag.index_dir": root / "rag", "eval.catalog_questions": 6,
+        "eval.indexed_questions": 6, "eval.unknown_questions": 6, "eval.test_questions": 2,
+        "generation.batch_size": 4, **extra})
 
 
 def cli_overrides(settings: list[str]) -> list[str]:

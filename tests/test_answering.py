@@ -67,55 +67,73 @@ def test_reference_perplexity_is_the_token_weighted_loss_of_the_model(tiny_run):
     assert reference_perplexity(model, tokenizer, [], answerer) is None
 
 
-def test_test_products_are_neither_trained_on_nor_indexed(tiny_run):
-    from product_qa.answering.evaluation import question_sets
+def test_the_index_holds_every_training_product_and_the_sets_are_apart(tiny_run):
+    """The index holds every training-split product (not only the catalog) and no validation or test product; the
+    catalog set asks memorized products in held-out phrasings, the indexed set training products the run never saw
+    in any way, the unknown set test products; each product once in its phrasing and once in another form."""
+    from product_qa.answering.evaluation import HELD_OUT_FORM, question_sets
     from product_qa.answering.systems import Answerer
     from product_qa.data.examples import output_paths, read_examples
+    from product_qa.data.question_forms import FORMS
     cfg = apply_overrides(Config(), tiny_run["settings"])
     answerer = Answerer(cfg, Path(tiny_run["run_dir"]))
     paths = output_paths(answerer.data_cfg)
     train, test = read_examples(paths["train"]), read_examples(paths["test"])
+    validation = read_examples(paths["validation"])
     test_uids, test_titles = {e["uid"] for e in test}, {normalize_title(e["title"]) for e in test}
     assert test_uids and not test_uids & {e["uid"] for e in train}
     assert not test_titles & {normalize_title(e["title"]) for e in train}
-    catalog = {e["uid"] for e in answerer.catalog.known}  # the RAG index is the catalog the run was taught
-    assert answerer.index.uids == catalog and catalog <= {e["uid"] for e in train}
-    assert not answerer.index.uids & (test_uids | {e["uid"] for e in answerer.catalog.declined})
-    sets = question_sets(answerer, dataclasses.replace(cfg.eval, seen_questions=20, unseen_questions=20))
-    assert {q["uid"] for q in sets["seen"]} <= answerer.index.uids
-    assert {q["uid"] for q in sets["unseen"]} <= test_uids
-    held_out = [p.question(q["title"]) for q in sets["seen"] for p in HELD_OUT_PHRASINGS]
-    trained = [p.question(q["title"]) for q in sets["seen"] for p in TRAINING_PHRASINGS]
-    assert all(q["question"] in held_out and q["question"] not in trained for q in sets["seen"])
+    assert answerer.index.uids == {e["uid"] for e in train}
+    assert not answerer.index.uids & (test_uids | {e["uid"] for e in validation})
+    sets = question_sets(answerer, dataclasses.replace(cfg.eval, catalog_questions=20, indexed_questions=20,
+                                                       unknown_questions=20))
+    catalog, trained = {e["uid"] for e in answerer.catalog.known}, answerer.catalog.trained_uids()
+    assert {q["uid"] for q in sets["catalog"]} <= catalog
+    assert {q["uid"] for q in sets["indexed"]} <= answerer.index.uids - trained and len(sets["indexed"]) == 40
+    assert {q["uid"] for q in sets["unknown"]} <= test_uids
+    for items in sets.values():
+        forms = [q["form"] for q in items]
+        assert forms.count(HELD_OUT_FORM) == len(items) // 2 and set(forms) - {HELD_OUT_FORM} <= set(FORMS)
+    held_out = [p.question(q["title"]) for q in sets["catalog"] for p in HELD_OUT_PHRASINGS]
+    trained_phrasings = [p.question(q["title"]) for q in sets["catalog"] for p in TRAINING_PHRASINGS]
+    asked = [q for q in sets["catalog"] if q["form"] == HELD_OUT_FORM]
+    assert all(q["question"] in held_out and q["question"] not in trained_phrasings for q in asked)
 
 
 def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
-    from product_qa.answering.evaluation import evaluate, write_evaluation
+    from product_qa.answering.evaluation import HELD_OUT_FORM, evaluate, write_evaluation
     from product_qa.answering.retrieval import NO_MATCH_MESSAGE
-    from product_qa.answering.systems import SYSTEMS
-    cfg = apply_overrides(Config(), tiny_run["settings"])
+    from product_qa.answering.systems import ROUTES, SYSTEMS
+    cfg = apply_overrides(Config(), [*tiny_run["settings"], "eval.systems=" + ",".join(SYSTEMS)])
     report = evaluate(cfg, Path(tiny_run["run_dir"]), progress=False)
     paths = write_evaluation(report, cfg.eval.output_dir)
     assert report["systems"] == list(SYSTEMS) and not report["skipped_systems"]
-    assert set(report["sets"]) == {"seen", "unseen"}
-    seen = report["sets"]["seen"]["systems"]
-    # retrieval alone returns the product's own description for a seen product: a perfect score
-    retrieval = seen["retrieval"]["summary"]
-    assert retrieval["right_product"] == 1.0 and retrieval["rougeL"] == pytest.approx(1.0)
-    assert retrieval["chrf"] == pytest.approx(100.0) and retrieval["similarity"] == pytest.approx(1.0, abs=1e-4)
-    for row in seen["fine_tuned_rag"]["answers"]:
-        assert row["source_uid"] == row["uid"] and row["matched"]
-    unseen = report["sets"]["unseen"]["systems"]["retrieval"]["answers"]
-    assert all(row["answer"] == NO_MATCH_MESSAGE for row in unseen if not row["matched"])
+    assert set(report["sets"]) == {"catalog", "indexed", "unknown"}
+    for set_name in ("catalog", "indexed"):
+        by_system = report["sets"][set_name]["systems"]
+        # retrieval alone returns the product's own description when the question names its title: a perfect score
+        for row in by_system["retrieval"]["answers"]:
+            if row["form"] == HELD_OUT_FORM:
+                assert row["right_product"] and row["rougeL"] == pytest.approx(1.0)
+        for row in by_system["assistant"]["answers"]:
+            assert row["route"] in ROUTES
+            if row["form"] == HELD_OUT_FORM:
+                assert row["route"] == "record" and row["source_uid"] == row["uid"]
+        summary = by_system["assistant"]["summary"]
+        assert set(summary["forms"]) >= {HELD_OUT_FORM} and 0 <= summary["wrong_product"] <= 1
+    unknown = report["sets"]["unknown"]["systems"]["retrieval"]["answers"]
+    assert all(row["answer"] == NO_MATCH_MESSAGE for row in unknown if not row["matched"])
+    catalog = report["sets"]["catalog"]["systems"]
     for system in ("base", "fine_tuned"):
-        summary = seen[system]["summary"]
-        assert summary["perplexity"] > 1 and summary["questions"] == 6 and summary["tokens_per_s"] > 0
+        summary = catalog[system]["summary"]
+        assert summary["perplexity"] > 1 and summary["questions"] == 12 and summary["tokens_per_s"] > 0
         assert 0 <= summary["rougeL"] <= 1 and 0 <= summary["distinct_2"] <= 1
+    assert report["calibration"]["threshold"] == report["rag"]["min_score"]
     markdown = paths["markdown"].read_text()
-    assert "| fine-tuned + RAG |" in markdown and "## Worst answers" in markdown
+    assert "| fine-tuned + RAG |" in markdown and "| assistant |" in markdown and "## Worst answers" in markdown
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(paths["json"].read_text())
-    assert saved["sets"]["seen"]["systems"]["base"]["summary"] == pytest.approx(seen["base"]["summary"])
+    assert saved["sets"]["catalog"]["systems"]["base"]["summary"] == pytest.approx(catalog["base"]["summary"])
 
 
 def test_generation_test_before_any_fine_tuning_uses_the_base_model(tmp_path, tiny_model_dir, raw_sample):
@@ -127,7 +145,7 @@ def test_generation_test_before_any_fine_tuning_uses_the_base_model(tmp_path, ti
     assert "no fine-tuned model yet" in result.stdout
     saved = json.loads((tmp_path / "evaluation" / "test_results.json").read_text())
     assert saved["systems"] == ["base"] and saved["run"] is None
-    assert [q["set"] for q in saved["questions"]] == ["seen", "seen", "unseen", "unseen"]
+    assert [q["set"] for q in saved["questions"]] == ["catalog", "catalog", "unknown", "unknown"]
     assert all(q["base"] is not None and q["reference"] for q in saved["questions"])
     result = run_script("ask.py", "--rag", "What is the capital of France?", *cli_overrides(settings))
     assert result.returncode == 0, result.stderr
@@ -213,7 +231,7 @@ def test_questions_without_a_matching_product_never_reach_a_model(tiny_run):
     assert answerer._models == {}  # nothing was loaded for them
 
 
-def test_an_empty_test_split_leaves_the_seen_set(tiny_run, tmp_path):
+def test_an_empty_test_split_leaves_the_other_sets(tiny_run, tmp_path):
     from product_qa.answering.evaluation import question_sets
     from product_qa.answering.systems import Answerer
     from product_qa.data.examples import output_paths
@@ -225,11 +243,11 @@ def test_an_empty_test_split_leaves_the_seen_set(tiny_run, tmp_path):
     (data_dir / "test.jsonl").write_bytes(b"")
     cfg = apply_overrides(Config(), [*tiny_run["settings"], f"data.output_dir={data_dir}"])
     sets = question_sets(Answerer(cfg, None), cfg.eval)
-    assert len(sets["seen"]) == 6 and sets["unseen"] == []
+    assert len(sets["catalog"]) == 12 and len(sets["indexed"]) == 12 and sets["unknown"] == []
     with pytest.raises(UserError, match="nothing to ask"):
-        check_eval(dataclasses.replace(cfg.eval, seen_questions=0, unseen_questions=0))
-    with pytest.raises(UserError, match="eval.seen_questions must be at least 0"):
-        check_eval(dataclasses.replace(cfg.eval, seen_questions=-1))
+        check_eval(dataclasses.replace(cfg.eval, catalog_questions=0, indexed_questions=0, unknown_questions=0))
+    with pytest.raises(UserError, match="eval.catalog_questions must be at least 0"):
+        check_eval(dataclasses.replace(cfg.eval, catalog_questions=-1))
 
 
 def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from config import RagConfig
-from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex, context_text, source_line
+from product_qa.answering.retrieval import DEFAULT_MIN_SCORE, NO_MATCH_MESSAGE, Hit, ProductIndex, source_line
 from product_qa.data.prompts import HELD_OUT_PHRASINGS
 from product_qa.data.synthetic import generate_records
 from product_qa.errors import UserError
@@ -89,7 +92,7 @@ def test_questions_about_no_indexed_product_do_not_match(tmp_path, retriever):
         HAND_PRODUCTS[0]["title"],  # left out of this index: only its Large sibling is there
     ])
     for hit in (unrelated, other_brand, unknown):
-        assert not hit.matched and hit.score < RagConfig().min_score
+        assert not hit.matched and hit.score < DEFAULT_MIN_SCORE
 
 
 def test_unseen_generated_products_rarely_match(tmp_path, catalog):
@@ -157,18 +160,117 @@ def test_unknown_retriever_is_a_user_error():
         apply_overrides(Config(), ["rag.retriever=tfidf"])
 
 
-def test_context_text_cuts_the_description_to_max_tokens(tokenizer):
+def test_cut_to_tokens_cuts_a_record_to_max_tokens(tokenizer):
+    from product_qa.data.prompts import cut_to_tokens
     long_text = "Clara Kowalski stars in this 1987 western set in the Yukon — a film for the whole family. " * 20
-    hit = Hit("u1", "Forgotten Valley (DVD)", long_text, 1.0, True)
     for max_tokens in (1, 17, 40, 128):
-        cut = context_text(hit, tokenizer, max_tokens)
+        cut = cut_to_tokens(tokenizer, long_text, max_tokens)
         assert 0 < len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= max_tokens
         assert long_text.startswith(cut) and "\ufffd" not in cut
-    short = Hit("u2", "Home Island", "A short   description, kept as is.", 1.0, True)
-    assert context_text(short, tokenizer, 128) == short.description
+    short = "A short   description, kept as is."
+    assert cut_to_tokens(tokenizer, short, 128) == short
+
+
+def test_questions_as_people_type_them_find_and_accept_their_product(tmp_path, catalog):
+    """Typos, dropped qualifiers and subtitles, lower case, Portuguese and words around the title: the right
+    product is accepted for nearly all of them, on about 270 generated products with many near-duplicate titles."""
+    from product_qa.data.question_forms import question_forms
+    from product_qa.hashing import key_hash
+    index = ProductIndex.build(catalog, rag_config(tmp_path))
+    for form in ("lowercase", "typo", "no_qualifier", "portuguese", "wrapped"):
+        asked = [(q, p["uid"]) for p in catalog
+                 for name, q in question_forms(p["title"], key_hash(p["uid"]), 0).items() if name == form]
+        assert len(asked) >= 50, form
+        assert hit_rate(index, asked) >= (0.85 if form == "no_qualifier" else 0.95), form
+
+
+def test_a_typo_counts_only_where_no_title_holds_the_word(tmp_path):
+    products = [{"uid": "o", "title": "Moon Orchard", "answer": "An album."},
+                {"uid": "p", "title": "Orchards of Kent", "answer": "A book."},
+                {"uid": "c", "title": "Bamboo Cutting Board", "answer": "A board."}]
+    index = ProductIndex.build(products, rag_config(tmp_path))
+    typo, plural = index.search(["What is Bamboo Ctuting Board?", "What is Moon Letter by The Orchards?"])
+    assert typo.uid == "c" and typo.matched and typo.score == 1.0  # "ctuting" is in no title: a typo of "cutting"
+    assert not (plural.uid == "o" and plural.matched)  # "orchards" is a word of a title: not a typo of "orchard"
+
+
+def test_a_short_question_that_fits_several_titles_names_them(tmp_path):
+    products = [{"uid": "d", "title": "Forgotten Kingdom (DVD)", "answer": "A film."},
+                {"uid": "n", "title": "Forgotten Kingdom: A Novel", "answer": "A novel."},
+                {"uid": "h", "title": "Home Island (Audio CD)", "answer": "An album."},
+                {"uid": "s", "title": "Silent River", "answer": "A river."}]
+    index = ProductIndex.build(products, rag_config(tmp_path))
+    short, whole, dropped = index.search(["What do you know about Forgotten Kingdom?",
+                                          "What do you know about Forgotten Kingdom (DVD)?",
+                                          "What do you know about Home Island?"])
+    assert short.ambiguous and not short.matched
+    assert set(short.suggestions) == {"Forgotten Kingdom (DVD)", "Forgotten Kingdom: A Novel"}
+    assert whole.matched and whole.uid == "d" and not whole.ambiguous
+    assert dropped.matched and dropped.uid == "h"  # the only title it shortens
 
 
 def test_source_line_and_no_match_message():
     hit = Hit("B00X", "Home Island (Audio CD)", "An album.", 1.0, True)
     assert source_line(hit) == "Source: Home Island (Audio CD) (uid B00X)"
     assert NO_MATCH_MESSAGE == "No matching product was found in the catalog for this question."
+
+
+@pytest.fixture
+def prepared(tmp_path, raw_sample):
+    """The generated sample prepared under tmp_path: DataConfig and RagConfig."""
+    from config import DataConfig
+    from product_qa.data.preparation import prepare
+    data = DataConfig(raw_path=str(raw_sample), output_dir=str(tmp_path / "data"), workers=1)
+    prepare(data, progress=False)
+    return data, rag_config(tmp_path)
+
+
+def test_the_saved_index_is_reused_by_another_process_and_rebuilt_for_new_data(prepared, tmp_path):
+    """Built once beside the data; a second process loads it without reading the titles again; a rewritten
+    training split gets a new index (the old one is removed)."""
+    import subprocess
+    import sys
+
+    from product_qa.answering.retrieval import INDEX_DIR
+    from product_qa.data.examples import output_paths, read_examples
+    from product_qa.data.preparation import prepare
+    data, rag = prepared
+    index = ProductIndex.open(data, rag)
+    train = read_examples(output_paths(data)["train"])
+    assert index.uids == {e["uid"] for e in train} and len(index) == len(train)
+    first = e = train[len(train) // 2]
+    assert index.search([f"What is {e['title']}?"])[0] == Hit(e["uid"], e["title"], e["answer"], 1.0, True)
+    folders = list((tmp_path / "data" / INDEX_DIR).iterdir())
+    assert len(folders) == 1 and (folders[0] / "meta.json").exists()
+    # another process: the index loads, the training split is never scanned again
+    probe = ("import sys; from config import DataConfig, RagConfig; import product_qa.answering.retrieval as r\n"
+             "r._scan = lambda *a, **k: sys.exit('rebuilt')\n"
+             f"i = r.ProductIndex.open(DataConfig(output_dir={data.output_dir!r}), "
+             f"RagConfig(index_dir={rag.index_dir!r}))\n"
+             f"print(i.search([{'What is ' + first['title'] + '?'!r}])[0].uid)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1])
+    assert result.returncode == 0 and result.stdout.strip() == first["uid"], result.stderr[-2000:]
+    # new data (another seed, prepared again): a new index, built from the new split
+    changed = dataclasses.replace(data, seed=7)
+    prepare(changed, progress=False)
+    rebuilt = ProductIndex.open(changed, rag)
+    assert rebuilt.uids == {e["uid"] for e in read_examples(output_paths(changed)["train"])}
+    assert [p.name for p in (tmp_path / "data" / INDEX_DIR).iterdir()] != [folders[0].name]
+
+
+def test_the_calibration_reads_the_validation_split_never_the_test_split(prepared):
+    """The threshold and its curve come from the validation split: a test split that cannot even be parsed changes
+    nothing."""
+    from product_qa.data.examples import output_paths
+    data, rag = prepared
+    calibration = ProductIndex.open(data, rag).calibration
+    assert calibration["threshold"] in [point["threshold"] for point in calibration["curve"]]
+    assert calibration["false_accepted"] <= rag.max_false_accept and calibration["right_accepted"] >= 0.8
+    chosen = [p for p in calibration["curve"] if p["false_accepted"] <= rag.max_false_accept][0]
+    assert chosen["threshold"] == calibration["threshold"]  # the lowest threshold within the false-accept limit
+    for folder in (Path(data.output_dir) / "index").iterdir():
+        shutil.rmtree(folder)
+    output_paths(data)["test"].write_bytes(b"not json at all\n")
+    assert ProductIndex.open(data, rag).calibration == calibration
+    assert ProductIndex.open(data, dataclasses.replace(rag, min_score=0.99)).min_score == 0.99  # a set one wins

@@ -5,9 +5,9 @@ split products, which the index does not hold, asked in the forms that name thei
 the best match of such a question is always another product. (A shortened title of a product outside the index
 can be, word for word, the shortened title of an indexed one: no threshold tells those apart, so they are left
 out of the calibration and measured by the evaluation.) For each threshold the curve gives the share of
-positives whose right product is accepted and the share of negatives falsely accepted; the threshold is the lowest whose false acceptance stays within
-`rag.max_false_accept`, so as many questions as possible are answered while products outside the index are
-turned away.
+positives whose right product is accepted and the share of negatives falsely accepted; the threshold is the
+lowest whose false acceptance stays within `rag.max_false_accept`, so as many questions as possible are answered
+while products outside the index are turned away.
 """
 from __future__ import annotations
 

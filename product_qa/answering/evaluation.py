@@ -1,8 +1,14 @@
-"""Evaluation: every system answers the same questions, on two sets, and is scored against the real description.
+"""Evaluation: every system answers the same questions, on three sets, and is scored against the real description.
 
-- seen: products the model was trained on, asked with a phrasing training never used: did it learn them?
-- unseen: products of the test split, in neither the training data nor the RAG index: does it generalize,
-  and does RAG say "no matching product" rather than describe another one?
+- catalog: products the model memorized, asked with a phrasing training never used: did it learn them?
+- indexed: training-split products the model was not trained on in any way, which the index holds: does the
+  assistant answer the rest of the catalog from the records it retrieves?
+- unknown: products of the test split, in neither the training data nor the index: is each declined (or "no
+  matching product") rather than described as another product?
+
+Each product is asked twice: in a held-out phrasing, and in one of the question forms people type
+(data/question_forms.py: a dropped qualifier, a typo, only the first words...), chosen by its uid; the summary
+gives every figure per form too.
 
 Scores: ROUGE-1/2/L, BLEU and chrF, MiniLM similarity, perplexity of the reference answer, length against
 the reference, repetition (distinct-n, repeated 3-grams), latency and tokens/s, and for the RAG systems
@@ -19,11 +25,22 @@ import torch
 
 from product_qa.answering import metrics
 from product_qa.answering.report import evaluation_markdown, plot_evaluation
-from product_qa.answering.systems import MODEL_OF, MODEL_ONLY_SYSTEMS, RAG_SYSTEMS, SYSTEM_LABELS, Answer, Answerer
-from product_qa.data.catalog import is_declined, recall_questions
+from product_qa.answering.retrieval import Hit
+from product_qa.answering.systems import (
+    MODEL_OF,
+    MODEL_ONLY_SYSTEMS,
+    SYSTEM_LABELS,
+    Answer,
+    Answerer,
+    withheld,
+)
+from product_qa.data.catalog import recall_questions
 from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity
-from product_qa.data.examples import output_paths, read_examples
+from product_qa.data.examples import output_paths, read_examples, sample_in_order
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, pick_phrasing
+from product_qa.data.question_forms import question_forms
 from product_qa.errors import UserError
+from product_qa.hashing import key_hash, mix64
 from product_qa.io_utils import atomic_outputs, json_bytes, prepare_output_dir, write_json_atomic
 from product_qa.modeling import load_sentence_encoder
 
@@ -33,22 +50,41 @@ if TYPE_CHECKING:
     from config import Config, EvalConfig
 
 # averaged over answers (invented_details over the answers that state specific facts)
-SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "exact", "invented_details", "declined", "length_ratio",
-          "repeated_3gram")
+SCORED = ("rouge1", "rouge2", "rougeL", "similarity", "exact", "invented_details", "declined", "wrong_product",
+          "length_ratio", "repeated_3gram")
+HELD_OUT_FORM = "held_out"  # the form of a question asked in a held-out phrasing
+DESCRIBED = 0.5  # ROUGE-L at which an answer counts as describing a product
 
 
 # ---------------------------------------------------------------------------------------------- questions
 def question_sets(answerer: Answerer, evaluation: EvalConfig) -> dict[str, list[dict]]:
-    """The seen and unseen questions: uid, title, question, reference. Seen: distinct catalog products (the
-    run's, not its declined ones), each asked once with a held-out phrasing."""
+    """The catalog, indexed and unknown questions: uid, title, question, reference, form. Each product once in a
+    held-out phrasing and once in another form (question_forms), so every set measures both."""
     paths = output_paths(answerer.data_cfg)
-    seen = [{k: q[k] for k in ("uid", "title", "question", "reference")}
-            for q in recall_questions(answerer.catalog, evaluation.seen_questions, evaluation.seed)]
-    test = (read_examples(paths["test"], evaluation.unseen_questions, evaluation.seed) if _has_lines(paths["test"])
+    catalog = recall_questions(answerer.catalog, evaluation.catalog_questions, evaluation.seed)
+    trained = answerer.catalog.trained_uids()
+    untaught = [e for e in read_examples(paths["train"]) if e["uid"] not in trained]
+    indexed = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"],
+                "question": pick_phrasing(HELD_OUT_PHRASINGS, key_hash(e["uid"]), evaluation.seed).question(e["title"])}
+               for e in sample_in_order(untaught, evaluation.indexed_questions, evaluation.seed)]
+    test = (read_examples(paths["test"], evaluation.unknown_questions, evaluation.seed) if _has_lines(paths["test"])
             else [])
-    unseen = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"], "question": e["question"]}
-              for e in test]
-    return {"seen": seen, "unseen": unseen}
+    unknown = [{"uid": e["uid"], "title": e["title"], "reference": e["answer"], "question": e["question"]}
+               for e in test]
+    return {name: _with_forms(items, evaluation.seed)
+            for name, items in (("catalog", catalog), ("indexed", indexed), ("unknown", unknown))}
+
+
+def _with_forms(items: list[dict], seed: int) -> list[dict]:
+    """Each item in its held-out phrasing, then each again in one other form (by its uid: forms spread evenly)."""
+    asked = [{**{k: it[k] for k in ("uid", "title", "question", "reference")}, "form": HELD_OUT_FORM} for it in items]
+    for it in items:
+        forms = {name: q for name, q in question_forms(it["title"], key_hash(it["uid"]), seed).items()
+                 if name != "exact"}  # the held-out phrasing already asks the exact title
+        name = sorted(forms)[mix64(key_hash(it["uid"]) ^ seed) % len(forms)]
+        asked.append({"uid": it["uid"], "title": it["title"], "question": forms[name], "reference": it["reference"],
+                      "form": name})
+    return asked
 
 
 def _has_lines(path: Path) -> bool:
@@ -83,27 +119,33 @@ def reference_perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     return perplexity(total_nll / total_tokens) if total_tokens else None
 
 
-def score_answers(items: list[dict], answers: list[Answer], encoder: metrics.CachedEncoder, set_name: str
-                  ) -> list[dict]:
-    """One row per question: the answer, what it was scored, and the retrieved product."""
+def score_answers(items: list[dict], answers: list[Answer], nearest: list[Hit], encoder: metrics.CachedEncoder,
+                  set_name: str) -> list[dict]:
+    """One row per question: the answer, what it was scored, and the retrieved product. `nearest` is the index's
+    best product for each question: an answer closer to its description than to the reference, when that is
+    another product, described the wrong product."""
     predictions, references = [a.text for a in answers], [it["reference"] for it in items]
     rouge = metrics.rouge_scores(predictions, references)
+    other = metrics.rouge_scores(predictions, [hit.description for hit in nearest])
     chrf = metrics.sentence_chrf(predictions, references)
     similarity = metrics.semantic_similarity(encoder, predictions, references)
     rows = []
     for i, (item, answer) in enumerate(zip(items, answers, strict=True)):
-        row = {"uid": item["uid"], "question": item["question"], "answer": answer.text,
+        wrong = (nearest[i].uid != item["uid"] and not withheld(answer.text)
+                 and other[i]["rougeL"] >= DESCRIBED and other[i]["rougeL"] > rouge[i]["rougeL"])
+        row = {"uid": item["uid"], "form": item["form"], "question": item["question"], "answer": answer.text,
                "reference": item["reference"], **rouge[i], "chrf": chrf[i], "similarity": similarity[i],
                "exact": float(rouge[i]["rougeL"] >= metrics.EXACT_ROUGE_L),
                "invented_details": metrics.invented_details_rate(answer.text, item["question"], item["reference"]),
-               "declined": float(is_declined(answer.text)),
+               "declined": float(withheld(answer.text)), "wrong_product": float(wrong),
                "length_ratio": metrics.length_ratio(answer.text, item["reference"]),
                "repeated_3gram": metrics.repeated_ngram_rate(answer.text, 3),
-               "new_tokens": answer.new_tokens, "seconds": answer.seconds, "confidence": answer.confidence}
+               "new_tokens": answer.new_tokens, "seconds": answer.seconds, "confidence": answer.confidence,
+               "route": answer.route}
         if answer.source is not None:
             hit = answer.source
             row.update(source_uid=hit.uid, source_title=hit.title, match_score=hit.score, matched=hit.matched,
-                       right_product=(hit.matched and hit.uid == item["uid"]) if set_name == "seen"
+                       right_product=(hit.matched and hit.uid == item["uid"]) if set_name != "unknown"
                        else not hit.matched)
         rows.append(row)
     return rows
@@ -122,6 +164,14 @@ def summarize(rows: list[dict], wall_seconds: float) -> dict:
     if "right_product" in rows[0]:
         summary["right_product"] = sum(r["right_product"] for r in rows) / len(rows)
         summary["no_match"] = sum(not r["matched"] for r in rows) / len(rows)
+    if rows[0]["route"] is not None:
+        summary["routes"] = {route: sum(r["route"] == route for r in rows) / len(rows)
+                             for route in sorted({r["route"] for r in rows})}
+    summary["forms"] = {form: {"questions": len(group), "rougeL": sum(r["rougeL"] for r in group) / len(group),
+                               **({"right_product": sum(r["right_product"] for r in group) / len(group)}
+                                  if "right_product" in group[0] else {})}
+                        for form in dict.fromkeys(r["form"] for r in rows)
+                        for group in [[r for r in rows if r["form"] == form]]}
     return summary
 
 
@@ -129,7 +179,7 @@ def worst(rows: list[dict], n: int) -> list[dict]:
     """The n answers furthest from their reference (lowest ROUGE-L, then chrF). A RAG system's right "no matching
     product" on an unseen product scores low against the reference but is the right answer: not listed."""
     keep = ("uid", "question", "answer", "reference", "rougeL", "chrf", "source_uid")
-    wrong = [r for r in rows if not (r.get("right_product") and not r.get("matched", True))]
+    wrong = [r for r in rows if not (r.get("right_product") and not r.get("matched", True)) and r["rougeL"] < 1.0]
     return [{k: r[k] for k in keep if k in r} for r in sorted(wrong, key=lambda r: (r["rougeL"], r["chrf"]))[:n]]
 
 
@@ -141,12 +191,15 @@ def evaluate(cfg: Config, run_dir: Path | None, *, progress: bool = True) -> dic
     sets = question_sets(answerer, cfg.eval)
     encoder = metrics.CachedEncoder(load_sentence_encoder(cfg.rag.encoder))
     answerer.load(systems)
+    index = answerer.index
     started = time.perf_counter()
-    results = {set_name: {"questions": len(items),
-                          "systems": {system: _system_result(answerer, system, set_name, items, encoder, progress)
-                                      for system in systems}}
-               for set_name, items in sets.items() if items}
-    index = answerer.index if any(s in RAG_SYSTEMS for s in systems) else None
+    results = {}
+    for set_name, items in sets.items():
+        if items:
+            nearest = index.search([it["question"] for it in items])
+            results[set_name] = {"questions": len(items), "systems": {
+                system: _system_result(answerer, system, set_name, items, nearest, encoder, progress)
+                for system in systems}}
     if not results:
         raise UserError("no questions to ask: the training and test splits are empty")
     return {
@@ -155,21 +208,21 @@ def evaluate(cfg: Config, run_dir: Path | None, *, progress: bool = True) -> dic
         "decoding": {k: getattr(answerer.decoding, k) for k in ("max_new_tokens", "repetition_penalty",
                                                               "no_repeat_ngram_size", "batch_size")}
         | {"min_confidence": answerer.min_confidence},  # the run's threshold (answering.Answerer)
-        "rag": {"retriever": cfg.rag.retriever, "min_score": cfg.rag.min_score,
-                "max_context_tokens": cfg.rag.max_context_tokens,
-                "indexed_products": len(index.uids) if index else None},
+        "rag": {"retriever": cfg.rag.retriever, "min_score": index.min_score,
+                "max_context_tokens": cfg.rag.max_context_tokens, "indexed_products": len(index)},
+        "calibration": index.calibration,
         "seconds": round(time.perf_counter() - started, 1), "sets": results,
     }
 
 
-def _system_result(answerer: Answerer, system: str, set_name: str, items: list[dict],
+def _system_result(answerer: Answerer, system: str, set_name: str, items: list[dict], nearest: list[Hit],
                    encoder: metrics.CachedEncoder, progress: bool) -> dict:
     """One system's answers to one question set: every answer scored, the summary, the worst answers."""
     started = time.perf_counter()
     answers = answerer.answer([it["question"] for it in items], system,
                               progress=f"{set_name}: {system}" if progress else None)
     wall = time.perf_counter() - started
-    rows = score_answers(items, answers, encoder, set_name)
+    rows = score_answers(items, answers, nearest, encoder, set_name)
     summary = summarize(rows, wall)
     evaluation = answerer.cfg.eval
     if evaluation.perplexity and system in MODEL_ONLY_SYSTEMS:
@@ -199,9 +252,11 @@ def generation_test(cfg: Config, run_dir: Path | None, questions: list[str], *, 
         items = [{"set": "yours", "question": question, "reference": None, "question_cut": cut}
                  for question, cut in map(answerer.clean, questions)]
     else:
-        sets = question_sets(answerer, dataclasses.replace(cfg.eval, seen_questions=cfg.eval.test_questions,
-                                                           unseen_questions=cfg.eval.test_questions))
-        items = [{"set": name, **item} for name, group in sets.items() for item in group]
+        few = cfg.eval.test_questions
+        sets = question_sets(answerer, dataclasses.replace(cfg.eval, catalog_questions=few, indexed_questions=0,
+                                                           unknown_questions=few))
+        items = [{"set": name, **item} for name, group in sets.items() for item in group
+                 if item["form"] == HELD_OUT_FORM]
     systems = [s for s in MODEL_ONLY_SYSTEMS if s in answerer.systems]
     answers = {s: answerer.answer([it["question"] for it in items], s, progress=s if progress else None)
                for s in systems}

@@ -16,7 +16,7 @@ from product_qa.reporting import markdown_table, markdown_text, save_figure
 EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
                 ("BLEU", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("similarity", "similarity", "{:.3f}"),
                 ("exact description", "exact", "{:.0%}"), ("invented details", "invented_details", "{:.0%}"),
-                ("declined", "declined", "{:.0%}"),
+                ("declined", "declined", "{:.0%}"), ("wrong product", "wrong_product", "{:.0%}"),
                 ("ref. perplexity", "perplexity", "{:.1f}"), ("length ratio", "length_ratio", "{:.2f}"),
                 ("distinct-2", "distinct_2", "{:.2f}"), ("repeated 3-grams", "repeated_3gram", "{:.3f}"),
                 ("right product", "right_product", "{:.0%}"), ("latency s", "latency_s", "{:.2f}"),
@@ -24,10 +24,13 @@ EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}")
 # the terminal table: the columns that fit one screen (evaluation_report.md has them all)
 SUMMARY_COLUMNS = (("ROUGE-L", "rougeL", "{:.3f}"), ("exact", "exact", "{:.0%}"), ("sim.", "similarity", "{:.2f}"),
                    ("invent.", "invented_details", "{:.0%}"), ("decl.", "declined", "{:.0%}"),
-                   ("ppl", "perplexity", "{:.1f}"), ("len.", "length_ratio", "{:.2f}"),
+                   ("wrong", "wrong_product", "{:.0%}"), ("ppl", "perplexity", "{:.1f}"),
+                   ("len.", "length_ratio", "{:.2f}"),
                    ("right", "right_product", "{:.0%}"),
                    ("tok/s", "tokens_per_s", "{:.0f}"))
-SET_TITLES = {"seen": "seen products (trained on, new phrasings)", "unseen": "unseen products (test split)"}
+SET_TITLES = {"catalog": "catalog products (memorized, new phrasings)",
+              "indexed": "indexed products (in the index, not trained on)",
+              "unknown": "unknown products (test split, not indexed)"}
 
 
 # ------------------------------------------------------------------------------------------ generation test
@@ -35,7 +38,7 @@ def print_answers(samples: list[dict], console: Console) -> None:
     """Each question with the base model's, the fine-tuned model's and the reference answer, one under another."""
     for sample in samples:  # the texts are escaped: a title or an answer may hold "[...]", which rich reads as markup
         console.print(f"[bold]Q:[/] {escape(sample['question'])}"
-                      + (f"  [dim]({sample['set']} product)[/]" if sample.get("set") in ("seen", "unseen") else "")
+                      + (f"  [dim]({sample['set']} product)[/]" if sample.get("set") in SET_TITLES else "")
                       + ("  [yellow](cut to generation.max_question_chars)[/]" if sample.get("question_cut") else ""))
         for key, label in (("base", "[dim]base:[/]      "), ("fine_tuned", "[green]fine-tuned:[/]"),
                            ("reference", "[dim]reference:[/] ")):
@@ -135,8 +138,8 @@ def print_evaluation_summary(report: dict, outputs: list[str], console: Console 
         console.print(table)
     console.print("exact: ROUGE-L >= 0.9; sim.: MiniLM similarity; invent.: specific tokens (numbers, names) in "
                   "neither question nor reference; decl.: answered \"I don't know this product\"; ppl: perplexity of "
-                  "the reference; len.: answer/reference words; right: RAG used the right product (seen) or said "
-                  "none matched (unseen)")
+                  "the reference; len.: answer/reference words; wrong: described another product; right: the right "
+                  "product was retrieved and accepted (unknown: none was accepted)")
     if report["skipped_systems"]:
         console.print(f"[yellow]skipped[/] (no fine-tuned model yet): {', '.join(report['skipped_systems'])}")
     console.print(f"{report['seconds']:.0f} s -> {', '.join(outputs)}")

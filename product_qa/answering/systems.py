@@ -73,10 +73,18 @@ def declined_text(hit: Hit | None) -> str:
     """The assistant's answer when it does not describe a product: the fixed decline and the closest titles, or,
     for an ambiguous question, the titles that fit it. The same sentence in every entry point."""
     if hit is not None and hit.ambiguous:
-        return f"Several products fit this question: {'; '.join(hit.suggestions)}. Which one do you mean?"
+        return f"{AMBIGUOUS_START}: {'; '.join(hit.suggestions)}. Which one do you mean?"
     if hit is None or not hit.suggestions:
         return UNKNOWN_ANSWER
     return f"{UNKNOWN_ANSWER} Closest titles: {'; '.join(hit.suggestions)}."
+
+
+AMBIGUOUS_START = "Several products fit this question"
+
+
+def withheld(text: str) -> bool:
+    """The answer describes no product: the decline, RAG's no-match message, or the assistant's question back."""
+    return is_declined(text) or text == NO_MATCH_MESSAGE or text.startswith(AMBIGUOUS_START)
 
 
 def _route(hit: Hit, text: str) -> str:
