@@ -149,6 +149,9 @@ class TrainConfig:
     # catalog products (held-out phrasings) the base model answers before training and the fine-tuned one after:
     # the summary's recall (ROUGE-L); 0 skips it
     recall_questions: int = 32
+    # products of each evaluation set (catalog, indexed, unknown) the assistant and the base model answer after
+    # training, for the summary (each asked twice: a held-out phrasing and another form); 0 skips it
+    assistant_questions: int = 8
 
 
 @dataclass

@@ -133,6 +133,7 @@ def check_train(train: TrainConfig) -> None:
                         "max_eval_examples": train.max_eval_examples,
                         "early_stopping_patience": train.early_stopping_patience}, 1, none_ok=True)
     _at_least("train", {"weight_decay": train.weight_decay, "recall_questions": train.recall_questions,
+                        "assistant_questions": train.assistant_questions,
                         "document_views": train.document_views, "context_views": train.context_views,
                         "context_products": train.context_products}, 0)
     _fraction("train", "unknown_share", train.unknown_share)

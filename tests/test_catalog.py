@@ -47,7 +47,7 @@ def test_declined_products_come_from_the_training_split_only(splits):
 
 
 def test_views_are_deterministic_spread_over_rounds_and_never_held_out(splits):
-    cfg = TrainConfig(max_train_products=20, unknown_share=0.1, views=3, epochs=2)
+    cfg = TrainConfig(max_train_products=20, unknown_share=0.1, views=3, epochs=2, context_views=0)
     catalog = build_catalog(splits["train"], cfg)
     views = training_views(catalog, cfg)
     assert views == training_views(catalog, cfg)
@@ -69,7 +69,7 @@ def test_views_are_deterministic_spread_over_rounds_and_never_held_out(splits):
 
 
 def test_one_view_one_epoch_trains_exactly_the_prepared_examples(splits):
-    cfg = TrainConfig(max_train_products=None, unknown_share=0.0, views=1, epochs=1)
+    cfg = TrainConfig(max_train_products=None, unknown_share=0.0, views=1, epochs=1, context_views=0)
     views = training_views(build_catalog(splits["train"], cfg), cfg)
     assert sorted((v["uid"], v["question"], v["answer"]) for v in views) == sorted(
         (e["uid"], e["question"], e["answer"]) for e in splits["train"])
@@ -78,7 +78,7 @@ def test_one_view_one_epoch_trains_exactly_the_prepared_examples(splits):
 def test_views_file_is_reused_for_the_same_settings_and_replaced_for_others(tmp_path, splits):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(__import__("json").dumps(e) + "\n" for e in splits["train"]))
-    cfg = TrainConfig(max_train_products=10, views=2, epochs=1)
+    cfg = TrainConfig(max_train_products=10, views=2, epochs=1, context_views=0)
     first = views_file(train, build_catalog(splits["train"], cfg), cfg)
     mtime = first.stat().st_mtime_ns
     assert views_file(train, build_catalog(splits["train"], cfg), cfg) == first and first.stat().st_mtime_ns == mtime
@@ -115,3 +115,32 @@ def test_document_views_are_the_catalog_page_of_catalog_products_only(splits):
     without = training_views(catalog, dataclasses.replace(cfg, document_views=0))
     assert [v for v in views if not v["document"]] != [] and len(without) == len(views) - len(documents)
     assert views == training_views(catalog, cfg)
+
+
+def test_context_views_read_a_record_are_deterministic_and_never_held_out(splits):
+    """Catalog and reading products are each asked once a round with their own record before the question and
+    their description as the answer; distractor views show another product's record and teach the decline. The
+    reading products are neither catalog nor declined products; no view uses a held-out phrasing."""
+    from product_qa.data.prompts import record_text
+    cfg = TrainConfig(max_train_products=10, unknown_share=0.1, views=2, epochs=3, context_views=1,
+                      context_products=15, distractor_share=0.2)
+    catalog = build_catalog(splits["train"], cfg)
+    views = training_views(catalog, cfg)
+    assert views == training_views(build_catalog(splits["train"], cfg), cfg)
+    reading = {e["uid"] for e in catalog.reading}
+    assert len(reading) == 15 and not reading & {e["uid"] for e in catalog.known + catalog.declined}
+    assert catalog.trained_uids() == reading | {e["uid"] for e in catalog.known + catalog.declined}
+    records = {e["uid"]: record_text(e["title"], e["answer"]) for e in splits["train"]}
+    answers = {e["uid"]: e["answer"] for e in splits["train"]}
+    read = [v for v in views if v["context"] and v["phrasing"] != "distractor"]
+    distractors = [v for v in views if v["phrasing"] == "distractor"]
+    assert len(read) == (10 + 15) * 3 and len(distractors) == round(25 * 0.2) * 3
+    assert all(v["context"] == records[v["uid"]] and v["answer"] == answers[v["uid"]] for v in read)
+    assert all(v["context"] != records[v["uid"]] and v["answer"] == UNKNOWN_ANSWER for v in distractors)
+    assert {v["uid"] for v in views if v["uid"] in reading} == reading
+    assert all(v["context"] for v in views if v["uid"] in reading)  # reading products: only with their record
+    held_out_questions = {p.question(e["title"]) for e in splits["train"] for p in HELD_OUT_PHRASINGS}
+    assert not {v["question"] for v in views} & held_out_questions
+    off = training_views(build_catalog(splits["train"], dataclasses.replace(cfg, context_views=0)),
+                         dataclasses.replace(cfg, context_views=0))
+    assert not any(v["context"] for v in off) and len(off) == len(views) - len(read) - len(distractors)

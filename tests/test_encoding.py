@@ -142,3 +142,28 @@ def test_no_half_written_cache_is_left_by_a_failed_tokenization(tmp_path, tokeni
         tokenized_split(split, ExampleEncoder(tokenizer, template="chat", system_prompt=SYSTEM, max_length=64),
                         processes=1, progress=False)
     assert list((tmp_path / encoding.TOKENIZED_DIR).iterdir()) == []
+
+
+def test_a_context_example_shows_its_record_cut_to_half_of_max_length(tokenizer):
+    """A context view's prompt is the question with its record before it, as answering builds it; a long record
+    is cut to half of the room the rest of the prompt leaves, so that the description copied after it fits too."""
+    from product_qa.data.prompts import context_question, cut_to_tokens, record_text
+    encoder = ExampleEncoder(tokenizer, template="chat", system_prompt=SYSTEM, max_length=160)
+    short = record_text("Acme Kettle", "A steel kettle that boils water quickly.")
+    long = record_text("Acme Lamp", "A reading lamp with a linen shade and a brass base. " * 30)
+    rows = [{"uid": "a", "question": "What is Acme Kettle?", "answer": "A steel kettle.", "context": short},
+            {"uid": "b", "question": "What is Acme Lamp?", "answer": "A lamp.", "context": long},
+            {"uid": "c", "question": "What is Acme Kettle?", "answer": "A steel kettle.", "context": ""}]
+    with_record, cut, plain = encoder.encode(rows)
+    expected = prompt_text(tokenizer, context_question("What is Acme Kettle?", short), "chat", SYSTEM)
+    assert with_record["input_ids"][:with_record["prompt_length"]] == tokenizer(
+        expected, add_special_tokens=False)["input_ids"]
+    rest = len(tokenizer(prompt_text(tokenizer, context_question("What is Acme Lamp?", ""), "chat", SYSTEM),
+                         add_special_tokens=False)["input_ids"])
+    kept = cut_to_tokens(tokenizer, long, (160 - rest) // 2)
+    assert long.startswith(kept) and len(kept) < len(long)
+    assert tokenizer.decode(cut["input_ids"][:cut["prompt_length"]]) == prompt_text(
+        tokenizer, context_question("What is Acme Lamp?", kept), "chat", SYSTEM)
+    assert plain["input_ids"][:plain["prompt_length"]] == tokenizer(
+        prompt_text(tokenizer, "What is Acme Kettle?", "chat", SYSTEM), add_special_tokens=False)["input_ids"]
+    assert not cut["truncated"]

@@ -33,8 +33,9 @@ from product_qa.answering.generation import (
 )
 from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex
 from product_qa.data.catalog import UNKNOWN_ANSWER, Catalog, is_declined, read_catalog
+from product_qa.data.encoding import ExampleEncoder
 from product_qa.data.examples import output_paths
-from product_qa.data.prompts import context_question, cut_to_tokens, prompt_text, record_text, resolve_template
+from product_qa.data.prompts import prompt_text, record_text, resolve_template
 from product_qa.devices import announce_answering
 from product_qa.errors import UserError
 from product_qa.io_utils import read_json
@@ -151,6 +152,8 @@ class Answerer:
                                                 floor if isinstance(floor, (int, float)) else None)
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
+        self.encoder = ExampleEncoder(self.tokenizer, template=self.template,
+                                      system_prompt=self.train_cfg.system_prompt, max_length=self.train_cfg.max_length)
         self._models: dict[str, PreTrainedModel] = {}
         self._index: ProductIndex | None = None
         self._catalog: Catalog | None = None
@@ -223,11 +226,10 @@ class Answerer:
 
     def prompt(self, question: str, hit: Hit | None = None) -> str:
         """The prompt of `question`; with `hit`, its product's record comes first, cut as training's context
-        views were (data.encoding.ExampleEncoder.context_tokens) unless rag.max_context_tokens says otherwise."""
+        views were (ExampleEncoder.with_context) unless rag.max_context_tokens says otherwise."""
         if hit is not None:
-            limit = self.cfg.rag.max_context_tokens or self.train_cfg.max_length // 2
-            question = context_question(question, cut_to_tokens(self.tokenizer, record_text(hit.title, hit.description),
-                                                                limit))
+            question = self.encoder.with_context(question, record_text(hit.title, hit.description),
+                                                 self.cfg.rag.max_context_tokens)
         return prompt_text(self.tokenizer, question, self.template, self.train_cfg.system_prompt)
 
     def answer(self, questions: list[str], system: str, progress: str | None = None) -> list[Answer]:

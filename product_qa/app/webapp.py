@@ -1,8 +1,10 @@
 """The web demo behind app.py: a Gradio page where a person asks about a product and compares the systems.
 
-The page has three answer panels, base model, fine-tuned model and RAG (the retrieved description given to
-the fine-tuned model, or to the base model before any fine-tuning); the person picks one of them or all side
-by side, and the answers stream in token by token. Every model and the RAG index load once, when the app
+The page's first answer panel is the assistant (it finds the product among every product of the data and
+answers from its record, or from memory, or declines with the closest titles); the others are the base model,
+the fine-tuned model and RAG (the retrieved description given to the fine-tuned model, or to the base model
+before any fine-tuning). The person picks one of them or all side by side, and the answers stream in token by
+token. Every model and the RAG index load once, when the app
 starts; one question is answered at a time (the models share the machine) and the others wait in a queue.
 Tabs show the analysis report's key plots and the latest evaluation tables.
 """
@@ -32,8 +34,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PANELS = ("base", "fine_tuned", "rag")
-PANEL_LABELS = {"base": "Base model", "fine_tuned": "Fine-tuned model", "rag": "RAG"}
+PANELS = ("assistant", "base", "fine_tuned", "rag")
+PANEL_LABELS = {"assistant": "Assistant", "base": "Base model", "fine_tuned": "Fine-tuned model", "rag": "RAG"}
 ALL = "all"  # the mode that shows every available panel
 ANALYSIS_PLOTS = {"funnel.png": "What cleaning and filtering remove",
                   "length_histograms.png": "Title and description lengths",
@@ -57,17 +59,18 @@ class Demo:
     @classmethod
     def load(cls, answerer: Answerer) -> Demo:
         """Load every model and the RAG index now, so that no request waits for them."""
-        panel_system = {"base": "base", "fine_tuned": "fine_tuned", "rag": answerer.stand_in("fine_tuned_rag")}
+        panel_system = {"assistant": "assistant", "base": "base", "fine_tuned": "fine_tuned",
+                        "rag": answerer.stand_in("fine_tuned_rag")}
         notices = []
         if (note := no_run_note(answerer.cfg, answerer.run_dir)) is not None:
             del panel_system["fine_tuned"]  # the base model would answer there, as in the base panel
             notices.append(f"**{note[0].upper()}{note[1:]}**, then restart the app.")
         answerer.load([panel_system[panel] for panel in ("base", "fine_tuned") if panel in panel_system])
         try:
-            answerer.load(["retrieval"])  # builds the index of the training products
+            answerer.load(["retrieval"])  # opens the index of every product (built once per prepared data set)
         except UserError as err:
-            del panel_system["rag"]
-            notices.append(f"**RAG is off:** {err}.")
+            del panel_system["rag"], panel_system["assistant"]
+            notices.append(f"**The assistant and RAG are off:** {err}.")
         return cls(answerer, panel_system, notices)
 
     @property
@@ -77,6 +80,8 @@ class Demo:
         return choices + [("All side by side", ALL)] if len(choices) > 1 else choices
 
     def panel_label(self, panel: str) -> str:
+        if panel == "assistant" and "assistant" in self.panel_system:
+            return f"Assistant ({self.answerer.model_of('assistant').replace('_', '-')} model)"
         if panel == "rag" and "rag" in self.panel_system:  # which model reads the retrieved description
             return f"RAG: {MODEL_OF[self.panel_system['rag']].replace('_', '-')} model + retrieved description"
         return PANEL_LABELS[panel]
@@ -105,7 +110,7 @@ class Demo:
             started = time.perf_counter()
             hit, pieces = self.answerer.stream(question, self.panel_system[panel])
             if hit is not None:
-                source = source_line(hit) if hit.matched else (f"No catalog title matched well enough (closest: "
+                source = source_line(hit) if hit.matched else (f"No title matched well enough (closest: "
                                                                f"{hit.title}, uid {hit.uid}, score {hit.score:.2f})")
             shown = 0.0
             for piece in pieces:
@@ -121,9 +126,9 @@ class Demo:
         """A few training products, evenly spaced through the catalog, asked about the way people do."""
         if "rag" not in self.panel_system:  # no prepared data to take titles from
             return []
-        products = self.answerer.index.products  # the training products, already read for the index
-        step = max(len(products) // EXAMPLE_QUESTIONS, 1)
-        return [f"What is {p['title']}?" for p in products[::step][:EXAMPLE_QUESTIONS]]
+        records = self.answerer.index.records  # every indexed product, read from disk when asked for
+        step = max(len(records) // EXAMPLE_QUESTIONS, 1)
+        return [f"What is {records[i]['title']}?" for i in range(0, len(records), step)][:EXAMPLE_QUESTIONS]
 
 
 # ------------------------------------------------------------------------------------------------ report tabs
@@ -229,10 +234,11 @@ def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, files:
 def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -> gr.Blocks:
     cfg = demo.answerer.cfg
     modes = demo.modes
-    default_mode = modes[-1][1]  # all side by side, when there is more than one panel
+    default_mode = modes[0][1]  # the assistant, where there is an index
     with gr.Blocks(title="Ask about a product", analytics_enabled=False) as page:
-        gr.Markdown("# Ask about a product\nType a product title as a question; the models answer with its "
-                    "description. RAG first looks the title up among the training products and shows its source.")
+        gr.Markdown("# Ask about a product\nType a product title as a question, as you would ask it. The assistant "
+                    "finds the product among every product of the catalog and answers with its description, naming "
+                    "its source; compare it with the models alone and RAG.")
         for notice in demo.notices:
             gr.Markdown(notice, elem_classes=["notice"])
         with gr.Tab("Ask"):
@@ -249,10 +255,8 @@ def build_page(demo: Demo, analysis_dir: Path, docs_dir: Path, eval_dir: Path) -
                     with gr.Column(visible=panel in demo.panels_of(default_mode)) as column:
                         boxes.append(gr.Textbox(label=demo.panel_label(panel), lines=6, interactive=False,
                                                 elem_id=f"answer-{panel}"))
-                        if panel == "rag":
-                            source = gr.Textbox(label="Retrieved source product", interactive=False,
-                                                elem_id="source")
                     columns.append(column)
+            source = gr.Textbox(label="Retrieved source product", interactive=False, elem_id="source")
             status = gr.Markdown(elem_id="status")
             if examples:
                 gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try a catalog product")

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from transformers.utils import ModelOutput
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
-ENCODING_VERSION = 2  # bump when the encoding changes: old caches are then rebuilt
+ENCODING_VERSION = 3  # bump when the encoding changes: old caches are then rebuilt
 TOKENIZED_DIR = "tokenized"  # under data.output_dir
 _QUESTION_SLOT = "\x00question\x00"
 
@@ -61,15 +61,15 @@ class ExampleEncoder:
     def prompt(self, question: str) -> str:
         return self._rendered(question) if self._frame is None else self._frame[0] + question + self._frame[1]
 
-    @property
-    def context_tokens(self) -> int:
-        """A record shown before the question is cut to this many tokens: half of max_length, so that its
-        description, copied as the answer, fits after it."""
-        return self.max_length // 2
-
-    def with_context(self, question: str, record: str) -> str:
-        """The question with `record` (prompts.record_text) before it, the record cut to context_tokens."""
-        return context_question(question, cut_to_tokens(self.tokenizer, record, self.context_tokens))
+    def with_context(self, question: str, record: str, max_tokens: int | None = None) -> str:
+        """The question with `record` (prompts.record_text) before it. The record is cut to half of the room
+        max_length leaves after the rest of the prompt (or to `max_tokens`), so that a description copied after
+        it as the answer fits too."""
+        if max_tokens is None:
+            rest = len(self.tokenizer(self.prompt(context_question(question, "")), add_special_tokens=False)
+                       ["input_ids"])
+            max_tokens = max(1, (self.max_length - rest) // 2)
+        return context_question(question, cut_to_tokens(self.tokenizer, record, max_tokens))
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         """A batch of examples (columns uid, question, answer, and optionally document and context) -> input_ids,

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from product_qa.answering.report import print_answers
+from product_qa.answering.report import print_answers, summary_cell
 from product_qa.reporting import save_figure
 
 
@@ -38,6 +38,8 @@ def print_training_summary(report: dict, console: Console | None = None) -> None
     for name, value in (*_run_rows(report), *_recall_rows(report.get("recall", {}))):
         table.add_row(name, str(value))
     console.print(table)
+    if report.get("assistant"):
+        console.print(_assistant_table(report["assistant"]))
     print_answers(report.get("sample_answers", []), console)
     console.print(f"saved to {report['run_dir']}")
 
@@ -56,6 +58,22 @@ def _run_rows(report: dict) -> list[tuple[str, str]]:
                                               f"{report['validation_loss_after']:.3f}"),
         ("validation perplexity", f"{report['perplexity_before']:.1f} -> {report['perplexity_after']:.1f}"),
     ]
+
+
+def _assistant_table(check: dict) -> Table:
+    """The base model and the assistant on the three question sets (workflow.assistant_check)."""
+    table = Table(title="the assistant next to the base model (ROUGE-L; share right / declined / wrong product)",
+                  header_style="bold")
+    for column in ("set", "questions", "base ROUGE-L", "assistant ROUGE-L", "right product", "declined",
+                   "wrong product"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for set_name, result in check.items():
+        base, assistant = result.get("base", {}), result.get("assistant", {})
+        table.add_row(set_name, str(result["questions"]), *(summary_cell(s, "rougeL", "{:.3f}")
+                                                           for s in (base, assistant)),
+                      *(summary_cell(assistant, key, "{:.0%}") for key in ("right_product", "declined",
+                                                                           "wrong_product")))
+    return table
 
 
 def _recall_rows(recall: dict) -> list[tuple[str, str]]:
