@@ -114,8 +114,9 @@ def test_match_score_is_the_idf_weighted_share_of_title_words(tmp_path):
     assert partial.score == pytest.approx(idf_red / (idf_red + idf_apple))
     assert not partial.matched
     assert full.score == 1.0 and full.matched
-    strict = ProductIndex.build(products, rag_config(tmp_path, min_score=0.5))
-    assert strict.search(["red pear"])[0].matched  # 0.576 clears a lower threshold
+    lenient = ProductIndex.build(products, rag_config(tmp_path, min_score=0.5))
+    # 0.576 clears a lower threshold, but a pear is not an apple: each names a word the other lacks (a conflict)
+    assert not lenient.search(["red pear"])[0].matched
 
 
 def test_one_entry_per_uid_and_empty_inputs(tmp_path):
@@ -267,8 +268,11 @@ def test_the_calibration_reads_the_validation_split_never_the_test_split(prepare
     calibration = ProductIndex.open(data, rag).calibration
     assert calibration["threshold"] in [point["threshold"] for point in calibration["curve"]]
     assert calibration["false_accepted"] <= rag.max_false_accept and calibration["right_accepted"] >= 0.8
-    chosen = [p for p in calibration["curve"] if p["false_accepted"] <= rag.max_false_accept][0]
-    assert chosen["threshold"] == calibration["threshold"]  # the lowest threshold within the false-accept limit
+    allowed = [p for p in calibration["curve"] if p["false_accepted"] <= rag.max_false_accept]
+    best = max(p["right_accepted"] for p in allowed)
+    stricter = [p for p in allowed if p["threshold"] > calibration["threshold"]]
+    # the strictest allowed threshold that gives up (almost) no right acceptance
+    assert calibration["right_accepted"] >= best - 0.005 and all(p["right_accepted"] < best - 0.005 for p in stricter)
     for folder in (Path(data.output_dir) / "index").iterdir():
         shutil.rmtree(folder)
     output_paths(data)["test"].write_bytes(b"not json at all\n")

@@ -5,9 +5,10 @@ split products, which the index does not hold, asked in the forms that name thei
 the best match of such a question is always another product. (A shortened title of a product outside the index
 can be, word for word, the shortened title of an indexed one: no threshold tells those apart, so they are left
 out of the calibration and measured by the evaluation.) For each threshold the curve gives the share of
-positives whose right product is accepted and the share of negatives falsely accepted; the threshold is the
-lowest whose false acceptance stays within `rag.max_false_accept`, so as many questions as possible are answered
-while products outside the index are turned away.
+positives whose right product is accepted and the share of negatives falsely accepted. Among the thresholds whose
+false acceptance stays within `rag.max_false_accept`, the chosen one is the strictest that still accepts as many
+right products as any of them (within RIGHT_MARGIN): as many questions as possible are answered, with the widest
+margin against products outside the index.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 CALIBRATION_PRODUCTS = 200  # products sampled from the index, and at most as many from the validation split
 THRESHOLDS = tuple(round(0.5 + step / 100, 2) for step in range(51))  # 0.50, 0.51, ... 1.00
 CALIBRATION_SEED = 0
+RIGHT_MARGIN = 0.005  # right acceptances a stricter threshold may give up: a margin against unknown products
 
 
 def calibrate(index: ProductIndex, validation: Path, max_false_accept: float) -> dict | None:
@@ -49,8 +51,9 @@ def calibrate(index: ProductIndex, validation: Path, max_false_accept: float) ->
         false = sum(index.decide(f, threshold).matched for f in unknown_fits)
         curve.append({"threshold": threshold, "right_accepted": right / len(asked),
                       "false_accepted": false / len(unknown)})
-    within = [point for point in curve if point["false_accepted"] <= max_false_accept]
-    chosen = within[0] if within else curve[-1]
+    within = [point for point in curve if point["false_accepted"] <= max_false_accept] or curve[-1:]
+    best = max(point["right_accepted"] for point in within)
+    chosen = [point for point in within if point["right_accepted"] >= best - RIGHT_MARGIN][-1]
     return {"threshold": chosen["threshold"], "max_false_accept": max_false_accept, "questions": len(asked),
             "unknown_questions": len(unknown), "right_accepted": chosen["right_accepted"],
             "false_accepted": chosen["false_accepted"], "curve": curve}

@@ -22,7 +22,12 @@ A question is matched in three steps:
    that names the whole title, with words around it, has title coverage 1; one that drops a subtitle or a format
    qualifier, or names only the title's first words, has question coverage 1; a question about a product that is
    not indexed has both low (only some words are shared);
-3. acceptance: a score of at least the threshold (`rag.min_score`, or the one calibrated on the validation split,
+3. acceptance: a candidate in conflict with the question is never accepted: the question holds a word the title
+   lacks while the title holds one the question lacks ("(VHS)" asked of a "(DVD)" title, another size or colour:
+   such words are common, so their weight alone would hardly lower the score), or, where the question is asked in
+   one of the known phrasings and so names its title exactly, that title holds a word the candidate lacks (a
+   longer title: "Forgotten Valley: Crimson Kingdoms" is not "Forgotten Valley"). Otherwise a score of at least the
+   threshold (`rag.min_score`, or the one calibrated on the validation split,
    `calibration.calibrate`) is a match, unless another candidate fits the question as well (within
    AMBIGUITY_MARGIN) and the question names neither the whole title nor more of it than of the other: then the
    question is ambiguous, and the answer lists those titles instead of picking one.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,11 +66,25 @@ SUGGESTIONS = 3  # closest titles named when a question is ambiguous or matches 
 AMBIGUITY_MARGIN = 0.02  # candidates whose scores differ by less fit a question equally well
 DEFAULT_MIN_SCORE = 0.85  # the threshold where none was set or calibrated (an index of a list, no validation split)
 FUZZY_MIN_LETTERS = 4  # shorter words must be spelled exactly: one edit turns "cat" into "car"
-INDEX_VERSION = 3  # bump when the index's files change: old indexes are then rebuilt
+INDEX_VERSION = 6  # bump when the index's files change: old indexes are then rebuilt
 INDEX_DIR = "index"  # under data.output_dir
 # The words questions are phrased with ("what", "tell", "about", "o que é"): a question's own words are the others.
 PHRASING_WORDS = frozenset(w for p in TRAINING_PHRASINGS + HELD_OUT_PHRASINGS
                            for w in words(p.template.replace("{title}", " ")))
+
+
+def _phrasing_pattern(template: str) -> re.Pattern:
+    """A phrasing as a pattern that captures the title: any case and spacing, the closing mark optional."""
+    before, _, after = template.partition("{title}")
+    spaced = r"\s+".join(re.escape(word) for word in before.split()) + (r"\s+" if before.strip() else "")
+    closing = r"\s+".join(re.escape(word) for word in after.strip().rstrip(".?").split())
+    return re.compile(rf"\s*{spaced}(?P<title>.+?)\s*{closing}[\s.?!]*", re.IGNORECASE)
+
+
+# The title part of a question asked in one of the phrasings: what a person named, without the phrasing's words.
+# The longest phrasings first: "What is the description of {title}?" before "What is {title}?".
+_ASKED_TITLE = tuple(_phrasing_pattern(template) for template in sorted(
+    (p.template for p in TRAINING_PHRASINGS + HELD_OUT_PHRASINGS), key=len, reverse=True))
 _SCORE_CELLS = 1 << 24  # question x title similarities computed at a time by minilm (64 MiB of float32)
 _ENCODE_BATCH = 64
 
@@ -198,6 +218,9 @@ class Fit:
     score: float  # max(title coverage, question coverage)
     whole_title: bool  # the question holds every word of the title
     spelled: int  # words of the title, or of its short form (no qualifier, no subtitle), the question spells out
+    # the question names something the title lacks and the title something the question lacks ("(VHS)" asked of
+    # "(DVD)", another colour, another size): another product, however many words the two share
+    conflict: bool = False
 
 
 def _found(word: str, others: set[str], typos: set[str]) -> bool:
@@ -286,7 +309,8 @@ class ProductIndex:
         out word for word (the longest), then the ranker's order."""
         question_words = words(question)
         asked = set(question_words)
-        own = {w for w in asked if w not in PHRASING_WORDS} or asked
+        named = asked_title(question)
+        own = set(words(named)) if named else {w for w in asked if w not in PHRASING_WORDS} or asked
         typos = {w for w in asked if not self._bm25.holds(w)}
         spelled = f" {' '.join(question_words)} "
         fits = []
@@ -302,8 +326,12 @@ class ProductIndex:
             own_cover = sum(self._bm25.idf(w) for w in own if w in lead) / own_total if own_total else 0.0
             forms = (title_words, words(dropped_qualifiers(self.records[index]["title"]) or ""))
             verbatim = max((len(form) for form in forms if form and f" {' '.join(form)} " in spelled), default=0)
-            fits.append((Fit(index, max(title_cover, own_cover), title_cover >= 1.0 - 1e-9, verbatim), -rank))
-        fits.sort(key=lambda f: (round(f[0].score, 6), f[0].spelled, f[1]), reverse=True)
+            # where the question's phrasing says which title was asked, any word of it the title lacks is enough
+            conflict = (title_cover < 1.0 - 1e-9 or named is not None) and any(
+                not _found(w, distinct, distinct) for w in own)
+            fits.append((Fit(index, max(title_cover, own_cover), title_cover >= 1.0 - 1e-9, verbatim, conflict),
+                         -rank))
+        fits.sort(key=lambda f: (not f[0].conflict, round(f[0].score, 6), f[0].spelled, f[1]), reverse=True)
         return [f for f, _ in fits]
 
     def _hit(self, question: str, candidates: list[int]) -> Hit:
@@ -314,11 +342,12 @@ class ProductIndex:
         """The hit for a question whose candidates fit as `fits` (best first), accepted at `threshold`."""
         best = fits[0]
         record = self.records[best.index]
-        tied = [f for f in fits[1:] if f.score >= threshold and f.score >= best.score - AMBIGUITY_MARGIN]
+        tied = [f for f in fits[1:] if f.score >= threshold and f.score >= best.score - AMBIGUITY_MARGIN
+                and not f.conflict]
         # a question that names a whole title, or spells out more of one title than of any other, is not ambiguous
         named = best.whole_title or best.spelled > max((f.spelled for f in tied), default=0)
-        ambiguous = bool(tied) and not named
-        matched = best.score >= threshold and not ambiguous
+        ambiguous = bool(tied) and not named and not best.conflict
+        matched = best.score >= threshold and not ambiguous and not best.conflict
         shown = [best, *tied][:SUGGESTIONS] if ambiguous else fits[:SUGGESTIONS]
         return Hit(record["uid"], record["title"], record["answer"], best.score, matched,
                    () if matched else tuple(self.records[f.index]["title"] for f in shown), ambiguous)
@@ -327,6 +356,14 @@ class ProductIndex:
         """Every question's fits (for calibration: one ranking, many thresholds)."""
         candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.records)))
         return [self.fits(q, [int(i) for i in row]) for q, row in zip(questions, candidates, strict=True)]
+
+
+def asked_title(question: str) -> str | None:
+    """The title a question names when it is asked in one of the phrasings ("What is {title}?"), else None."""
+    for pattern in _ASKED_TITLE:
+        if (found := pattern.fullmatch(question)) is not None:
+            return found["title"]
+    return None
 
 
 def _file_identity(path: Path) -> list:
