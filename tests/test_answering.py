@@ -416,3 +416,59 @@ def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     assert "driver: Ctrl-C first\ndriver: Ctrl-C second\n" in result.stderr, result.stderr[-2000:]
     assert result.returncode == 130, result.stderr[-2000:]
     assert "terminate called" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_assistant_reads_the_record_declines_with_suggestions_and_asks_back(tiny_run):
+    """Its routes on a tiny model: a matched product is answered from its record (the source named), a question no
+    product fits is declined with the closest titles (the model unsure: min_confidence 0.99, or sure of something
+    that is no catalog description), a short question two titles fit equally well names both; answering in a
+    batch and streaming agree."""
+    from product_qa.answering.retrieval import ProductIndex
+    from product_qa.answering.systems import Answerer, declined_text
+    from product_qa.data.catalog import UNKNOWN_ANSWER
+    cfg = apply_overrides(Config(), [*tiny_run["settings"], "generation.min_confidence=0.99"])
+    answerer = Answerer(cfg, Path(tiny_run["run_dir"]))
+    products = [{"uid": "d", "title": "Forgotten Kingdom (DVD)", "answer": "A film about a kingdom."},
+                {"uid": "n", "title": "Forgotten Kingdom: A Novel", "answer": "A novel about a kingdom."},
+                {"uid": "h", "title": "Home Island (Audio CD)", "answer": "An album recorded on an island."}]
+    answerer._index = ProductIndex.build(products, cfg.rag)
+    questions = ["What do you know about Home Island (Audio CD)?", "What is the capital of France?",
+                 "What do you know about Forgotten Kingdom?"]
+    matched, unknown, ambiguous = answerer.answer(questions, "assistant")
+    assert matched.route == "record" and matched.source.uid == "h" and matched.source.matched
+    assert unknown.route == "declined" and unknown.text.startswith(UNKNOWN_ANSWER + " Closest titles: ")
+    assert ambiguous.route == "ambiguous" and "Forgotten Kingdom (DVD)" in ambiguous.text
+    assert "Forgotten Kingdom: A Novel" in ambiguous.text and ambiguous.text == declined_text(ambiguous.source)
+    for question, answer in zip(questions, (matched, unknown, ambiguous), strict=True):
+        hit, pieces = answerer.stream(question, "assistant")
+        assert "".join(pieces).strip() == answer.text and hit == answer.source
+    # with the confidence gate off the tiny model answers everything from memory, but what it says is no catalog
+    # description: declined all the same; a catalog description given back is kept, its product named as source
+    confident = Answerer(apply_overrides(Config(), tiny_run["settings"]), Path(tiny_run["run_dir"]))
+    confident._index = answerer._index
+    assert confident.answer(["What is the capital of France?"], "assistant")[0].route == "declined"
+    product = confident.catalog.known[0]
+    assert confident.recalled(product["answer"]).uid == product["uid"]
+    assert confident.recalled("A made-up description of a kettle.") is None
+
+
+def test_ask_batch_writes_one_json_object_per_question(tiny_run, tmp_path):
+    from product_qa.data.examples import output_paths, read_examples
+    settings = tiny_run["settings"]
+    product = read_examples(output_paths(apply_overrides(Config(), settings).data)["train"])[0]
+    questions = tmp_path / "questions.txt"
+    questions.write_text(f"What do you know about {product['title']}?\n\nWhat is the capital of France?\n")
+    output = tmp_path / "answers.jsonl"
+    result = run_script("ask.py", "--batch", str(questions), "--output", str(output), "--no-progress",
+                        *cli_overrides(settings))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [row["line"] for row in rows] == [1, 3] and all(row["system"] == "assistant" for row in rows)
+    assert {"question", "answer", "system", "source", "confidence", "route"} <= set(rows[0])
+    assert rows[0]["source"] == {"uid": product["uid"], "title": product["title"]} and rows[0]["route"] == "record"
+    assert rows[1]["source"] is None and rows[1]["answer"]
+    result = run_script("ask.py", "--batch", str(questions), "--system", "retrieval", *cli_overrides(settings))
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[0])["answer"] == product["answer"]
+    result = run_script("ask.py", "--batch", str(tmp_path / "missing.txt"), *cli_overrides(settings))
+    assert result.returncode == 2 and "missing.txt: cannot read the questions" in result.stderr
+    assert "Traceback" not in result.stderr

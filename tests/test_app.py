@@ -35,7 +35,7 @@ def tiny_demo(tiny_run):
 def test_all_panels_stream_in_and_rag_names_its_source(tiny_demo):
     from product_qa.answering.retrieval import source_line
     question = tiny_demo.example_questions()[0]
-    assert [value for _, value in tiny_demo.modes] == ["base", "fine_tuned", "rag", "all"]
+    assert [value for _, value in tiny_demo.modes] == ["assistant", "base", "fine_tuned", "rag", "all"]
     steps = list(tiny_demo.respond(question, "all"))
     *answers, source, status = steps[-1]
     assert all(answer.strip() for answer in answers), answers
@@ -44,15 +44,15 @@ def test_all_panels_stream_in_and_rag_names_its_source(tiny_demo):
     assert hit.matched and source == source_line(hit) and f"(uid {hit.uid})" in source
     assert status.startswith("Answered.") and "RAG" in status
     # streamed: each panel's text only grows, token by token, and panels fill one after the other
-    tuned_texts = [step[1] for step in steps]
+    tuned_texts = [step[2] for step in steps]
     assert len(set(tuned_texts)) > 2
     assert all(later.startswith(earlier.rstrip()) for earlier, later in pairwise(tuned_texts))
-    assert all(step[1] == step[2] == "" for step in steps if step[-1].startswith("Base model is answering"))
+    assert all(step[2] == step[3] == "" for step in steps if step[-1].startswith("Base model is answering"))
 
 
 def test_one_panel_alone_leaves_the_others_empty(tiny_demo):
     *answers, source, status = list(tiny_demo.respond(tiny_demo.example_questions()[1], "fine_tuned"))[-1]
-    assert answers[0] == "" and answers[1] and answers[2] == "" and source == ""
+    assert answers[0] == answers[1] == "" and answers[2] and answers[3] == "" and source == ""
     assert status.startswith("Answered. Fine-tuned model:")
 
 
@@ -75,12 +75,13 @@ def test_before_fine_tuning_the_page_says_so_and_offers_the_base_model(tiny_run,
     cfg = apply_overrides(Config(), [*tiny_run["settings"], f"train.output_dir={tmp_path / 'no-runs'}"])
     demo = Demo.load(Answerer(cfg, None))
     assert "No fine-tuned model yet" in demo.notices[0] and "fine_tuning_project.py" in demo.notices[0]
-    assert [value for _, value in demo.modes] == ["base", "rag", "all"]
+    assert [value for _, value in demo.modes] == ["assistant", "base", "rag", "all"]
     assert demo.panel_label("rag") == "RAG: base model + retrieved description"
+    assert demo.panel_label("assistant") == "Assistant (base model)"
     with pytest.raises(gr.Error, match="unknown choice"):
         next(demo.respond("What is Home Map?", "fine_tuned"))
     *answers, source, _ = list(demo.respond(demo.example_questions()[0], "rag"))[-1]
-    assert answers[2] and "uid" in source
+    assert answers[3] and "uid" in source
 
 
 def test_without_prepared_data_rag_is_off_with_the_reason(tiny_run, tmp_path):
@@ -88,7 +89,7 @@ def test_without_prepared_data_rag_is_off_with_the_reason(tiny_run, tmp_path):
     from product_qa.app.webapp import Demo
     cfg = apply_overrides(Config(), [*tiny_run["settings"], f"data.output_dir={tmp_path}"])
     demo = Demo.load(Answerer(cfg, None))
-    assert any("RAG is off" in n and "prepare_data.py" in n for n in demo.notices)
+    assert any("The assistant and RAG are off" in n and "prepare_data.py" in n for n in demo.notices)
     assert [value for _, value in demo.modes] == ["base"] and demo.example_questions() == []
 
 
@@ -205,14 +206,21 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
         question_box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#question textarea"))
         question = question_box.get_attribute("placeholder")
         question_box.send_keys(question)  # an example: a training product's title
-        driver.find_element(By.CSS_SELECTOR, "#ask").click()
+        driver.find_element(By.CSS_SELECTOR, "#ask").click()  # the assistant, the first panel, answers alone
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#status").text.startswith("Answered"))
+        assistant = driver.find_element(By.CSS_SELECTOR, "#answer-assistant textarea").get_attribute("value")
+        source = driver.find_element(By.CSS_SELECTOR, "#source textarea").get_attribute("value")
+        assert assistant.strip() and assistant != EMPTY_ANSWER
+        assert source.startswith("Source: ") and "(uid " in source
+        next(label for label in driver.find_elements(By.CSS_SELECTOR, "#mode label")
+             if label.text == "All side by side").click()
+        driver.find_element(By.CSS_SELECTOR, "#ask").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#status").text.startswith("Answered")
+                   and "RAG" in d.find_element(By.CSS_SELECTOR, "#status").text)
         answers = {panel: driver.find_element(By.CSS_SELECTOR, f"#answer-{panel} textarea").get_attribute("value")
-                   for panel in ("base", "fine_tuned", "rag")}
+                   for panel in ("assistant", "base", "fine_tuned", "rag")}
         assert all(text.strip() for text in answers.values()), answers
         assert EMPTY_ANSWER not in (answers["fine_tuned"], answers["rag"])  # the models' own words
-        source = driver.find_element(By.CSS_SELECTOR, "#source textarea").get_attribute("value")
-        assert source.startswith("Source: ") and "(uid " in source
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         assert driver.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
 
@@ -221,7 +229,7 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
 
         open_tab("Evaluation")
         wait.until(lambda d: "retrieval only" in d.find_element(By.CSS_SELECTOR, "#evaluation").text)
-        assert "seen products" in driver.find_element(By.CSS_SELECTOR, "#evaluation").text
+        assert "catalog products" in driver.find_element(By.CSS_SELECTOR, "#evaluation").text
         open_tab("Data analysis")
         wait.until(lambda d: any(img.is_displayed() and img.get_attribute("naturalWidth") != "0"
                                  for img in d.find_elements(By.CSS_SELECTOR, ".analysis-plot img")))

@@ -6,9 +6,9 @@ generation test and the evaluation) and ask.py.
 - retrieval: no model, the description of the training product the question names (RAG's retriever alone);
 - base_rag / fine_tuned_rag: the model, given the retrieved description as context;
 - assistant: routes each question (`Answerer.answer`): a matched product is answered by the fine-tuned model
-  reading its record (the source named); with no match, a catalog product the model recalls with confidence is
-  answered closed-book; otherwise the fixed decline with the closest titles (or, for an ambiguous question, the
-  titles that fit it).
+  reading its record (the source named); with no match, a catalog product the model recalls with confidence (its
+  answer is that product's description) is answered closed-book; otherwise the fixed decline with the closest
+  titles (or, for an ambiguous question, the titles that fit it).
 
 The fine-tuned model is asked exactly as it was trained (chat template, system prompt), and the base model
 the same way, so the two differ only in their weights. Answers with a retrieved context name their source
@@ -31,6 +31,7 @@ from product_qa.answering.generation import (
     stream_answer,
     with_answer_cap,
 )
+from product_qa.answering.metrics import EXACT_ROUGE_L, rouge_scores
 from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex
 from product_qa.data.catalog import UNKNOWN_ANSWER, Catalog, is_declined, read_catalog
 from product_qa.data.encoding import ExampleEncoder
@@ -86,14 +87,6 @@ AMBIGUOUS_START = "Several products fit this question"
 def withheld(text: str) -> bool:
     """The answer describes no product: the decline, RAG's no-match message, or the assistant's question back."""
     return is_declined(text) or text == NO_MATCH_MESSAGE or text.startswith(AMBIGUOUS_START)
-
-
-def _route(hit: Hit, text: str) -> str:
-    if hit.matched:
-        return "record"
-    if hit.ambiguous:
-        return "ambiguous"
-    return "declined" if is_declined(text) else "closed_book"
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -261,8 +254,9 @@ class Answerer:
 
     def _assistant_answers(self, questions: list[str], hits: list[Hit], retrieval_seconds: float,
                            progress: str | None) -> list[Answer]:
-        """Matched questions: the model reads the record. The others, when there is a run: closed-book, declined
-        when unsure. What is still declined (or ambiguous) gets declined_text."""
+        """Matched questions: the model reads the record. The others, when there is a run: closed-book, kept only
+        when the model is sure of it and it gives back a catalog product's description (`recalled`). The rest,
+        and ambiguous questions, get declined_text."""
         model = self.model(self.model_of("assistant"))
         matched = [i for i, hit in enumerate(hits) if hit.matched]
         closed = [i for i, hit in enumerate(hits) if not hit.matched and not hit.ambiguous and self.run_dir]
@@ -279,11 +273,28 @@ class Answerer:
         answers = []
         for i, hit in enumerate(hits):
             got = by_question.get(i)
-            text = got.text if got and (hit.matched or not is_declined(got.text)) else declined_text(hit)
-            answers.append(Answer("assistant", text, hit, got.new_tokens if got else 0,
-                                  (got.seconds if got else 0.0) + retrieval_seconds, got.confidence if got else None,
-                                  _route(hit, text)))
+            seconds = (got.seconds if got else 0.0) + retrieval_seconds
+            tokens, confidence = (got.new_tokens, got.confidence) if got else (0, None)
+            if hit.matched:
+                answers.append(Answer("assistant", got.text, hit, tokens, seconds, confidence, "record"))
+            elif got and not is_declined(got.text) and (known := self.recalled(got.text)) is not None:
+                answers.append(Answer("assistant", got.text, known, tokens, seconds, confidence, "closed_book"))
+            else:
+                answers.append(Answer("assistant", declined_text(hit), hit, tokens, seconds, confidence,
+                                      "ambiguous" if hit.ambiguous else "declined"))
         return answers
+
+    def recalled(self, text: str) -> Hit | None:
+        """The catalog product whose description `text` gives back (ROUGE-L >= metrics.EXACT_ROUGE_L), as the
+        answer's source; None for a description the model made up, however sure of it it was."""
+        known = self.catalog.known
+        if not known:
+            return None
+        scores = [s["rougeL"] for s in rouge_scores([text] * len(known), [p["answer"] for p in known])]
+        best = max(range(len(known)), key=scores.__getitem__)
+        product = known[best]
+        return (Hit(product["uid"], product["title"], product["answer"], scores[best], True)
+                if scores[best] >= EXACT_ROUGE_L else None)
 
     def stream(self, question: str, system: str) -> tuple[Hit | None, Iterator[str]]:
         """The retrieved product (RAG systems) and the answer's pieces as they come."""
@@ -297,24 +308,13 @@ class Answerer:
                                   self.decoding, self.min_confidence if system == "fine_tuned" else None)
 
     def _assistant_stream(self, question: str, hit: Hit) -> Iterator[str]:
-        """The assistant's answer as it comes: the record read, or closed-book (held back until the model's
-        confidence is known), or declined_text; a closed-book decline gets the closest titles after it."""
-        model = self.model(self.model_of("assistant"))
+        """The assistant's answer as it comes: a record read streams token by token; any other route is decided
+        on the whole answer (a closed-book answer must first be found to be a catalog description), then said."""
         if hit.matched:
-            yield from stream_answer(model, self.tokenizer, self.prompt(question, hit), self.decoding)
-            return
-        if hit.ambiguous or not self.run_dir:
-            yield declined_text(hit)
-            return
-        said = ""
-        for piece in stream_answer(model, self.tokenizer, self.prompt(question), self.decoding, self.min_confidence):
-            if not said and is_declined(piece):  # the decline said whole: with the closest titles
-                yield declined_text(hit)
-                return
-            said += piece
-            yield piece
-        if is_declined(said) and hit.suggestions:
-            yield declined_text(hit)[len(UNKNOWN_ANSWER):]
+            yield from stream_answer(self.model(self.model_of("assistant")), self.tokenizer,
+                                     self.prompt(question, hit), self.decoding)
+        else:
+            yield self._assistant_answers([question], [hit], 0.0, None)[0].text
 
 def _retrieved_answer(hit: Hit) -> str:
     """Retrieval's own answer: the matched product's description, or the no-match message."""
