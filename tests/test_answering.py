@@ -423,7 +423,7 @@ def test_the_assistant_reads_the_record_declines_with_suggestions_and_asks_back(
     product fits is declined with the closest titles (the model unsure: min_confidence 0.99, or sure of something
     that is no catalog description), a short question two titles fit equally well names both; answering in a
     batch and streaming agree."""
-    from product_qa.answering.retrieval import ProductIndex
+    from product_qa.answering.retrieval import Hit, ProductIndex
     from product_qa.answering.systems import Answerer, declined_text
     from product_qa.data.catalog import UNKNOWN_ANSWER
     cfg = apply_overrides(Config(), [*tiny_run["settings"], "generation.min_confidence=0.99"])
@@ -450,6 +450,10 @@ def test_the_assistant_reads_the_record_declines_with_suggestions_and_asks_back(
     product = confident.catalog.known[0]
     assert confident.recalled(product["answer"]).uid == product["uid"]
     assert confident.recalled("A made-up description of a kettle.") is None
+    closest = Hit(product["uid"], product["title"], product["answer"], 0.8, False)
+    assert confident._recalls_closest(product["answer"], closest)  # the model and the index agree
+    assert not confident._recalls_closest(product["answer"], dataclasses.replace(closest, uid="another"))
+    assert not confident._recalls_closest(product["answer"], dataclasses.replace(closest, conflict=True))
 
 
 def test_ask_batch_writes_one_json_object_per_question(tiny_run, tmp_path):

@@ -100,6 +100,7 @@ class Hit:
     # matched, the closest titles: what the answer suggests
     suggestions: tuple[str, ...] = ()
     ambiguous: bool = False  # several products fit the question as well: suggestions names them
+    conflict: bool = False  # the question names a word this product's title lacks, and so another product
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -350,7 +351,7 @@ class ProductIndex:
         matched = best.score >= threshold and not ambiguous and not best.conflict
         shown = [best, *tied][:SUGGESTIONS] if ambiguous else fits[:SUGGESTIONS]
         return Hit(record["uid"], record["title"], record["answer"], best.score, matched,
-                   () if matched else tuple(self.records[f.index]["title"] for f in shown), ambiguous)
+                   () if matched else tuple(self.records[f.index]["title"] for f in shown), ambiguous, best.conflict)
 
     def ranked(self, questions: list[str]) -> list[list[Fit]]:
         """Every question's fits (for calibration: one ranking, many thresholds)."""

@@ -6,9 +6,9 @@ generation test and the evaluation) and ask.py.
 - retrieval: no model, the description of the training product the question names (RAG's retriever alone);
 - base_rag / fine_tuned_rag: the model, given the retrieved description as context;
 - assistant: routes each question (`Answerer.answer`): a matched product is answered by the fine-tuned model
-  reading its record (the source named); with no match, a catalog product the model recalls with confidence (its
-  answer is that product's description) is answered closed-book; otherwise the fixed decline with the closest
-  titles (or, for an ambiguous question, the titles that fit it).
+  reading its record (the source named); with no match, a catalog product the model recalls with confidence is
+  answered closed-book (its answer must be the description of the catalog product the index found closest);
+  otherwise the fixed decline with the closest titles (or, for an ambiguous question, the titles that fit it).
 
 The fine-tuned model is asked exactly as it was trained (chat template, system prompt), and the base model
 the same way, so the two differ only in their weights. Answers with a retrieved context name their source
@@ -255,8 +255,8 @@ class Answerer:
     def _assistant_answers(self, questions: list[str], hits: list[Hit], retrieval_seconds: float,
                            progress: str | None) -> list[Answer]:
         """Matched questions: the model reads the record. The others, when there is a run: closed-book, kept only
-        when the model is sure of it and it gives back a catalog product's description (`recalled`). The rest,
-        and ambiguous questions, get declined_text."""
+        when the model is sure of it and it gives back the description of the catalog product the index found
+        closest (`_recalls_closest`). The rest, and ambiguous questions, get declined_text."""
         model = self.model(self.model_of("assistant"))
         matched = [i for i, hit in enumerate(hits) if hit.matched]
         closed = [i for i, hit in enumerate(hits) if not hit.matched and not hit.ambiguous and self.run_dir]
@@ -277,12 +277,20 @@ class Answerer:
             tokens, confidence = (got.new_tokens, got.confidence) if got else (0, None)
             if hit.matched:
                 answers.append(Answer("assistant", got.text, hit, tokens, seconds, confidence, "record"))
-            elif got and not is_declined(got.text) and (known := self.recalled(got.text)) is not None:
-                answers.append(Answer("assistant", got.text, known, tokens, seconds, confidence, "closed_book"))
+            elif got and not is_declined(got.text) and self._recalls_closest(got.text, hit):
+                answers.append(Answer("assistant", got.text, dataclasses.replace(hit, matched=True), tokens, seconds,
+                                      confidence, "closed_book"))
             else:
                 answers.append(Answer("assistant", declined_text(hit), hit, tokens, seconds, confidence,
                                       "ambiguous" if hit.ambiguous else "declined"))
         return answers
+
+    def _recalls_closest(self, text: str, hit: Hit) -> bool:
+        """A closed-book answer is given only where two signals agree: the model gives back a catalog product's
+        description, and that product is the index's closest to the question, short of the threshold but not in
+        conflict with it (a paraphrased title). A memorized description said for another title is declined."""
+        known = self.recalled(text)
+        return known is not None and known.uid == hit.uid and not hit.conflict
 
     def recalled(self, text: str) -> Hit | None:
         """The catalog product whose description `text` gives back (ROUGE-L >= metrics.EXACT_ROUGE_L), as the
