@@ -13,6 +13,7 @@ answered from memory, and anything else is declined with the closest titles.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,9 +50,12 @@ def answer_batch(answerer: Answerer, path: Path, output: Path | None, system: st
     from product_qa.io_utils import atomic_outputs
 
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")  # line numbers as an editor shows
     except OSError as err:
         raise UserError(f"{path}: cannot read the questions ({err.strerror})") from None
+    if output is not None and (output.is_dir() or not os.access(output.parent if output.parent.exists() else ".",
+                                                                  os.W_OK)):
+        raise UserError(f"{output}: cannot write the answers there (a folder, or a folder that cannot be written)")
     asked = [(number, *answerer.clean(line)) for number, line in enumerate(lines, 1) if line.strip()]
     if not asked:
         raise UserError(f"{path}: no questions (one question a line)")
@@ -67,8 +71,11 @@ def answer_batch(answerer: Answerer, path: Path, output: Path | None, system: st
     if output is None:
         sys.stdout.buffer.write(records)
     else:
-        with atomic_outputs({"answers": output}) as handles:
-            handles["answers"].write(records)
+        try:
+            with atomic_outputs({"answers": output}) as handles:
+                handles["answers"].write(records)
+        except OSError as err:
+            raise UserError(f"{output}: cannot write the answers ({err.strerror})") from None
         print(f"{len(asked)} answers ({system}) -> {output}", file=sys.stderr)
     return 0
 

@@ -187,8 +187,9 @@ class RagConfig:
     # add validation,test to answer every product of the data in production
     index_splits: str = "train"
     # the retrieved product counts as a match at this match score (the larger of the shares of the title's words in
-    # the question and of the question's words in the title, weighted by rarity). None: the lowest threshold that
-    # accepts at most max_false_accept of validation-split products (not indexed), calibrated when the index is built
+    # the question and of the question's words in the title, weighted by rarity). None: calibrated when the index is
+    # built, the strictest threshold that accepts at most max_false_accept of validation-split products (not indexed)
+    # and gives up no right acceptance (product_qa/answering/calibration.py)
     min_score: float | None = None
     max_false_accept: float = 0.02
     # the retrieved record is cut to this many tokens in the prompt (None: half of the run's train.max_length, as

@@ -1,6 +1,7 @@
 """Test what fine-tuning changed: the same questions to the base model and the fine-tuned model, side by side;
 with --evaluate, every system (base, fine-tuned, retrieval alone, base + RAG, fine-tuned + RAG) scored on the
-same questions, seen products (new phrasings) and unseen products (the test split).
+same questions: catalog products (new phrasings), indexed products the model was not trained on, and unknown
+products (the test split), each also in a question form people type.
 
     python test_pipeline.py                           # generation test, the latest run (base model alone before any)
     python test_pipeline.py --run smollm2-lora "What is the Girls Ballet Tutu Neon Pink?"
@@ -22,7 +23,7 @@ from product_qa.runs import add_run_argument, no_run_note, run_from_args
 def main() -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("questions", nargs="*", help="your own questions (default: eval.test_questions held-out "
-                                                     "questions from the seen and the unseen products)")
+                                                     "questions from the catalog and the unknown products)")
     add_run_argument(parser)
     parser.add_argument("--evaluate", action="store_true", help="score every system on the evaluation sets")
     args = parser.parse_args()

@@ -44,6 +44,11 @@ REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = 1000
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: 0 or more."""
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def data_dir(records: int) -> Path:
     return BENCH_DIR / f"catalog_{records}"
 
@@ -80,7 +85,7 @@ def ask(records: int, run: str | None, answered: int) -> dict:
     index.search(["warm up"])
     held = psutil.Process().memory_info().rss - before
     pick = random.Random(0)
-    known = [index.records[i] for i in pick.sample(range(len(index)), QUESTIONS)]
+    known = [index.records[i] for i in pick.sample(range(len(index)), min(QUESTIONS, len(index)))]
     asked = []
     for product in known:
         forms = question_forms(product["title"], key_hash(product["uid"]), 0)
@@ -100,6 +105,8 @@ def ask(records: int, run: str | None, answered: int) -> dict:
         by_form.setdefault(form, []).append(hit.matched and hit.uid == uid)
     wrong = sum(hit.matched and hit.uid != uid for hit, (_, uid, _) in zip(hits, asked, strict=True))
     false_unknown = sum(hit.matched for hit in index.search(unknown))
+    if not unknown:
+        raise SystemExit("the test split is empty: nothing to ask about products outside the index")
     result = {"products": len(index), "ready_s": ready, "index_mib": held / 2**20, "threshold": index.min_score,
               "right_accepted": sum(sum(v) for v in by_form.values()) / len(asked),
               "by_form": {form: sum(v) / len(v) for form, v in sorted(by_form.items())},
@@ -134,7 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=positive_int, default=FULL_SIZE, help="lines of the generated trn.json")
     parser.add_argument("--run", help="the run whose model answers end to end (default: the latest)")
-    parser.add_argument("--answered", type=int, default=100, help="questions answered end to end (0: none)")
+    parser.add_argument("--answered", type=non_negative_int, default=100,
+                        help="questions answered end to end (0: none)")
     parser.add_argument("--step", choices=("saved", "memory", "ask"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step == "saved":

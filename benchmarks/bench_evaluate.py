@@ -32,7 +32,9 @@ TARGET_SECONDS = 600
 
 def run(cfg: Config, run_dir: Path | None, seen: int, unseen: int, batch_size: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, seen_questions=seen, unseen_questions=unseen,
+        # each product is asked twice (a held-out phrasing and another form): half as many products
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, catalog_questions=seen // 2,
+                                                                indexed_questions=0, unknown_questions=unseen // 2,
                                                                 output_dir=out),
                                   generation=dataclasses.replace(cfg.generation, batch_size=batch_size))
         return evaluate(cfg, run_dir, progress=False)

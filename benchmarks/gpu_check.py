@@ -88,7 +88,7 @@ def main() -> None:
     evaluation, _ = _run("evaluate", ["test_pipeline.py", "--evaluate", "--run", run, *_common(args.steps)])
     if evaluation.ok:
         report = orjson.loads((WORK / "evaluation" / "evaluation_report.json").read_bytes())
-        seen = report["sets"]["seen"]["systems"]
+        seen = report["sets"]["catalog"]["systems"]
         evaluation.detail = ", ".join(f"{name} {entry['summary']['rougeL']:.2f}" for name, entry in seen.items())
     outcomes.append(evaluation)
     ask, answer = _run("ask.py", ["ask.py", "--run", run, *_common(args.steps), QUESTION])

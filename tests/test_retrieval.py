@@ -195,6 +195,20 @@ def test_a_typo_counts_only_where_no_title_holds_the_word(tmp_path):
     assert not (plural.uid == "o" and plural.matched)  # "orchards" is a word of a title: not a typo of "orchard"
 
 
+def test_an_article_before_the_title_is_no_other_product_but_a_longer_title_is(tmp_path):
+    """"What is the Girls Ballet Tutu?" names the title; "What do you know about Forgotten Valley: Crimson
+    Kingdoms?" names a longer title than the indexed "Forgotten Valley", another product."""
+    products = [{"uid": "t", "title": "Girls Ballet Tutu Neon Pink", "answer": "A tutu."},
+                {"uid": "v", "title": "Forgotten Valley", "answer": "A film."},
+                {"uid": "r", "title": "Silent River", "answer": "A river."}]
+    index = ProductIndex.build(products, rag_config(tmp_path))
+    article, portuguese, longer = index.search(["What is the Girls Ballet Tutu Neon Pink?",
+                                                "O que é o Girls Ballet Tutu Neon Pink?",
+                                                "What do you know about Forgotten Valley: Crimson Kingdoms?"])
+    assert article.matched and article.uid == "t" and portuguese.matched and portuguese.uid == "t"
+    assert longer.uid == "v" and longer.conflict and not longer.matched
+
+
 def test_a_short_question_that_fits_several_titles_names_them(tmp_path):
     products = [{"uid": "d", "title": "Forgotten Kingdom (DVD)", "answer": "A film."},
                 {"uid": "n", "title": "Forgotten Kingdom: A Novel", "answer": "A novel."},

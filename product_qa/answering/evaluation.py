@@ -12,7 +12,8 @@ gives every figure per form too.
 
 Scores: ROUGE-1/2/L, BLEU and chrF, MiniLM similarity, perplexity of the reference answer, length against
 the reference, repetition (distinct-n, repeated 3-grams), latency and tokens/s, and for the RAG systems
-whether they used the right product (seen) or abstained (unseen).
+whether they used the right product (catalog, indexed) or abstained (unknown), and whether an answer described
+another product.
 """
 from __future__ import annotations
 
@@ -177,7 +178,7 @@ def summarize(rows: list[dict], wall_seconds: float) -> dict:
 
 def worst(rows: list[dict], n: int) -> list[dict]:
     """The n answers furthest from their reference (lowest ROUGE-L, then chrF). A RAG system's right "no matching
-    product" on an unseen product scores low against the reference but is the right answer: not listed."""
+    product" on an unknown product scores low against the reference but is the right answer: not listed."""
     keep = ("uid", "question", "answer", "reference", "rougeL", "chrf", "source_uid")
     wrong = [r for r in rows if not (r.get("right_product") and not r.get("matched", True)) and r["rougeL"] < 1.0]
     return [{k: r[k] for k in keep if k in r} for r in sorted(wrong, key=lambda r: (r["rougeL"], r["chrf"]))[:n]]

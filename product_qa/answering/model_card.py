@@ -87,8 +87,9 @@ def _evaluation_section(evaluation: dict | None) -> list[str]:
     if evaluation is None:
         return ["## Evaluation", "", "Not evaluated yet: `python test_pipeline.py --evaluate --run RUN` scores it "
                 "and adds its numbers here.", ""]
-    lines = ["## Evaluation", "", "`test_pipeline.py --evaluate`: seen products asked with phrasings training never "
-             "used, unseen products from the test split.", ""]
+    lines = ["## Evaluation", "", "`test_pipeline.py --evaluate`: catalog products asked with phrasings training "
+             "never used, indexed products the model was not trained on, unknown products from the test split; each "
+             "also in a question form people type (a typo, a dropped qualifier...).", ""]
     for set_name, result in evaluation["sets"].items():
         rows = [[evaluation["labels"][system],
                  *[summary_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_HEADLINE]]

@@ -39,6 +39,7 @@ import math
 import os
 import re
 import shutil
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ SUGGESTIONS = 3  # closest titles named when a question is ambiguous or matches 
 AMBIGUITY_MARGIN = 0.02  # candidates whose scores differ by less fit a question equally well
 DEFAULT_MIN_SCORE = 0.85  # the threshold where none was set or calibrated (an index of a list, no validation split)
 FUZZY_MIN_LETTERS = 4  # shorter words must be spelled exactly: one edit turns "cat" into "car"
-INDEX_VERSION = 6  # bump when the index's files change: old indexes are then rebuilt
+INDEX_VERSION = 7  # bump when the index's files change: old indexes are then rebuilt
 INDEX_DIR = "index"  # under data.output_dir
 # The words questions are phrased with ("what", "tell", "about", "o que é"): a question's own words are the others.
 PHRASING_WORDS = frozenset(w for p in TRAINING_PHRASINGS + HELD_OUT_PHRASINGS
@@ -85,6 +86,7 @@ def _phrasing_pattern(template: str) -> re.Pattern:
 # The longest phrasings first: "What is the description of {title}?" before "What is {title}?".
 _ASKED_TITLE = tuple(_phrasing_pattern(template) for template in sorted(
     (p.template for p in TRAINING_PHRASINGS + HELD_OUT_PHRASINGS), key=len, reverse=True))
+ARTICLES = frozenset(("the", "a", "an", "o", "os", "as", "um", "uma"))  # "What is the X?" names X
 _SCORE_CELLS = 1 << 24  # question x title similarities computed at a time by minilm (64 MiB of float32)
 _ENCODE_BATCH = 64
 
@@ -115,17 +117,16 @@ class _FileRecords:
     """The indexed products, read from the split files by byte offset when asked for."""
 
     def __init__(self, paths: list[Path], files: np.ndarray, offsets: np.ndarray) -> None:
-        self._paths, self._files, self._offsets = paths, files, offsets
-        self._handles: dict[int, int] = {}
+        self._files, self._offsets = files, offsets
+        # opened at once, so a split rewritten later is not read at this index's offsets; closed with the object
+        self._handles = [os.open(path, os.O_RDONLY) for path in paths]
+        weakref.finalize(self, _close_all, list(self._handles))
 
     def __len__(self) -> int:
         return len(self._offsets)
 
     def __getitem__(self, index: int) -> dict:
-        file = int(self._files[index])
-        if file not in self._handles:
-            self._handles[file] = os.open(self._paths[file], os.O_RDONLY)
-        fd, offset, chunk = self._handles[file], int(self._offsets[index]), b""
+        fd, offset, chunk = self._handles[int(self._files[index])], int(self._offsets[index]), b""
         while not chunk.endswith(b"\n"):
             piece = os.pread(fd, 65536, offset + len(chunk))
             if not piece:
@@ -134,6 +135,11 @@ class _FileRecords:
             if b"\n" in piece:
                 break
         return orjson.loads(chunk.partition(b"\n")[0])
+
+
+def _close_all(handles: list[int]) -> None:
+    for handle in handles:
+        os.close(handle)
 
 
 # ----------------------------------------------------------------------------------------------- rankers
@@ -286,12 +292,14 @@ class ProductIndex:
         for path in files:
             if not path.exists():
                 raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
-        key = fingerprint(INDEX_VERSION, [_file_identity(p) for p in files], _file_identity(paths["validation"]),
-                          rag.max_false_accept)
+        # calibrated on the validation split, unless the index holds it (then no product of it is unknown)
+        validation = None if "validation" in splits else paths["validation"]
+        key = fingerprint(INDEX_VERSION, [_file_identity(p) for p in files],
+                          validation and _file_identity(validation), rag.max_false_accept)
         root = Path(data.output_dir) / INDEX_DIR
-        target = root / key
+        target = root / f"{'+'.join(splits)}-{key}"
         if not (target / "meta.json").exists():
-            _build_folder(files, paths["validation"], rag, root, target, progress)
+            _build_folder(files, validation, rag, root, target, progress)
         meta = orjson.loads((target / "meta.json").read_bytes())
         records = _FileRecords(files, np.load(target / "files.npy", mmap_mode="r"),
                                np.load(target / "offsets.npy", mmap_mode="r"))
@@ -311,7 +319,8 @@ class ProductIndex:
         question_words = words(question)
         asked = set(question_words)
         named = asked_title(question)
-        own = set(words(named)) if named else {w for w in asked if w not in PHRASING_WORDS} or asked
+        own = {w for w in (words(named) if named else asked) if w not in PHRASING_WORDS and w not in ARTICLES} \
+            or asked
         typos = {w for w in asked if not self._bm25.holds(w)}
         spelled = f" {' '.join(question_words)} "
         fits = []
@@ -400,10 +409,10 @@ def _scan(files: list[Path], progress: bool) -> tuple[np.ndarray, np.ndarray, li
     return np.array(file_of, dtype=np.uint8), np.array(offsets, dtype=np.int64), title_ids, vocab
 
 
-def _build_folder(files: list[Path], validation: Path, rag: RagConfig, root: Path, target: Path,
+def _build_folder(files: list[Path], validation: Path | None, rag: RagConfig, root: Path, target: Path,
                   progress: bool) -> None:
-    """Build the index of `files` in a temp folder, calibrate it, and rename it into place; other keys' indexes
-    are removed."""
+    """Build the index of `files` in a temp folder, calibrate it on `validation` (if any), and rename it into
+    place; older indexes of the same splits are removed (an index of other splits, used beside it, stays)."""
     make_folder(root, "index folder")
     remove_stale_temps(root)
     staging = root / f".{target.name}{TEMP_MARK}{os.getpid()}"
@@ -421,12 +430,14 @@ def _build_folder(files: list[Path], validation: Path, rag: RagConfig, root: Pat
         index = ProductIndex(records, bm25, bm25, DEFAULT_MIN_SCORE)
         from product_qa.answering.calibration import calibrate
 
-        calibration = calibrate(index, validation, rag.max_false_accept)
+        calibration = calibrate(index, validation, rag.max_false_accept) if validation else None
+        del index, records  # their file handles are closed
         (staging / "meta.json").write_bytes(orjson.dumps(
             {"version": INDEX_VERSION, "files": [str(p) for p in files], "products": len(offsets),
              "calibration": calibration}, option=orjson.OPT_INDENT_2))
-        for old in root.iterdir():
-            if old.is_dir() and old.name != target.name and TEMP_MARK not in old.name:
+        splits = target.name.rpartition("-")[0]
+        for old in root.glob(f"{splits}-*"):
+            if old.is_dir() and old.name != target.name and old.name.rpartition("-")[0] == splits:
                 shutil.rmtree(old, ignore_errors=True)
         try:
             os.replace(staging, target)

@@ -259,7 +259,8 @@ class Answerer:
         closest (`_recalls_closest`). The rest, and ambiguous questions, get declined_text."""
         model = self.model(self.model_of("assistant"))
         matched = [i for i, hit in enumerate(hits) if hit.matched]
-        closed = [i for i, hit in enumerate(hits) if not hit.matched and not hit.ambiguous and self.run_dir]
+        closed = [i for i, hit in enumerate(hits)
+                  if not (hit.matched or hit.ambiguous or hit.conflict) and self.run_dir]
         by_question: dict[int, Generated] = {}
         if matched:
             by_question |= dict(zip(matched, generate_answers(
@@ -308,21 +309,17 @@ class Answerer:
         """The retrieved product (RAG systems) and the answer's pieces as they come."""
         self.check_system(system)
         hit = self.index.search([question])[0] if system in RAG_SYSTEMS else None
+        if system == "assistant" and hit.matched:  # the record read streams in; any other route is one piece
+            return hit, stream_answer(self.model(self.model_of("assistant")), self.tokenizer,
+                                      self.prompt(question, hit), self.decoding)
         if system == "assistant":
-            return hit, self._assistant_stream(question, hit)
+            answer = self._assistant_answers([question], [hit], 0.0, None)[0]
+            return answer.source, iter([answer.text])
         if system == "retrieval" or (hit is not None and not hit.matched):
             return hit, iter([_retrieved_answer(hit)])
         return hit, stream_answer(self.model(MODEL_OF[system]), self.tokenizer, self.prompt(question, hit),
                                   self.decoding, self.min_confidence if system == "fine_tuned" else None)
 
-    def _assistant_stream(self, question: str, hit: Hit) -> Iterator[str]:
-        """The assistant's answer as it comes: a record read streams token by token; any other route is decided
-        on the whole answer (a closed-book answer must first be found to be a catalog description), then said."""
-        if hit.matched:
-            yield from stream_answer(self.model(self.model_of("assistant")), self.tokenizer,
-                                     self.prompt(question, hit), self.decoding)
-        else:
-            yield self._assistant_answers([question], [hit], 0.0, None)[0].text
 
 def _retrieved_answer(hit: Hit) -> str:
     """Retrieval's own answer: the matched product's description, or the no-match message."""

@@ -38,7 +38,7 @@ def print_training_summary(report: dict, console: Console | None = None) -> None
     for name, value in (*_run_rows(report), *_recall_rows(report.get("recall", {}))):
         table.add_row(name, str(value))
     console.print(table)
-    if report.get("assistant"):
+    if report.get("assistant") and "error" not in report["assistant"]:
         console.print(_assistant_table(report["assistant"]))
     print_answers(report.get("sample_answers", []), console)
     console.print(f"saved to {report['run_dir']}")
