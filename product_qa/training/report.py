@@ -48,7 +48,8 @@ def _run_rows(report: dict) -> list[tuple[str, str]]:
     return [
         ("model", report["model"]), ("method / precision", f"{report['method']} / {report['precision']}"),
         ("trainable parameters", f"{report['trainable_parameters']:,} of {report['total_parameters']:,}"),
-        ("catalog", f"{report['catalog_products']:,} products (+ {report['declined_products']:,} taught as unknown)"),
+        ("catalog", f"{report['catalog_products']:,} products (+ {report['declined_products']:,} taught as unknown, "
+                    f"+ {report.get('reading_products', 0):,} read from their record)"),
         ("training examples", f"{report['train_examples']:,} ({report['views']} views x {report['rounds']} rounds)"),
         ("optimizer steps", f"{report['steps']:,}"), ("answer tokens seen", f"{report['answer_tokens_seen']:,}"),
         ("train time", f"{report['train_seconds']:.0f} s ({report['tokens_per_second']:.0f} tokens/s)"),

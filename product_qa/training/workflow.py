@@ -339,6 +339,7 @@ def _setup_facts(cfg: Config, inputs: RunInputs, choice: ModelChoice, processes:
         "device": choice.device, "template": inputs.template, "processes": processes,
         "trainable_parameters": parameters[0], "total_parameters": parameters[1],
         "catalog_products": len(inputs.catalog.known), "declined_products": len(inputs.catalog.declined),
+        "reading_products": len(inputs.catalog.reading),
         "views": cfg.train.views, "rounds": inputs.rounds,
         "train_examples": len(train_set), "truncated_examples": sum(train_set["truncated"]),
         "longest_answer_tokens": max(train_set["answer_tokens"]),  # the answer cap of generation.max_new_tokens=None
