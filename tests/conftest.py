@@ -104,7 +104,9 @@ def tiny_run_overrides(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> 
                 # examples whatever config.py's catalog size and epochs become
                 "train.max_train_products": 20, "train.epochs": 3,
                 # a model trained 6 steps is sure of nothing: the confidence gate would decline every answer
-                "generation.min_confidence": 0.0, **extra}
+                "generation.min_confidence": 0.0,
+                # the assistant check after training evaluates the run: only the tiny_run fixture does it
+                "train.assistant_questions": 0, **extra}
     return [f"{key}={value}" for key, value in settings.items()]
 
 
@@ -113,7 +115,7 @@ def tiny_settings(tiny_model_dir: Path, raw: Path, root: Path, **extra) -> list[
     return tiny_run_overrides(tiny_model_dir, raw, root, **{
         "eval.output_dir": root / "evaluation", "rag.index_dir": root / "rag", "eval.catalog_questions": 6,
         "eval.indexed_questions": 6, "eval.unknown_questions": 6, "eval.test_questions": 2,
-        "generation.batch_size": 4, **extra})
+        "generation.batch_size": 4, "train.assistant_questions": 2, **extra})
 
 
 def cli_overrides(settings: list[str]) -> list[str]:

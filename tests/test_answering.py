@@ -133,7 +133,14 @@ def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
     assert "| fine-tuned + RAG |" in markdown and "| assistant |" in markdown and "## Worst answers" in markdown
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(paths["json"].read_text())
-    assert saved["sets"]["catalog"]["systems"]["base"]["summary"] == pytest.approx(catalog["base"]["summary"])
+    flat = {k: v for k, v in catalog["base"]["summary"].items() if not isinstance(v, dict)}
+    assert {k: saved["sets"]["catalog"]["systems"]["base"]["summary"][k] for k in flat} == pytest.approx(flat)
+    assert saved["sets"]["catalog"]["systems"]["base"]["summary"]["forms"] == catalog["base"]["summary"]["forms"]
+    # the after-training check of the tiny run: the assistant and the base model on the three sets
+    check = json.loads((Path(tiny_run["run_dir"]) / "training_report.json").read_text())["assistant"]
+    assert set(check) == {"catalog", "indexed", "unknown"}
+    assert all(set(result) == {"questions", "base", "assistant"} and result["questions"] == 4
+               for result in check.values())
 
 
 def test_generation_test_before_any_fine_tuning_uses_the_base_model(tmp_path, tiny_model_dir, raw_sample):
@@ -409,7 +416,8 @@ def test_ctrl_c_twice_while_an_answer_streams_exits_130_cleanly(tiny_run):
     import signal
 
     settings = [*tiny_run["settings"], "generation.max_new_tokens=4000"]
-    result = run_script("ask.py", "--no-progress", *cli_overrides(settings), driver=CTRL_C_TWICE,
+    result = run_script("ask.py", "--no-progress", "--system", "fine_tuned", *cli_overrides(settings),
+                        driver=CTRL_C_TWICE,
                         input="What is Home Map?\n",
                         # as from a terminal: a test run started in the background inherits SIGINT ignored
                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -333,6 +333,7 @@ def test_several_views_recall_the_catalog_better_than_one(tmp_path, tiny_model_d
         cfg = fine_tune_cfg(tiny_model_dir, raw, tmp_path / f"views-{views}", **{
             "train.method": "full", "train.learning_rate": 1e-2, "train.max_train_products": 8,
             "train.unknown_share": 0.0, "train.views": views, "train.epochs": 1, "train.max_steps": 200,
+            "train.context_views": 0,
             "train.eval_steps": 200, "train.logging_steps": 10, "train.recall_questions": 0})
         report = fine_tune(cfg, progress=False)
         assert report["catalog_products"] == 8 and report["train_examples"] == 8 * views

@@ -156,11 +156,11 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
               "sample_answers": _sample_answers(questions, baseline["answers"], tuned.answers)}
     write_json_atomic(work_dir / "config.json", dataclasses.asdict(cfg))
     write_json_atomic(work_dir / "training_report.json", report)
+    if cfg.train.assistant_questions:  # 6. the assistant next to the base model, on the three question sets
+        report["assistant"] = assistant_check(cfg, work_dir, progress)
+        write_json_atomic(work_dir / "training_report.json", report)
     write_model_cards(work_dir)  # from the report and settings just written: a fresh run has all the card needs
     commit_directory(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
-    if cfg.train.assistant_questions:  # 6. the assistant next to the base model, on the three question sets
-        report["assistant"] = assistant_check(cfg, run_dir, progress)
-        write_json_atomic(run_dir / "training_report.json", report)
     return report
 
 
@@ -171,8 +171,9 @@ ASSISTANT_CHECK_FIGURES = ("rougeL", "exact", "right_product", "declined", "wron
 def assistant_check(cfg: Config, run_dir: Path, progress: bool) -> dict:
     """The evaluation in small (train.assistant_questions products of each set, each asked in a held-out phrasing
     and one other form): the base model and the assistant on the catalog, indexed and unknown sets, for the
-    summary. It runs on the saved run, so a failure here loses nothing. `python test_pipeline.py --evaluate`
-    measures every system on more questions."""
+    summary. It runs on the finished run before it replaces the old one (so the run is replaced whole); a failure
+    here is noted in the report and loses nothing. `python test_pipeline.py --evaluate` measures every system on
+    more questions."""
     from product_qa.answering.evaluation import evaluate
 
     few = cfg.train.assistant_questions
@@ -181,9 +182,10 @@ def assistant_check(cfg: Config, run_dir: Path, progress: bool) -> dict:
         systems=",".join(ASSISTANT_CHECK_SYSTEMS)))
     try:
         report = evaluate(small, run_dir, progress=progress)
-    except UserError as err:  # the run is saved already: say why the check could not run, and keep it
-        print(f"note: the assistant check after training did not run: {err}", file=sys.stderr)
-        return {"error": str(err)}
+    except (UserError, RuntimeError, OSError) as err:  # the run is whole: say why the check failed, and keep the run
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        print(f"note: the assistant check after training did not run: {reason}", file=sys.stderr)
+        return {"error": reason}
     return {set_name: {"questions": result["questions"],
                        **{system: {k: entry["summary"].get(k) for k in ASSISTANT_CHECK_FIGURES}
                           for system, entry in result["systems"].items()}}
