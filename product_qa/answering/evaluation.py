@@ -137,7 +137,9 @@ def score_answers(items: list[dict], answers: list[Answer], nearest: list[Hit], 
         row = {"uid": item["uid"], "form": item["form"], "question": item["question"], "answer": answer.text,
                "reference": item["reference"], **rouge[i], "chrf": chrf[i], "similarity": similarity[i],
                "exact": float(rouge[i]["rougeL"] >= metrics.EXACT_ROUGE_L),
-               "invented_details": metrics.invented_details_rate(answer.text, item["question"], item["reference"]),
+               # an answer that describes no product states no facts (the titles it suggests are the index's)
+               "invented_details": None if withheld(answer.text) else metrics.invented_details_rate(
+                   answer.text, item["question"], item["reference"]),
                "declined": float(withheld(answer.text)), "wrong_product": float(wrong),
                "length_ratio": metrics.length_ratio(answer.text, item["reference"]),
                "repeated_3gram": metrics.repeated_ngram_rate(answer.text, 3),
