@@ -71,6 +71,11 @@ def expected(annotation: Any) -> str:
     return f"a valid {getattr(annotation, '__name__', None) or str(annotation).replace('typing.', '')}"
 
 
+def comma_separated(text: str) -> list[str]:
+    """The items of a comma-separated setting ("train,validation"), spaces and empty items dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def check_types(section_name: str, section: Any) -> None:  # any section's dataclass
     """Each field of the section holds a value of its type (a choice of its Literal): settings also come from
     a run's config.json, which may come from anywhere."""
@@ -178,7 +183,7 @@ def check_rag(rag: RagConfig) -> None:
     if rag.min_score is not None:
         _fraction("rag", "min_score", rag.min_score, high_open=False)
     _fraction("rag", "max_false_accept", rag.max_false_accept)
-    splits = [s.strip() for s in rag.index_splits.split(",") if s.strip()]
+    splits = comma_separated(rag.index_splits)
     if not splits or not set(splits) <= set(SPLITS) or len(set(splits)) < len(splits):
         raise UserError(f"rag.index_splits={rag.index_splits!r}: name each of {', '.join(SPLITS)} at most once "
                         f"(comma-separated)")
@@ -196,7 +201,7 @@ def check_eval(evaluation: EvalConfig) -> None:
     if evaluation.catalog_questions + evaluation.indexed_questions + evaluation.unknown_questions < 1:
         raise UserError("nothing to ask: set eval.catalog_questions, eval.indexed_questions or "
                         "eval.unknown_questions to at least 1")
-    asked = [s.strip() for s in evaluation.systems.split(",") if s.strip()]
+    asked = comma_separated(evaluation.systems)
     if len(set(asked)) < len(asked):
         raise UserError(f"eval.systems={evaluation.systems!r} names a system twice")
     unknown = [s for s in asked if s not in ANSWERING_SYSTEMS]

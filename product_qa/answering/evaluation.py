@@ -44,6 +44,7 @@ from product_qa.errors import UserError
 from product_qa.hashing import key_hash, mix64
 from product_qa.io_utils import atomic_outputs, json_bytes, prepare_output_dir, write_json_atomic
 from product_qa.modeling import load_sentence_encoder
+from product_qa.settings import comma_separated
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -95,7 +96,7 @@ def _has_lines(path: Path) -> bool:
 
 def selected_systems(evaluation: EvalConfig, available: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """The systems to run, and those skipped because no fine-tuned model exists yet."""
-    asked = [s.strip() for s in evaluation.systems.split(",") if s.strip()]  # checked by settings.check_eval
+    asked = comma_separated(evaluation.systems)  # checked by settings.check_eval
     return [s for s in asked if s in available], [s for s in asked if s not in available]
 
 

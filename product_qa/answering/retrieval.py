@@ -57,6 +57,7 @@ from product_qa.errors import UserError
 from product_qa.hashing import key_hash
 from product_qa.io_utils import TEMP_MARK, atomic_outputs, make_folder, remove_stale_temps
 from product_qa.modeling import load_sentence_encoder
+from product_qa.settings import comma_separated
 
 if TYPE_CHECKING:
     from config import DataConfig, RagConfig
@@ -287,7 +288,7 @@ class ProductIndex:
         from product_qa.data.examples import output_paths
 
         paths = output_paths(data)
-        splits = [s.strip() for s in rag.index_splits.split(",") if s.strip()]
+        splits = comma_separated(rag.index_splits)
         files = [paths[s] for s in splits]
         for path in files:
             if not path.exists():
@@ -325,7 +326,8 @@ class ProductIndex:
         spelled = f" {' '.join(question_words)} "
         fits = []
         for rank, index in enumerate(candidates):
-            title_words = words(self.records[index]["title"])
+            title = self.records[index]["title"]  # one read from disk per candidate
+            title_words = words(title)
             distinct = set(title_words)
             title_total = sum(self._bm25.idf(w) for w in distinct)
             title_cover = sum(self._bm25.idf(w) for w in distinct if _found(w, asked, typos)) / title_total \
@@ -334,7 +336,7 @@ class ProductIndex:
                          if f" {' '.join(title_words[:k])} " in spelled), set())
             own_total = sum(self._bm25.idf(w) for w in own)
             own_cover = sum(self._bm25.idf(w) for w in own if w in lead) / own_total if own_total else 0.0
-            forms = (title_words, words(dropped_qualifiers(self.records[index]["title"]) or ""))
+            forms = (title_words, words(dropped_qualifiers(title) or ""))
             verbatim = max((len(form) for form in forms if form and f" {' '.join(form)} " in spelled), default=0)
             # where the question's phrasing says which title was asked, any word of it the title lacks is enough
             conflict = (title_cover < 1.0 - 1e-9 or named is not None) and any(

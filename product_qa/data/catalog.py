@@ -122,8 +122,7 @@ def training_views(catalog: Catalog, train: TrainConfig) -> list[dict]:
                       for known, products in ((True, catalog.known), (False, catalog.declined))
                       for product in products
                       for phrasing in product_views(product, pool, train.views, round_index)]
-        this_round += [{**_view(product, DOCUMENT_VIEW, product["answer"], round_index, True),
-                        "question": product["title"], "document": True}
+        this_round += [{**_view(product, DOCUMENT_VIEW, product["answer"], round_index, True), "document": True}
                        for product in catalog.known for _ in range(train.document_views)]
         this_round += _context_views(catalog, train, pool, round_index)
         random.Random(train.seed * 1_000_003 + round_index).shuffle(this_round)
