@@ -7,7 +7,7 @@ its own process so that times and peak memory are its own:
    (time, peak RSS): the baseline;
 3. starts a process that loads the saved index (time to ready, memory the index holds), asks 1,000 questions in
    the question forms of data/question_forms.py (training products; test-split products must be turned away):
-   right product accepted, wrong product accepted, latency p50/p95 one at a time and batched;
+   per form, what the index did (benchmarks/bench_forms.py), latency p50/p95 one at a time and batched;
 4. answers 100 of them end to end with the assistant (the latest run's model, or --run; the base model without
    one).
 
@@ -27,11 +27,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
 
+from benchmarks.bench_forms import ask_forms, known_questions, print_table
 from benchmarks.bench_prepare import BENCH_DIR, FULL_SIZE, generated_file, measure
 from product_qa.configurator import positive_int
 from product_qa.errors import run_cli
@@ -75,8 +77,6 @@ def ask(records: int, run: str | None, answered: int) -> dict:
     from config import Config, DataConfig, RagConfig
     from product_qa.answering.retrieval import ProductIndex
     from product_qa.data.examples import read_examples
-    from product_qa.data.question_forms import question_forms
-    from product_qa.hashing import key_hash
 
     before = psutil.Process().memory_info().rss
     started = time.perf_counter()
@@ -85,37 +85,29 @@ def ask(records: int, run: str | None, answered: int) -> dict:
     index.search(["warm up"])
     held = psutil.Process().memory_info().rss - before
     pick = random.Random(0)
-    known = [index.records[i] for i in pick.sample(range(len(index)), min(QUESTIONS, len(index)))]
-    asked = []
-    for product in known:
-        forms = question_forms(product["title"], key_hash(product["uid"]), 0)
-        name = sorted(forms)[pick.randrange(len(forms))]
-        asked.append((forms[name], product["uid"], name))
-    unknown = [e["question"] for e in read_examples(data_dir(records) / "test.jsonl", QUESTIONS // 4, 0)]
+    asked = []  # one form of each product, picked at random: (question, uid, title, form)
+    for i in pick.sample(range(len(index)), min(QUESTIONS, len(index))):
+        forms = known_questions([index.records[i]], 0)
+        asked.append(forms[pick.randrange(len(forms))])
+    test = read_examples(data_dir(records) / "test.jsonl", QUESTIONS // 4, 0)
+    if not test:
+        raise SystemExit("the test split is empty: nothing to ask about products outside the index")
+    unknown = [(q, None, None, form) for q, _, _, form in known_questions(test, 0)]
     latencies = []
-    for question, _, _ in asked:
+    for question, _, _, _ in asked:
         began = time.perf_counter()
         index.search([question])
         latencies.append(time.perf_counter() - began)
     began = time.perf_counter()
-    hits = index.search([q for q, _, _ in asked])
+    index.search([q for q, _, _, _ in asked])
     batched = (time.perf_counter() - began) / len(asked)
-    by_form: dict[str, list[bool]] = {}
-    for hit, (_, uid, form) in zip(hits, asked, strict=True):
-        by_form.setdefault(form, []).append(hit.matched and hit.uid == uid)
-    wrong = sum(hit.matched and hit.uid != uid for hit, (_, uid, _) in zip(hits, asked, strict=True))
-    false_unknown = sum(hit.matched for hit in index.search(unknown))
-    if not unknown:
-        raise SystemExit("the test split is empty: nothing to ask about products outside the index")
     result = {"products": len(index), "ready_s": ready, "index_mib": held / 2**20, "threshold": index.min_score,
-              "right_accepted": sum(sum(v) for v in by_form.values()) / len(asked),
-              "by_form": {form: sum(v) / len(v) for form, v in sorted(by_form.items())},
-              "wrong_accepted": wrong / len(asked), "unknown_accepted": false_unknown / len(unknown),
+              "forms": {"indexed": ask_forms(index, asked), "unknown": ask_forms(index, unknown)},
               "p50_ms": statistics.median(latencies) * 1000,
               "p95_ms": statistics.quantiles(latencies, n=20)[18] * 1000, "batched_ms": batched * 1000}
     if answered:
-        result |= end_to_end(index, [q for q, _, _ in asked[:answered]], [uid for _, uid, _ in asked[:answered]],
-                             Config(), run)
+        result |= end_to_end(index, [q for q, _, _, _ in asked[:answered]],
+                             [uid for _, uid, _, _ in asked[:answered]], Config(), run)
     return result
 
 
@@ -171,9 +163,9 @@ def main() -> None:
     print(f"{'index':<34}{'build s':>10}{'peak RSS MiB':>14}{'on disk MiB':>13}")
     print(f"{'saved, loaded by every process':<34}{saved_s:>10.1f}{saved_mib:>14,.0f}{disk_mib:>13,.0f}")
     print(f"{'in memory, built by every process':<34}{memory_s:>10.1f}{memory_mib:>14,.0f}{'-':>13}")
-    print(f"right product accepted: {result['right_accepted']:.1%} of {QUESTIONS:,} questions "
-          f"({', '.join(f'{k} {v:.0%}' for k, v in result['by_form'].items())}); wrong product accepted: "
-          f"{result['wrong_accepted']:.1%}; test-split products accepted: {result['unknown_accepted']:.1%}")
+    print(f"{QUESTIONS:,} indexed products, each in one form picked at random; test-split products in every form:")
+    print_table({name: {form: Counter(counts) for form, counts in tally.items()}
+                 for name, tally in result["forms"].items()})
     if args.answered:
         print(f"assistant end to end ({result['end_to_end_model']} model): {result['end_to_end_s']:.2f} s a "
               f"question, right source {result['end_to_end_right']:.0%} of {args.answered}")

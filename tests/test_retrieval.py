@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from config import RagConfig
-from product_qa.answering.retrieval import DEFAULT_MIN_SCORE, NO_MATCH_MESSAGE, Hit, ProductIndex, source_line
+from product_qa.answering.retrieval import (
+    DEFAULT_MIN_SCORE,
+    NO_MATCH_MESSAGE,
+    Hit,
+    ProductIndex,
+    asked_title,
+    source_line,
+)
 from product_qa.data.prompts import HELD_OUT_PHRASINGS
 from product_qa.data.synthetic import generate_records
 from product_qa.errors import UserError
@@ -147,7 +154,7 @@ def test_minilm_title_embeddings_are_cached_and_reused(tmp_path, monkeypatch):
     second = ProductIndex.build(HAND_PRODUCTS, cfg)
     assert encoded == []  # the titles come from the cache
     assert second.search(questions) == first
-    assert encoded == [questions]
+    assert encoded == [[asked_title(q) or q for q in questions]]  # only the questions: what each one names
     assert cached[0].stat().st_mtime_ns == mtime
 
     ProductIndex.build(HAND_PRODUCTS[:-1], cfg)  # other titles: another cache file
@@ -222,6 +229,35 @@ def test_a_short_question_that_fits_several_titles_names_them(tmp_path):
     assert set(short.suggestions) == {"Forgotten Kingdom (DVD)", "Forgotten Kingdom: A Novel"}
     assert whole.matched and whole.uid == "d" and not whole.ambiguous
     assert dropped.matched and dropped.uid == "h"  # the only title it shortens
+
+
+def test_a_one_word_short_form_and_a_misspelt_one_word_title_are_found_wherever_bm25_ranks_them(tmp_path):
+    """BM25 ranks a long title far below short ones that share its word, and a title made of the phrasing's own
+    words ("What Do People Do All Day?") above one the question misspells; the index still finds both."""
+    long_title = "Hidden: Betrayed, Exploited and Forgotten. How One Boy Overcame the Odds"
+    titles = [long_title, "Harlequin", "What Do People Do All Day?",
+              *(f"Hidden {word}" for word in ("Valley", "Garden", "Figures", "Music", "Lake", "River", "Stars",
+                                              "Kingdom", "Forest", "Harbor", "Island", "Orchard"))]
+    products = [{"uid": f"U{i}", "title": title, "answer": f"About {title}."} for i, title in enumerate(titles)]
+    index = ProductIndex.build(products, rag_config(tmp_path))
+    assert index._bm25.candidates(["What do you know about Hidden?"], 10)[0].tolist().count(0) == 0  # ranked out
+    short, misspelt = index.search(["What do you know about Hidden?", "What do you know about Hralequin?"])
+    assert short.matched and short.title == long_title
+    assert misspelt.matched and misspelt.title == "Harlequin"
+
+
+def test_a_question_naming_only_the_first_words_of_a_title_is_not_answered_with_it(tmp_path):
+    """"Home Island" may be the album "Home Island by The Kingdoms [Audio CD]" or a product the index lacks: the
+    closest titles are named instead. "The Witch of" is not "Witch: A Magikal Journey" (its "of" is the person's)."""
+    titles = ("Home Island by The Kingdoms [Audio CD]", "Witch: A Magikal Journey- A Hip Guide to Modern Witchcraft",
+              "Silent River")
+    products = [{"uid": f"U{i}", "title": title, "answer": f"About {title}."} for i, title in enumerate(titles)]
+    index = ProductIndex.build(products, rag_config(tmp_path))
+    island, witch, album = index.search(["What do you know about Home Island?", "What do you know about The Witch of?",
+                                         "What do you know about Home Island by The Kingdoms?"])
+    assert not island.matched and island.suggestions[0] == titles[0]
+    assert not witch.matched
+    assert album.matched and album.title == titles[0]  # its short form: the qualifier dropped
 
 
 def test_source_line_and_no_match_message():

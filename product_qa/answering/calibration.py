@@ -1,14 +1,15 @@
 """The retrieval's acceptance threshold, calibrated on the validation split (never the test split).
 
-Positives are indexed products asked in every question form (data/question_forms.py); negatives are validation-
-split products, which the index does not hold, asked in the forms that name their whole title (FULL_TITLE_FORMS):
-the best match of such a question is always another product. (A shortened title of a product outside the index
-can be, word for word, the shortened title of an indexed one: no threshold tells those apart, so they are left
-out of the calibration and measured by the evaluation.) For each threshold the curve gives the share of
-positives whose right product is accepted and the share of negatives falsely accepted. Among the thresholds whose
-false acceptance stays within `rag.max_false_accept`, the chosen one is the strictest that still accepts as many
-right products as any of them (within RIGHT_MARGIN): as many questions as possible are answered, with the widest
-margin against products outside the index.
+Positives are indexed products asked in the forms that name their title or its short form (NAMED_FORMS of
+data/question_forms.py); negatives are validation-split products, which the index does not hold, asked in the
+forms that name their whole title or only its first words (FULL_TITLE_FORMS, PARTIAL_FORMS): the best match of such
+a question is always another product. (A short form of a product outside the index can be, word for word, the
+short form of an indexed one: no threshold tells those apart, so they are left out of the calibration and
+measured by the evaluation.) For each threshold the curve gives the share of positives whose right product is
+accepted and the share of negatives falsely accepted. Among the thresholds whose false acceptance stays within
+`rag.max_false_accept`, the chosen one is the strictest that still accepts as many right products as any of them
+(within RIGHT_MARGIN): as many questions as possible are answered, with the widest margin against products outside
+the index.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from product_qa.data.question_forms import FULL_TITLE_FORMS, question_forms
+from product_qa.data.question_forms import FULL_TITLE_FORMS, NAMED_FORMS, PARTIAL_FORMS, question_forms
 from product_qa.hashing import key_hash
 
 if TYPE_CHECKING:
@@ -38,10 +39,11 @@ def calibrate(index: ProductIndex, validation: Path, max_false_accept: float) ->
     picked = random.Random(CALIBRATION_SEED).sample(range(len(index)), min(CALIBRATION_PRODUCTS, len(index)))
     positives = [index.records[i] for i in sorted(picked)]
     asked = [(q, p["uid"]) for p in positives
-             for q in question_forms(p["title"], key_hash(p["uid"]), CALIBRATION_SEED).values()]
+             for form, q in question_forms(p["title"], key_hash(p["uid"]), CALIBRATION_SEED).items()
+             if form in NAMED_FORMS]
     unknown = [q for p in negatives
                for form, q in question_forms(p["title"], key_hash(p["uid"]), CALIBRATION_SEED).items()
-               if form in FULL_TITLE_FORMS]
+               if form in FULL_TITLE_FORMS or form in PARTIAL_FORMS]
     known_fits = index.ranked([q for q, _ in asked])
     unknown_fits = index.ranked(unknown)
     curve = []

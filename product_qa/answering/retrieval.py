@@ -16,12 +16,14 @@ A question is matched in three steps:
    bag-of-words confuses titles that reorder the same words;
 2. the fit of each candidate: its title coverage (the IDF-weighted share of the title's distinct words that the
    question holds) and its question coverage (the same share of the question's own words, those that are not
-   the words every question is phrased with, that belong to the longest beginning of the title the question
-   spells out word for word). A word counts as found when it is spelled
-   within one edit (a typo) for words of 4 letters or more. The match score is the larger of the two: a question
-   that names the whole title, with words around it, has title coverage 1; one that drops a subtitle or a format
-   qualifier, or names only the title's first words, has question coverage 1; a question about a product that is
-   not indexed has both low (only some words are shared);
+   the words every question is phrased with, that belong to the whole title or its short form, without its
+   qualifiers and subtitle, where the question spells one out word for word). A word counts as found when it is
+   spelled within one edit (a typo) for words of 4 letters or more. The match score is the larger of the two: a
+   question that names the whole title, with words around it, has title coverage 1; one that drops a subtitle or
+   a format qualifier has question coverage 1. A question that names only the title's first words has neither:
+   "Home Island" may be the album "Home Island by The Kingdoms [Audio CD]" or a product the index lacks, so the
+   answer names the closest titles instead of describing one; a question about a product that is not indexed has
+   both low (only some words are shared);
 3. acceptance: a candidate in conflict with the question is never accepted: the question holds a word the title
    lacks while the title holds one the question lacks ("(VHS)" asked of a "(DVD)" title, another size or colour:
    such words are common, so their weight alone would hardly lower the score), or, where the question is asked in
@@ -40,6 +42,7 @@ import os
 import re
 import shutil
 import weakref
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
+from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
 from product_qa.answering.metrics import words
@@ -68,7 +72,7 @@ SUGGESTIONS = 3  # closest titles named when a question is ambiguous or matches 
 AMBIGUITY_MARGIN = 0.02  # candidates whose scores differ by less fit a question equally well
 DEFAULT_MIN_SCORE = 0.85  # the threshold where none was set or calibrated (an index of a list, no validation split)
 FUZZY_MIN_LETTERS = 4  # shorter words must be spelled exactly: one edit turns "cat" into "car"
-INDEX_VERSION = 7  # bump when the index's files change: old indexes are then rebuilt
+INDEX_VERSION = 8  # bump when the index's files change: old indexes are then rebuilt
 INDEX_DIR = "index"  # under data.output_dir
 # The words questions are phrased with ("what", "tell", "about", "o que é"): a question's own words are the others.
 PHRASING_WORDS = frozenset(w for p in TRAINING_PHRASINGS + HELD_OUT_PHRASINGS
@@ -152,6 +156,7 @@ class _Bm25:
         indptr = bm25.scores["indptr"]
         self._df = np.diff(np.asarray(indptr))  # the postings of a word are the titles that hold it
         self._n = int(bm25.scores["num_docs"])
+        self._spellings: dict[tuple[int, str, int], list[str]] | None = None  # built at the first typo
 
     @classmethod
     def from_ids(cls, title_ids: list[list[int]], vocab: dict[str, int]) -> _Bm25:
@@ -179,13 +184,33 @@ class _Bm25:
         df = int(self._df[token]) if token is not None else 0
         return math.log(1 + self._n / (1 + df))
 
+    def spellings(self, word: str) -> list[str]:
+        """The indexed words within one edit of `word`, a word no title holds: what its typo may have meant. A
+        word one edit away keeps the first or the last letter, so only the indexed words of a neighbouring length
+        that share one of them are compared (a few thousand of a million-word vocabulary)."""
+        if len(word) < FUZZY_MIN_LETTERS:
+            return []
+        if self._spellings is None:
+            self._spellings = {}
+            for known in self.bm25.vocab_dict:
+                if len(known) >= FUZZY_MIN_LETTERS:
+                    self._spellings.setdefault((0, known[0], len(known)), []).append(known)
+                    self._spellings.setdefault((-1, known[-1], len(known)), []).append(known)
+        pool = {known for end in (0, -1) for length in (len(word) - 1, len(word), len(word) + 1)
+                for known in self._spellings.get((end, word[end], length), ())}
+        return [known for known, _, _ in process.extract(word, sorted(pool), scorer=OSA.distance, score_cutoff=1,
+                                                         limit=None)]
+
     def candidates(self, questions: list[str], k: int) -> np.ndarray:
-        """The indexes of the k best titles for each question, best first. Scored through bm25s's token ids:
-        its retrieve() fails on a question without one indexed word ("What is the capital of France?"), which
-        here simply scores every title 0."""
+        """The indexes of the k best titles for each question, best first; a word no title holds is looked up
+        by its spellings within one edit (a typo). Scored through bm25s's token ids: its retrieve() fails on a
+        question without one indexed word ("What is the capital of France?"), which here simply scores every
+        title 0."""
         vocab = self.bm25.vocab_dict
         return np.concatenate([
-            _top_k(self.bm25.get_scores_from_ids([vocab[w] for w in words(q) if w in vocab])[None], k)
+            _top_k(self.bm25.get_scores_from_ids(
+                [vocab[w] for w in words(q) if w in vocab]
+                + [vocab[known] for w in words(q) if w not in vocab for known in self.spellings(w)])[None], k)
             for q in questions])
 
 
@@ -211,6 +236,46 @@ class _MiniLMRanker:
         block = max(1, _SCORE_CELLS // len(self._titles))
         return np.concatenate([_top_k(embedded[start:start + block] @ self._titles.T, k)
                                for start in range(0, len(embedded), block)])
+
+
+class _Names:
+    """Every title and its short form (no qualifiers, no subtitle), by a hash of its words: the products a question
+    names word for word, found however long their titles are. BM25 ranks a long title far down when the question
+    names only its one-word short form ("Hidden" of "Hidden: Betrayed, Exploited and Forgotten. How One Boy...")."""
+
+    def __init__(self, keys: np.ndarray, products: np.ndarray) -> None:
+        self._keys, self._products = keys, products  # sorted by key
+
+    @staticmethod
+    def keys_of(title: str) -> set[int]:
+        return {name_key(title), name_key(dropped_qualifiers(title) or title)}
+
+    @classmethod
+    def of(cls, keys: array, products: array) -> _Names:
+        """From (key, product) pairs in any order."""
+        keys_np, products_np = np.frombuffer(keys, dtype=np.uint64), np.frombuffer(products, dtype=np.int64)
+        order = np.argsort(keys_np, kind="stable")
+        return cls(keys_np[order], products_np[order])
+
+    @classmethod
+    def load(cls, folder: Path) -> _Names:
+        return cls(np.load(folder / "names.npy", mmap_mode="r"), np.load(folder / "named.npy", mmap_mode="r"))
+
+    def save(self, folder: Path) -> None:
+        np.save(folder / "names.npy", self._keys)
+        np.save(folder / "named.npy", self._products)
+
+    def named(self, name: str) -> list[int]:
+        """The products whose title or short form is `name`, word for word (at most CANDIDATES)."""
+        key = np.uint64(name_key(name))
+        start = int(np.searchsorted(self._keys, key, side="left"))
+        end = int(np.searchsorted(self._keys, key, side="right"))
+        return [int(i) for i in self._products[start:min(end, start + CANDIDATES)]]
+
+
+def name_key(title: str) -> int:
+    """A title's words, hashed: equal for any case and punctuation."""
+    return key_hash(" ".join(words(title)))
 
 
 def _vocabulary_ids(title_words: list[str], vocab: dict[str, int]) -> list[int]:
@@ -245,9 +310,9 @@ def _found(word: str, others: set[str], typos: set[str]) -> bool:
 class ProductIndex:
     """The indexed products, searchable by question. `records[i]` is product i: uid, title, answer."""
 
-    def __init__(self, records: Sequence[dict], bm25: _Bm25, ranker: _Bm25 | _MiniLMRanker, min_score: float,
-                 calibration: dict | None = None) -> None:
-        self.records, self._bm25, self._ranker = records, bm25, ranker
+    def __init__(self, records: Sequence[dict], bm25: _Bm25, ranker: _Bm25 | _MiniLMRanker, names: _Names,
+                 min_score: float, calibration: dict | None = None) -> None:
+        self.records, self._bm25, self._ranker, self._names = records, bm25, ranker, names
         self.min_score, self.calibration = min_score, calibration
 
     def __len__(self) -> int:
@@ -270,16 +335,21 @@ class ProductIndex:
             raise UserError("the RAG index needs at least one training product")
         vocab: dict[str, int] = {}
         bm25 = _Bm25.from_ids([_vocabulary_ids(words(p["title"]), vocab) for p in unique], vocab)
-        return cls._with_ranker(unique, bm25, rag, None)
+        keys, named = array("Q"), array("q")
+        for number, product in enumerate(unique):
+            for key in _Names.keys_of(product["title"]):
+                keys.append(key)
+                named.append(number)
+        return cls._with_ranker(unique, bm25, _Names.of(keys, named), rag, None)
 
     @classmethod
-    def _with_ranker(cls, records: Sequence[dict], bm25: _Bm25, rag: RagConfig, calibration: dict | None
-                     ) -> ProductIndex:
+    def _with_ranker(cls, records: Sequence[dict], bm25: _Bm25, names: _Names, rag: RagConfig,
+                     calibration: dict | None) -> ProductIndex:
         ranker = bm25 if rag.retriever == "bm25" else _MiniLMRanker(
             [records[i]["title"] for i in range(len(records))], rag.encoder, rag.index_dir)
         threshold = rag.min_score if rag.min_score is not None else (
             calibration["threshold"] if calibration else DEFAULT_MIN_SCORE)
-        return cls(records, bm25, ranker, threshold, calibration)
+        return cls(records, bm25, ranker, names, threshold, calibration)
 
     @classmethod
     def open(cls, data: DataConfig, rag: RagConfig, *, progress: bool = False) -> ProductIndex:
@@ -304,24 +374,39 @@ class ProductIndex:
         meta = orjson.loads((target / "meta.json").read_bytes())
         records = _FileRecords(files, np.load(target / "files.npy", mmap_mode="r"),
                                np.load(target / "offsets.npy", mmap_mode="r"))
-        return cls._with_ranker(records, _Bm25.load(target / "bm25"), rag, meta.get("calibration"))
+        return cls._with_ranker(records, _Bm25.load(target / "bm25"), _Names.load(target), rag,
+                                meta.get("calibration"))
 
     # ----------------------------------------------------------------------------------------- searching
     def search(self, questions: list[str]) -> list[Hit]:
         """The best product for each question, with its match score and whether it is accepted."""
         if not questions:
             return []
-        candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.records)))
-        return [self._hit(question, [int(i) for i in row]) for question, row in zip(questions, candidates, strict=True)]
+        return [self._hit(question, row) for question, row in zip(questions, self._candidates(questions), strict=True)]
+
+    def _candidates(self, questions: list[str]) -> list[list[int]]:
+        """Each question's candidates: the products whose title or short form it names word for word, then the
+        ranker's best for the title it names (a question in a known phrasing: its own words, not the phrasing's)."""
+        named = [asked_title(q) for q in questions]
+        ranked = self._ranker.candidates([n or q for n, q in zip(named, questions, strict=True)],
+                                         min(CANDIDATES, len(self.records)))
+        candidates = []
+        for name, row in zip(named, ranked, strict=True):
+            exact = self._names.named(name) if name else []
+            candidates.append(exact + [int(i) for i in row if int(i) not in exact][:CANDIDATES - len(exact)])
+        return candidates
 
     def fits(self, question: str, candidates: list[int]) -> list[Fit]:
-        """Each candidate's fit to the question, best first: the higher score, then a title the question spells
-        out word for word (the longest), then the ranker's order."""
+        """Each candidate's fit to the question, best first: the higher score, then a title the question holds
+        whole, then one it spells out word for word (the longest), then the ranker's order."""
         question_words = words(question)
         asked = set(question_words)
         named = asked_title(question)
-        own = {w for w in (words(named) if named else asked) if w not in PHRASING_WORDS and w not in ARTICLES} \
-            or asked
+        # the words the person chose: the named title's (all of them: "The Witch of" keeps its "of"), or, for a
+        # question in no known phrasing, those that are not the phrasings' words
+        own = {w for w in words(named) if w not in ARTICLES} if named else \
+            {w for w in asked if w not in PHRASING_WORDS and w not in ARTICLES}
+        own = own or asked
         typos = {w for w in asked if not self._bm25.holds(w)}
         spelled = f" {' '.join(question_words)} "
         fits = []
@@ -332,18 +417,18 @@ class ProductIndex:
             title_total = sum(self._bm25.idf(w) for w in distinct)
             title_cover = sum(self._bm25.idf(w) for w in distinct if _found(w, asked, typos)) / title_total \
                 if title_total else 0.0
-            lead = next((set(title_words[:k]) for k in range(len(title_words), 0, -1)
-                         if f" {' '.join(title_words[:k])} " in spelled), set())
+            # the longest of the title's names (the whole title, its short form) that the question spells out
+            named_form = max((form for form in (title_words, words(dropped_qualifiers(title) or ""))
+                              if form and f" {' '.join(form)} " in spelled), key=len, default=[])
             own_total = sum(self._bm25.idf(w) for w in own)
-            own_cover = sum(self._bm25.idf(w) for w in own if w in lead) / own_total if own_total else 0.0
-            forms = (title_words, words(dropped_qualifiers(title) or ""))
-            verbatim = max((len(form) for form in forms if form and f" {' '.join(form)} " in spelled), default=0)
+            own_cover = sum(self._bm25.idf(w) for w in own if w in named_form) / own_total if own_total else 0.0
             # where the question's phrasing says which title was asked, any word of it the title lacks is enough
             conflict = (title_cover < 1.0 - 1e-9 or named is not None) and any(
                 not _found(w, distinct, distinct) for w in own)
-            fits.append((Fit(index, max(title_cover, own_cover), title_cover >= 1.0 - 1e-9, verbatim, conflict),
+            fits.append((Fit(index, max(title_cover, own_cover), title_cover >= 1.0 - 1e-9, len(named_form), conflict),
                          -rank))
-        fits.sort(key=lambda f: (not f[0].conflict, round(f[0].score, 6), f[0].spelled, f[1]), reverse=True)
+        fits.sort(key=lambda f: (not f[0].conflict, round(f[0].score, 6), f[0].whole_title, f[0].spelled, f[1]),
+                  reverse=True)
         return [f for f, _ in fits]
 
     def _hit(self, question: str, candidates: list[int]) -> Hit:
@@ -366,8 +451,7 @@ class ProductIndex:
 
     def ranked(self, questions: list[str]) -> list[list[Fit]]:
         """Every question's fits (for calibration: one ranking, many thresholds)."""
-        candidates = self._ranker.candidates(questions, min(CANDIDATES, len(self.records)))
-        return [self.fits(q, [int(i) for i in row]) for q, row in zip(questions, candidates, strict=True)]
+        return [self.fits(q, row) for q, row in zip(questions, self._candidates(questions), strict=True)]
 
 
 def asked_title(question: str) -> str | None:
@@ -387,12 +471,14 @@ def _file_identity(path: Path) -> list:
     return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns]
 
 
-def _scan(files: list[Path], progress: bool) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, int]]:
-    """One pass over the split files: each product's file and byte offset (the first line of each uid), and its
-    title's word ids. Only the titles' words stay in memory."""
+def _scan(files: list[Path], progress: bool
+          ) -> tuple[np.ndarray, np.ndarray, list[list[int]], dict[str, int], _Names]:
+    """One pass over the split files: each product's file and byte offset (the first line of each uid), its
+    title's word ids, and its names' keys. Only the titles' words stay in memory."""
     from tqdm import tqdm
 
     file_of, offsets, title_ids, vocab, seen = [], [], [], {}, set()
+    keys, named = array("Q"), array("q")
     for number, path in enumerate(files):
         with open(path, "rb") as handle, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
                                               desc=f"indexing {path.name}", disable=not progress) as bar:
@@ -403,12 +489,16 @@ def _scan(files: list[Path], progress: bool) -> tuple[np.ndarray, np.ndarray, li
                     uid = key_hash(record["uid"])
                     if uid not in seen:
                         seen.add(uid)
+                        for key in _Names.keys_of(record["title"]):
+                            keys.append(key)
+                            named.append(len(offsets))
                         file_of.append(number)
                         offsets.append(offset)
                         title_ids.append(_vocabulary_ids(words(record["title"]), vocab))
                 offset += len(line)
                 bar.update(len(line))
-    return np.array(file_of, dtype=np.uint8), np.array(offsets, dtype=np.int64), title_ids, vocab
+    return (np.array(file_of, dtype=np.uint8), np.array(offsets, dtype=np.int64), title_ids, vocab,
+            _Names.of(keys, named))
 
 
 def _build_folder(files: list[Path], validation: Path | None, rag: RagConfig, root: Path, target: Path,
@@ -420,7 +510,7 @@ def _build_folder(files: list[Path], validation: Path | None, rag: RagConfig, ro
     staging = root / f".{target.name}{TEMP_MARK}{os.getpid()}"
     try:
         shutil.rmtree(staging, ignore_errors=True)
-        file_of, offsets, title_ids, vocab = _scan(files, progress)
+        file_of, offsets, title_ids, vocab, names = _scan(files, progress)
         if not len(offsets):
             raise UserError(f"{files[0]}: no products to index")
         bm25 = _Bm25.from_ids(title_ids, vocab)
@@ -428,8 +518,9 @@ def _build_folder(files: list[Path], validation: Path | None, rag: RagConfig, ro
         bm25.bm25.save(str(staging / "bm25"), show_progress=False)
         np.save(staging / "files.npy", file_of)
         np.save(staging / "offsets.npy", offsets)
+        names.save(staging)
         records = _FileRecords(files, file_of, offsets)
-        index = ProductIndex(records, bm25, bm25, DEFAULT_MIN_SCORE)
+        index = ProductIndex(records, bm25, bm25, names, DEFAULT_MIN_SCORE)
         from product_qa.answering.calibration import calibrate
 
         calibration = calibrate(index, validation, rag.max_false_accept) if validation else None

@@ -69,6 +69,10 @@ FORMS: dict[str, Callable[[str, int], str | None]] = {
 }
 
 FULL_TITLE_FORMS = ("exact", "lowercase", "typo", "portuguese", "wrapped")  # the forms that name the whole title
+NAMED_FORMS = (*FULL_TITLE_FORMS, "no_qualifier")  # the title or its short form: the index accepts these
+# only the title's beginning: it may name a product the index lacks ("Home Island" beside "Home Island by The
+# Kingdoms [Audio CD]"), so the answer names the closest titles instead of describing one
+PARTIAL_FORMS = ("first_words",)
 
 
 def question_forms(title: str, product_hash: int, seed: int) -> dict[str, str]:
