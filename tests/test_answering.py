@@ -104,6 +104,7 @@ def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
     from product_qa.answering.evaluation import HELD_OUT_FORM, evaluate, write_evaluation
     from product_qa.answering.retrieval import NO_MATCH_MESSAGE
     from product_qa.answering.systems import ROUTES, SYSTEMS
+    from product_qa.data.question_forms import NAMED_FORMS
     cfg = apply_overrides(Config(), [*tiny_run["settings"], "eval.systems=" + ",".join(SYSTEMS)])
     report = evaluate(cfg, Path(tiny_run["run_dir"]), progress=False)
     paths = write_evaluation(report, cfg.eval.output_dir)
@@ -121,6 +122,10 @@ def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
                 assert row["route"] == "record" and row["source_uid"] == row["uid"]
         summary = by_system["assistant"]["summary"]
         assert set(summary["forms"]) >= {HELD_OUT_FORM} and 0 <= summary["wrong_product"] <= 1
+        # the headline figures: the held-out phrasings alone, and the mean over the forms that name the title
+        assert summary["held_out_rougeL"] == summary["forms"][HELD_OUT_FORM]["rougeL"]
+        named = [entry["rougeL"] for form, entry in summary["forms"].items() if form in NAMED_FORMS]
+        assert summary["named_forms_rougeL"] == (pytest.approx(sum(named) / len(named)) if named else None)
     unknown = report["sets"]["unknown"]["systems"]["retrieval"]["answers"]
     assert all(row["answer"] == NO_MATCH_MESSAGE for row in unknown if not row["matched"])
     catalog = report["sets"]["catalog"]["systems"]
@@ -131,6 +136,7 @@ def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
     assert report["calibration"]["threshold"] == report["rag"]["min_score"]
     markdown = paths["markdown"].read_text()
     assert "| fine-tuned + RAG |" in markdown and "| assistant |" in markdown and "## Worst answers" in markdown
+    assert markdown.count("ROUGE-L by question form:") == 3 and f"| {HELD_OUT_FORM} (" in markdown
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(paths["json"].read_text())
     flat = {k: v for k, v in catalog["base"]["summary"].items() if not isinstance(v, dict)}

@@ -39,7 +39,7 @@ from product_qa.data.catalog import recall_questions
 from product_qa.data.encoding import IGNORE_INDEX, AnswerOnlyCollator, ExampleEncoder, answer_only_loss, perplexity
 from product_qa.data.examples import output_paths, read_examples, sample_in_order
 from product_qa.data.prompts import HELD_OUT_PHRASINGS, pick_phrasing
-from product_qa.data.question_forms import question_forms
+from product_qa.data.question_forms import NAMED_FORMS, question_forms
 from product_qa.errors import UserError
 from product_qa.hashing import key_hash, mix64
 from product_qa.io_utils import atomic_outputs, json_bytes, prepare_output_dir, write_json_atomic
@@ -176,6 +176,11 @@ def summarize(rows: list[dict], wall_seconds: float) -> dict:
                                   if "right_product" in group[0] else {})}
                         for form in dict.fromkeys(r["form"] for r in rows)
                         for group in [[r for r in rows if r["form"] == form]]}
+    # the headline figures: the held-out phrasings, and the mean over the forms that name the title or its short form
+    # (a question with only the title's first words is answered with the closest titles, by design)
+    named = [entry["rougeL"] for form, entry in summary["forms"].items() if form in NAMED_FORMS]
+    summary["held_out_rougeL"] = summary["forms"].get(HELD_OUT_FORM, {}).get("rougeL")
+    summary["named_forms_rougeL"] = sum(named) / len(named) if named else None
     return summary
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import IO
 
 from matplotlib.figure import Figure
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -14,6 +15,7 @@ from product_qa.reporting import markdown_table, markdown_text, save_figure
 
 # (column, key in a system's summary, format); "-" where a system has no such number
 EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
+                ("ROUGE-L held-out", "held_out_rougeL", "{:.3f}"), ("ROUGE-L forms", "named_forms_rougeL", "{:.3f}"),
                 ("BLEU", "bleu", "{:.1f}"), ("chrF", "chrf", "{:.1f}"), ("similarity", "similarity", "{:.3f}"),
                 ("exact description", "exact", "{:.0%}"), ("invented details", "invented_details", "{:.0%}"),
                 ("declined", "declined", "{:.0%}"), ("wrong product", "wrong_product", "{:.0%}"),
@@ -22,12 +24,10 @@ EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}")
                 ("right product", "right_product", "{:.0%}"), ("latency s", "latency_s", "{:.2f}"),
                 ("tokens/s", "tokens_per_s", "{:.0f}"))
 # the terminal table: the columns that fit one screen (evaluation_report.md has them all)
-SUMMARY_COLUMNS = (("ROUGE-L", "rougeL", "{:.3f}"), ("exact", "exact", "{:.0%}"), ("sim.", "similarity", "{:.2f}"),
-                   ("invent.", "invented_details", "{:.0%}"), ("decl.", "declined", "{:.0%}"),
-                   ("wrong", "wrong_product", "{:.0%}"), ("ppl", "perplexity", "{:.1f}"),
-                   ("len.", "length_ratio", "{:.2f}"),
-                   ("right", "right_product", "{:.0%}"),
-                   ("tok/s", "tokens_per_s", "{:.0f}"))
+SUMMARY_COLUMNS = (("ROUGE-L", "rougeL", "{:.3f}"), ("held", "held_out_rougeL", "{:.3f}"),
+                   ("forms", "named_forms_rougeL", "{:.3f}"), ("exact", "exact", "{:.0%}"),
+                   ("inv.", "invented_details", "{:.0%}"), ("decl.", "declined", "{:.0%}"),
+                   ("wrong", "wrong_product", "{:.0%}"), ("right", "right_product", "{:.0%}"))
 SET_TITLES = {"catalog": "catalog products (memorized, new phrasings)",
               "indexed": "indexed products (in the index, not trained on)",
               "unknown": "unknown products (test split, not indexed)"}
@@ -74,8 +74,21 @@ def evaluation_tables(report: dict) -> list[str]:
         rows = [[report["labels"][system], *(summary_cell(entry["summary"], key, fmt) for _, key, fmt in EVAL_COLUMNS)]
                 for system, entry in result["systems"].items()]
         lines += [f"## {SET_TITLES[set_name]}: {result['questions']} questions", "",
-                  *markdown_table(["system", *(column for column, _, _ in EVAL_COLUMNS)], rows), ""]
+                  *markdown_table(["system", *(column for column, _, _ in EVAL_COLUMNS)], rows), "",
+                  *_forms_table(report, result), ""]
     return lines
+
+
+def _forms_table(report: dict, result: dict) -> list[str]:
+    """ROUGE-L of each system by question form (questions in brackets)."""
+    forms = list(dict.fromkeys(form for entry in result["systems"].values() for form in entry["summary"]["forms"]))
+    first = next(iter(result["systems"].values()))["summary"]["forms"]
+    rows = [[report["labels"][system], *(f"{entry['summary']['forms'][form]['rougeL']:.3f}"
+                                         if form in entry["summary"]["forms"] else "-" for form in forms)]
+            for system, entry in result["systems"].items()]
+    return ["ROUGE-L by question form:", "",
+            *markdown_table(["system", *(f"{form} ({first[form]['questions'] if form in first else 0})"
+                                         for form in forms)], rows)]
 
 
 def evaluation_markdown(report: dict) -> str:
@@ -128,18 +141,20 @@ def plot_evaluation(report: dict, target: Path | IO[bytes]) -> None:
 def print_evaluation_summary(report: dict, outputs: list[str], console: Console | None = None) -> None:
     console = console or Console()
     for set_name, result in report["sets"].items():
-        table = Table(title=f"{SET_TITLES[set_name]}: {result['questions']} questions", header_style="bold")
-        table.add_column("system")
+        table = Table(title=f"{SET_TITLES[set_name]}: {result['questions']} questions", header_style="bold",
+                      box=box.SIMPLE_HEAD, collapse_padding=True)  # one screen wide
+        table.add_column("system", no_wrap=True)
         for column, _, _ in SUMMARY_COLUMNS:
-            table.add_column(column, justify="right")
+            table.add_column(column, justify="right", min_width=len(column))
         for system, entry in result["systems"].items():
             table.add_row(report["labels"][system], *[summary_cell(entry["summary"], key, fmt)
                                                       for _, key, fmt in SUMMARY_COLUMNS])
         console.print(table)
-    console.print("exact: ROUGE-L >= 0.9; sim.: MiniLM similarity; invent.: specific tokens (numbers, names) in "
-                  "neither question nor reference; decl.: answered \"I don't know this product\"; ppl: perplexity of "
-                  "the reference; len.: answer/reference words; wrong: described another product; right: the right "
-                  "product was retrieved and accepted (unknown: none was accepted)")
+    console.print("held: ROUGE-L of the held-out phrasings; forms: mean ROUGE-L over the forms that name the "
+                  "title or its short form; exact: ROUGE-L >= 0.9; inv.: specific tokens (numbers, names) in "
+                  "neither question nor reference; decl.: answered \"I don't know this product\"; wrong: described "
+                  "another product; right: the right product was retrieved and accepted (unknown: none was "
+                  "accepted); every figure in evaluation_report.md")
     if report["skipped_systems"]:
         console.print(f"[yellow]skipped[/] (no fine-tuned model yet): {', '.join(report['skipped_systems'])}")
     console.print(f"{report['seconds']:.0f} s -> {', '.join(outputs)}")
