@@ -250,8 +250,8 @@ def test_a_question_asked_in_the_browser_gets_answers(tiny_run, tmp_path, monkey
                 server.kill()
 
 
-def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
-    """Any web page the user visits can post to 127.0.0.1: uploads are capped, a foreign Host header (DNS
+def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path, monkeypatch):
+    """Any web page the user visits can post to 127.0.0.1: uploads are refused, a foreign Host header (DNS
     rebinding) is refused, every response forbids framing and content sniffing, and of the folders the plots
     come from only the plots are served (the red team read the evaluation's answers beside its plot)."""
     import http.client
@@ -262,6 +262,8 @@ def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
     with gr.Blocks() as page:
         gr.Markdown("hello")
     port = free_port()
+    upload_dir = tmp_path / "gradio_uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(upload_dir))  # where the server would keep what is posted
     eval_dir = tmp_path / "evaluation"
     eval_dir.mkdir()
     (eval_dir / "evaluation_report.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -286,12 +288,19 @@ def test_the_server_refuses_uploads_other_hosts_and_framing(tmp_path):
             served = request("GET", f"/gradio_api/file={(eval_dir / name).resolve()}", {"Host": f"127.0.0.1:{port}"})
             assert served.status == status, (name, served.status)
         boundary = "xyz"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 2_000_000 + (
-                    f"\r\n--{boundary}--\r\n").encode()
-        upload = request("POST", "/gradio_api/upload", {"Host": f"127.0.0.1:{port}", "Origin": "https://evil.example",
-                                                        "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                         body)
-        assert upload.status in (400, 413), upload.status
+        many_small = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"f{i}.txt\""
+                              f"\r\nContent-Type: text/plain\r\n\r\nx\r\n".encode() for i in range(50))
+        big = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
+               f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * 2_000_000 + b"\r\n"
+        multipart = f"multipart/form-data; boundary={boundary}"
+        for origin in ("https://evil.example", f"http://127.0.0.1:{port}"):  # refused from any site, the page's own too
+            for path, files in (("/gradio_api/upload", many_small), ("/gradio_api/upload/", many_small),
+                                ("/gradio_api/upload", big), ("/gradio_api/component_server", many_small),
+                                ("/gradio_api/process_recording", many_small)):
+                posted = request("POST", path, {"Host": f"127.0.0.1:{port}", "Origin": origin,
+                                                "Content-Type": multipart}, files + f"--{boundary}--\r\n".encode())
+                assert 400 <= posted.status < 500, (path, origin, posted.status)
+        stored = [path for path in upload_dir.rglob("*") if path.is_file()] if upload_dir.exists() else []
+        assert stored == []
     finally:
         page.close()

@@ -182,7 +182,9 @@ def check_address(host: str, port: int) -> None:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
                     "X-Content-Type-Options": "nosniff"}
-MAX_UPLOAD = "4kb"  # the page has no upload: the cap only stops other web pages filling the disk
+MAX_UPLOAD = "4kb"  # a second guard, should a Gradio version take files in a way RefuseUploads does not know
+# Gradio's routes that store what is posted (files, a recording), under its API prefix; a trailing slash is the same
+UPLOAD_ROUTES = ("upload", "process_recording")
 
 
 class SecurityHeaders:
@@ -202,6 +204,29 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
 
 
+class RefuseUploads:
+    """ASGI middleware: the page takes no files, so no request may store one. Any page on any site can post a
+    form to the demo (no preflight for multipart), and Gradio keeps what is posted in its upload folder for good:
+    a multipart body, or a request to an upload route, is refused before its body is read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _stores_files(scope):
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": b"this demo takes no uploads"})
+            return
+        await self.app(scope, receive, send)
+
+
+def _stores_files(scope: Scope) -> bool:
+    content_type = dict(scope.get("headers", [])).get(b"content-type", b"")
+    route = scope.get("path", "").rstrip("/").rpartition("/")[2]
+    return content_type.strip().lower().startswith(b"multipart/") or route in UPLOAD_ROUTES
+
+
 def allowed_hosts(host: str, share: bool = False) -> list[str]:
     """Host headers the server answers. Listening on loopback, only loopback names (and the public share link's,
     which its tunnel passes through): a page on another site that resolves its own name to 127.0.0.1 (DNS
@@ -219,13 +244,13 @@ def shown_plots(analysis_dir: Path, docs_dir: Path, eval_dir: Path) -> tuple[Pat
 
 def launch(page: gr.Blocks, host: str, port: int, *, share: bool = False, files: tuple[Path, ...] = (),
            **options: Any) -> None:
-    """Serve the page and, of the disk, only the image `files` it shows. Uploads are capped at a few kilobytes,
-    the Host header is checked and the page cannot be framed (see allowed_hosts, SecurityHeaders)."""
+    """Serve the page and, of the disk, only the image `files` it shows. Uploads are refused, the Host header is
+    checked and the page cannot be framed (see RefuseUploads, allowed_hosts, SecurityHeaders)."""
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, share)),
-                  Middleware(SecurityHeaders)]
+                  Middleware(SecurityHeaders), Middleware(RefuseUploads)]
     page.launch(server_name=host, server_port=port, share=share, ssr_mode=False, theme=THEME, css=CSS,
                 allowed_paths=[str(path.resolve()) for path in files], max_file_size=MAX_UPLOAD,
                 app_kwargs={"middleware": middleware}, **options)
