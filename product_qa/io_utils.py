@@ -218,7 +218,7 @@ def commit_directory(staging: Path, target: Path, unsynced: tuple[str, ...] = ()
     """Put the fully written `staging` in the place of `target`: its files are flushed to disk first (all but
     the subfolders named in `unsynced`), then the two directories trade places in one rename (Linux) or, where
     they cannot, the old one is renamed aside and the new one in; the old set is then removed."""
-    _sync_tree(staging, unsynced)
+    sync_tree(staging, unsynced)
     if not target.exists():
         os.rename(staging, target)
     elif _exchange(staging, target):
@@ -264,7 +264,8 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), str(second))
 
 
-def _sync_tree(root: Path, skipped: tuple[str, ...]) -> None:
+def sync_tree(root: Path, skipped: tuple[str, ...]) -> None:
+    """Flush every file under `root` to disk, but those of the subfolders named in `skipped`."""
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = [name for name in subfolders if name not in skipped]
         for name in files:

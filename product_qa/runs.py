@@ -4,12 +4,21 @@ none yet, and the directory a run is built in until it is done."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from product_qa.errors import UserError
-from product_qa.io_utils import OLD_MARK, TEMP_MARK, recover_directory
+from product_qa.io_utils import (
+    OLD_MARK,
+    TEMP_MARK,
+    commit_directory,
+    recover_directory,
+    sync_tree,
+    temp_path_for,
+)
 
 if TYPE_CHECKING:
     from config import Config
@@ -33,6 +42,20 @@ def unfinished_run_dir(run_dir: Path) -> Path:
     that `ask.py` and the demo see the previous run or this one, never this one's weights under the other's
     report. A killed run stays here for --resume."""
     return run_dir.with_name(run_dir.name + UNFINISHED_SUFFIX)
+
+
+def finish_run(work_dir: Path, run_dir: Path, unsynced: tuple[str, ...] = ()) -> None:
+    """The run built in `work_dir` replaces `run_dir` whole. It first leaves the work directory's name for a
+    staging name of this process: the swap then leaves the previous run (checkpoints included) under that name,
+    which recover_directory removes, never under the work directory's, where --resume would take it for the
+    newer run and continue it. Killed between the two steps, the finished run is removed and the previous one
+    stays, as for a kill at the swap itself (the files are flushed to disk before, while a kill still leaves them
+    to --resume)."""
+    sync_tree(work_dir, unsynced)
+    staging = temp_path_for(run_dir)
+    shutil.rmtree(staging, ignore_errors=True)  # left by an earlier process of the same id
+    os.rename(work_dir, staging)
+    commit_directory(staging, run_dir, unsynced)  # flushed already: its own flush finds nothing left to write
 
 
 def finished(run_dir: Path) -> bool:

@@ -23,7 +23,6 @@ from `build_catalog`, so they agree on which products the model was taught.
 from __future__ import annotations
 
 import math
-import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from product_qa.data.encoding import TOKENIZED_DIR
 from product_qa.data.examples import read_examples
 from product_qa.data.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, record_text, view_phrasings
 from product_qa.hashing import key_hash, mix64
-from product_qa.io_utils import atomic_outputs
+from product_qa.io_utils import atomic_outputs, remove_stale_temps
 
 if TYPE_CHECKING:
     from config import TrainConfig
@@ -161,16 +160,16 @@ def _context_views(catalog: Catalog, train: TrainConfig, pool: tuple[Phrasing, .
 
 def views_file(train_path: Path, catalog: Catalog, train: TrainConfig) -> Path:
     """The training views of `catalog` (read from `train_path` with `train`) written beside the data, under a
-    name keyed by train.jsonl and the settings that shape them: a second run with the same settings reuses the
-    file (and so its tokenized cache). Files of other settings are removed."""
-    stat = train_path.stat()
-    key = fingerprint(VIEWS_VERSION, os.path.abspath(train_path), stat.st_size, stat.st_mtime_ns, stat.st_ino,
-                      stat.st_ctime_ns, train.max_train_products, train.unknown_share, train.views,
-                      train.document_views, train.context_products, train.context_views, train.distractor_share,
-                      train.view_languages, training_rounds(train.epochs),
-                      train.seed, UNKNOWN_ANSWER)
+    name keyed by the catalog's own products and the settings that shape them: a second run with the same
+    catalog and settings reuses the file (and so its tokenized cache). Keyed by what they are built from, not by
+    train.jsonl: a catalog read before the data was prepared anew never passes for the new one's. Files of other
+    keys, and the temp files of killed runs, are removed."""
+    key = fingerprint(VIEWS_VERSION, catalog.known, catalog.declined, catalog.reading, train.views,
+                      train.document_views, train.context_views, train.distractor_share, train.view_languages,
+                      training_rounds(train.epochs), train.seed, UNKNOWN_ANSWER)
     folder = train_path.parent / VIEWS_DIR
     path = folder / f"train-{key}.jsonl"
+    remove_stale_temps(folder)
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)

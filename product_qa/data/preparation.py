@@ -32,7 +32,9 @@ from product_qa.data.reading import SourceInfo, describe_source
 from product_qa.data.scan import BlockJob, BlockResult, Scan
 from product_qa.data.selection import Selection, SurvivorColumns, Survivors, funnel_steps, select
 from product_qa.errors import UserError
+from product_qa.hashing import files_digest
 from product_qa.io_utils import TEMP_MARK, atomic_outputs, recover_directory, replaced_directory, write_json_atomic
+from product_qa.locks import data_lock
 from product_qa.memory import peak_rss_mb
 
 if TYPE_CHECKING:
@@ -84,8 +86,12 @@ def drop_example(line: int, title: str, content: str, data: DataConfig) -> dict:
 
 
 def data_fingerprint(data: DataConfig, source: SourceInfo) -> str:
+    """What the outputs are made from: the settings, and the input's contents (its size and mtime are not
+    enough: an edit that keeps the length, with the mtime put back, changes neither). Hashing costs about 0.15 s
+    per 100 MB, a fraction of reading the file to prepare it."""
     settings = {k: v for k, v in config_dict(data).items() if k not in _RUNTIME_ONLY}
-    stats = {"path": os.path.abspath(source.path), "size": source.size_bytes, "mtime_ns": source.mtime_ns}
+    stats = {"path": os.path.abspath(source.path), "size": source.size_bytes,
+             "blake2b": files_digest([Path(source.path)])}
     return fingerprint(PIPELINE_VERSION, settings, stats)
 
 
@@ -105,13 +111,14 @@ def prepare(data: DataConfig, *, strict: bool = False, force: bool = False, prog
     """Run the preparation stage; returns its report (also written to output_dir/prep_report.json)."""
     source = describe_source(data.raw_path)
     fp = data_fingerprint(data, source)
-    recover_directory(Path(data.output_dir))  # what a killed run left: the old set back, half-built ones gone
-    previous = None if force else up_to_date(data, fp)
-    if previous is not None and not (strict and previous.get("bad_input")):  # --strict stops at a bad line, even
-        return {**previous, "skipped": True}                                  # one the outputs were made past
-    # a fresh directory replaces output_dir as a whole: a reader never sees new splits beside an old report
-    with replaced_directory(Path(data.output_dir), REPORT_NAME) as staging:
-        return _prepare_into(staging, data, source, fp, strict, progress)
+    with data_lock(Path(data.output_dir)):  # a training reading the data finishes with it first, and vice versa
+        recover_directory(Path(data.output_dir))  # what a killed run left: the old set back, half-built ones gone
+        previous = None if force else up_to_date(data, fp)
+        if previous is not None and not (strict and previous.get("bad_input")):  # --strict stops at a bad line,
+            return {**previous, "skipped": True}                                  # even one the outputs were made past
+        # a fresh directory replaces output_dir as a whole: a reader never sees new splits beside an old report
+        with replaced_directory(Path(data.output_dir), REPORT_NAME) as staging:
+            return _prepare_into(staging, data, source, fp, strict, progress)
 
 
 def _prepare_into(out_dir: Path, data: DataConfig, source: SourceInfo, fp: str, strict: bool,
