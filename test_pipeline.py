@@ -1,7 +1,7 @@
 """Test what fine-tuning changed: the same questions to the base model and the fine-tuned model, side by side;
-with --evaluate, every system (base, fine-tuned, retrieval alone, base + RAG, fine-tuned + RAG) scored on the
-same questions: catalog products (new phrasings), indexed products the model was not trained on, and unknown
-products (the test split), each also in a question form people type.
+with --evaluate, every system (the assistant, base, fine-tuned, retrieval alone, base + RAG, fine-tuned + RAG)
+scored on the same questions: catalog products (new phrasings), indexed products the model was not trained on,
+and unknown products (the test split), each also in a question form people type.
 
     python test_pipeline.py                           # generation test, the latest run (base model alone before any)
     python test_pipeline.py --run smollm2-lora "What is the Girls Ballet Tutu Neon Pink?"
@@ -17,6 +17,7 @@ from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import UserError, run_cli
 from product_qa.io_utils import prepare_output_dir
+from product_qa.reporting import terminal_text
 from product_qa.runs import add_run_argument, no_run_note, run_from_args
 
 
@@ -48,7 +49,7 @@ def main() -> int:
             else ([], None)
         print_evaluation_summary(report, [str(p) for p in [*paths.values(), *cards]])
         if not_written:
-            print(f"model card not updated: {not_written}")
+            print(f"model card not updated: {terminal_text(not_written)}")
     else:
         results, path = generation_test(cfg, run_dir, args.questions, progress=not args.no_progress)
         print_generation_test(results, str(path), no_run_note(cfg, run_dir))
