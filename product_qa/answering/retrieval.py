@@ -9,10 +9,13 @@ never held in memory.
 
 A question is matched in three steps:
 
-1. ranking (`rag.retriever`): `bm25` scores the titles' words with BM25 (bm25s); `minilm` ranks them by the cosine
-   similarity of MiniLM sentence embeddings of question and title (small data only: the embeddings are computed
-   and held for every title). Among the top CANDIDATES the title that the question spells out word for word wins
-   (the longest, when several do; a title's short form, without its qualifiers and subtitle, counts too):
+1. candidates: the products whose title or short form (without its qualifiers and subtitle) the question names
+   word for word, found by a hash of the title's words, then the best ranked by `rag.retriever` over the title
+   the question names (a question in a known phrasing: its own words, not the phrasing's "what", "about"):
+   `bm25` scores the titles' words with BM25 (bm25s), a word no title holds looked up by its spellings within
+   one edit; `minilm` ranks them by the cosine similarity of MiniLM sentence embeddings of question and title
+   (small data only: the embeddings are computed and held for every title). Among the CANDIDATES the title that
+   the question spells out word for word wins (the longest, when several do; a title's short form counts too):
    bag-of-words confuses titles that reorder the same words;
 2. the fit of each candidate: its title coverage (the IDF-weighted share of the title's distinct words that the
    question holds) and its question coverage (the same share of the question's own words, those that are not
@@ -61,6 +64,7 @@ from product_qa.errors import UserError
 from product_qa.hashing import key_hash
 from product_qa.io_utils import TEMP_MARK, atomic_outputs, make_folder, remove_stale_temps
 from product_qa.modeling import load_sentence_encoder
+from product_qa.reporting import terminal_text
 from product_qa.settings import comma_separated
 
 if TYPE_CHECKING:
@@ -542,4 +546,6 @@ def _build_folder(files: list[Path], validation: Path | None, rag: RagConfig, ro
 
 
 def source_line(hit: Hit) -> str:
-    return f"Source: {hit.title} (uid {hit.uid})"
+    """The line naming an answer's product, one line that a terminal shows as written (the uid is the data's own,
+    never cleaned: it may hold escape sequences)."""
+    return f"Source: {terminal_text(hit.title)} (uid {terminal_text(hit.uid)})"
