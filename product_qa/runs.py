@@ -58,6 +58,14 @@ def finish_run(work_dir: Path, run_dir: Path, unsynced: tuple[str, ...] = ()) ->
     commit_directory(staging, run_dir, unsynced)  # flushed already: its own flush finds nothing left to write
 
 
+def check_trained_data(recorded: object, current: str, data_dir: str | Path, run_dir: Path, fix: str) -> None:
+    """The data in `data_dir` (its prepared_data_fingerprint, `current`) is the data the run was trained on
+    (`recorded`): a run asked, evaluated or resumed on data prepared anew since would be scored and served against
+    products it never saw. A run of an older version recorded none: it is used as before."""
+    if isinstance(recorded, str) and recorded != current:
+        raise UserError(f"{data_dir}: not the data the run {run_dir} was trained on (prepared anew since); {fix}")
+
+
 def finished(run_dir: Path) -> bool:
     """A run that got to the end: its merged model, config.json and report are there, and it is no longer in the
     work directory it was built in."""

@@ -35,12 +35,13 @@ from product_qa.answering.metrics import EXACT_ROUGE_L, rouge_scores
 from product_qa.answering.retrieval import NO_MATCH_MESSAGE, Hit, ProductIndex
 from product_qa.data.catalog import UNKNOWN_ANSWER, Catalog, is_declined, read_catalog
 from product_qa.data.encoding import ExampleEncoder
-from product_qa.data.examples import output_paths
+from product_qa.data.examples import output_paths, prepared_data_fingerprint
 from product_qa.data.prompts import prompt_text, record_text, resolve_template
 from product_qa.devices import announce_answering
 from product_qa.errors import UserError
 from product_qa.io_utils import read_json
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
+from product_qa.runs import check_trained_data
 from product_qa.settings import ANSWERING_SYSTEMS, check_types
 
 if TYPE_CHECKING:
@@ -206,6 +207,7 @@ class Answerer:
     def catalog(self) -> Catalog:
         """The products the run was taught (and those it was taught to decline), as its settings chose them."""
         if self._catalog is None:
+            self._check_trained_data()
             self._catalog = read_catalog(output_paths(self.data_cfg)["train"], self.train_cfg)
         return self._catalog
 
@@ -214,8 +216,19 @@ class Answerer:
         """The index of every product of the run's prepared data (rag.index_splits: the training split by
         default), built once per data set and saved beside it."""
         if self._index is None:
+            self._check_trained_data()
             self._index = ProductIndex.open(self.data_cfg, self.cfg.rag)
         return self._index
+
+    def _check_trained_data(self) -> None:
+        """The run's prepared data is still the data it was trained on (the fingerprint its report recorded), so
+        that its catalog, its index and its scores are about the products it was taught; else one line."""
+        if self.run_dir is None:
+            return
+        report = read_json(self.run_dir / "training_report.json", "run's report")
+        check_trained_data(report.get("data_fingerprint") if isinstance(report, dict) else None,
+                           prepared_data_fingerprint(self.data_cfg), self.data_cfg.output_dir, self.run_dir,
+                           "prepare it again with the settings in the run's config.json, or train a new run on it")
 
     def prompt(self, question: str, hit: Hit | None = None) -> str:
         """The prompt of `question`; with `hit`, its product's record comes first, cut as training's context

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from product_qa.errors import UserError
+from product_qa.hashing import files_digest
 
 if TYPE_CHECKING:
     from config import DataConfig
@@ -23,6 +24,16 @@ def output_paths(data: DataConfig) -> dict[str, Path]:
 
 def split_paths(folder: Path) -> dict[str, Path]:
     return {split: folder / f"{split}.jsonl" for split in SPLITS}
+
+
+def prepared_data_fingerprint(data: DataConfig) -> str:
+    """A hash of the prepared splits' contents: what a run records of the data it was trained on, and what every
+    stage that uses the run checks (about 0.15 s per 100 MB)."""
+    paths = list(output_paths(data).values())
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: no prepared data; run `python prepare_data.py` first")
+    return files_digest(paths)
 
 
 def read_examples(path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:

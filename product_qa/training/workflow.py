@@ -29,21 +29,23 @@ from product_qa.answering.generation import (
 from product_qa.answering.model_card import write_model_cards
 from product_qa.data.catalog import Catalog, is_declined, read_catalog, recall_questions, training_rounds, views_file
 from product_qa.data.encoding import ExampleEncoder, perplexity, tokenized_split
-from product_qa.data.examples import output_paths, sample_indices
+from product_qa.data.examples import output_paths, prepared_data_fingerprint, sample_indices
 from product_qa.data.preparation import prepare
 from product_qa.data.prompts import prompt_text, resolve_template
 from product_qa.devices import announce, best_device, select_precision
 from product_qa.errors import UserError
 from product_qa.io_utils import (
-    commit_directory,
     prepare_output_dir,
     read_json,
+    recover_directory,
     refuse_foreign_directory,
     refuse_read_only,
     write_json_atomic,
 )
+from product_qa.locks import data_lock, run_lock
 from product_qa.modeling import load_tokenizer, resolve_model_path
-from product_qa.runs import unfinished_run_dir
+from product_qa.reporting import terminal_text
+from product_qa.runs import check_trained_data, finish_run, unfinished_run_dir
 from product_qa.training.report import plot_loss_curves
 from product_qa.training.trainer import (
     EVAL_SETS,
@@ -86,6 +88,7 @@ class RunInputs:
     sets: TrainingSets
     rounds: int  # passes over the catalog that the training examples are laid out for
     decoding: GenerationConfig  # with the answer cap of this run's longest answer
+    data_fingerprint: str  # examples.prepared_data_fingerprint of the data read
 
 
 @dataclass
@@ -117,6 +120,18 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
     _refuse_sharded_launch()
     check_logging_possible(cfg.train.report_to)
     state = PartialState(cpu=best_device() == "cpu")
+    run_dir = _run_dir(cfg.train)
+    if not state.is_main_process:  # the main process holds the run's lock for all of them
+        return _fine_tune(cfg, state, resume, progress)
+    prepare_output_dir(run_dir.parent)  # train.output_dir created, and a read-only one (or run) refused, before
+    refuse_read_only(run_dir)           # any work and before the lock file is made there
+    with run_lock(run_dir):  # a second training of this run stops here, before it clears the work directory
+        recover_directory(run_dir)  # the previous run set aside by a killed swap, if the new one never arrived
+        return _fine_tune(cfg, state, resume, progress)
+
+
+def _fine_tune(cfg: Config, state: PartialState, resume: bool, progress: bool) -> dict:
+    """fine_tune's work, under the run's lock."""
     main = state.is_main_process
     device, precision = _device_and_precision(cfg.train, state)  # said first: where the run trains, and how
     run_dir = _run_dir(cfg.train)
@@ -160,7 +175,7 @@ def fine_tune(cfg: Config, *, resume: bool = False, progress: bool = True) -> di
         report["assistant"] = assistant_check(cfg, work_dir, progress)
         write_json_atomic(work_dir / "training_report.json", report)
     write_model_cards(work_dir)  # from the report and settings just written: a fresh run has all the card needs
-    commit_directory(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
+    finish_run(work_dir, run_dir, unsynced=("checkpoints",))  # the finished run replaces the old one whole
     return report
 
 
@@ -184,7 +199,7 @@ def assistant_check(cfg: Config, run_dir: Path, progress: bool) -> dict:
         report = evaluate(small, run_dir, progress=progress)
     except (UserError, RuntimeError, OSError) as err:  # the run is whole: say why the check failed, and keep the run
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        print(f"note: the assistant check after training did not run: {reason}", file=sys.stderr)
+        print(f"note: the assistant check after training did not run: {terminal_text(reason)}", file=sys.stderr)
         return {"error": reason}
     return {set_name: {"questions": result["questions"],
                        **{system: {k: entry["summary"].get(k) for k in ASSISTANT_CHECK_FIGURES}
@@ -211,12 +226,11 @@ def _prepare_inputs(cfg: Config, state: PartialState, work_dir: Path, resume: bo
     """Data, the catalog, its views, model files and token ids: made once, by the main process, while the others
     wait (they then read the files and the tokenized splits the main process wrote)."""
     main, train = state.is_main_process, cfg.train
-    with state.main_process_first():
+    # the data folder is locked while it is read and the views are written beside it: a preparation waits
+    with state.main_process_first(), data_lock(Path(cfg.data.output_dir)):
         prepare(cfg.data, progress=progress)
+        data_fingerprint = prepared_data_fingerprint(cfg.data)  # what the run is trained on, for every later stage
         model_path = resolve_model_path(cfg.model.name, cfg.model.cache_dir)
-        if main:  # train.output_dir created, and a read-only one (or run) refused, before any work
-            prepare_output_dir(_run_dir(train).parent)
-            refuse_read_only(_run_dir(train))
         checkpoint = prepare_run_dir(work_dir, resume) if main else None  # only the main process clears it
         tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir, cfg.model.trust_remote_code)
         template = resolve_template(tokenizer, train.prompt_template)
@@ -239,7 +253,7 @@ def _prepare_inputs(cfg: Config, state: PartialState, work_dir: Path, resume: bo
                  "validation": _sampled(validation, train.max_eval_examples, train.seed)}
     decoding = with_answer_cap(cfg.generation, max(train_set["answer_tokens"]))  # the run's longest answer
     return RunInputs(model_path, checkpoint, tokenizer, template, catalog, TrainingSets(train_set, eval_sets), rounds,
-                     decoding)
+                     decoding, data_fingerprint)
 
 
 def _sampled(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -269,11 +283,15 @@ def _baseline(trainer: Trainer, inputs: RunInputs, questions: list[dict], train:
     back from the work directory when the run resumes (its model is no longer the base one)."""
     baseline_path = work_dir / "baseline.json"
     if inputs.checkpoint is not None:
-        return read_json(baseline_path, "base model's measurements of the run being resumed")
+        baseline = read_json(baseline_path, "base model's measurements of the run being resumed")
+        check_trained_data(baseline.get("data_fingerprint") if isinstance(baseline, dict) else None,
+                           inputs.data_fingerprint, work_dir, "prepare it as it was, or train again without --resume")
+        return baseline
     base_answers = ([a.text for a in _answers(trainer.model, inputs, questions, train.system_prompt)]
                     if main else [])
     losses = trainer.evaluate()
-    baseline = {"losses": {name: losses[f"eval_{name}_loss"] for name in EVAL_SETS}, "answers": base_answers}
+    baseline = {"losses": {name: losses[f"eval_{name}_loss"] for name in EVAL_SETS}, "answers": base_answers,
+                "data_fingerprint": inputs.data_fingerprint}
     if main:
         write_json_atomic(baseline_path, baseline)
     return baseline
@@ -342,7 +360,7 @@ def _setup_facts(cfg: Config, inputs: RunInputs, choice: ModelChoice, processes:
         "trainable_parameters": parameters[0], "total_parameters": parameters[1],
         "catalog_products": len(inputs.catalog.known), "declined_products": len(inputs.catalog.declined),
         "reading_products": len(inputs.catalog.reading),
-        "views": cfg.train.views, "rounds": inputs.rounds,
+        "views": cfg.train.views, "rounds": inputs.rounds, "data_fingerprint": inputs.data_fingerprint,
         "train_examples": len(train_set), "truncated_examples": sum(train_set["truncated"]),
         "longest_answer_tokens": max(train_set["answer_tokens"]),  # the answer cap of generation.max_new_tokens=None
     }
