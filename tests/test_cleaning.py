@@ -52,6 +52,21 @@ def test_strip_html_tags(raw, expected):
     assert strip_html_tags(raw) == expected
 
 
+@pytest.mark.parametrize("raw, expected", [
+    ("<scr<b>ipt>alert(1)</scr</b>ipt>", "alert(1)"),  # the red team's: one pass made it a live <script>
+    ("<<b>img src=x onerror=alert(1)>", ""),
+    ("<scr<scr<i>ipt>ipt>x</scr<scr<i>ipt>ipt>", "x"),  # nested twice
+    ("<b<i>r>Line", " Line"),  # a block tag made by a removal is a space too
+    ("a <b> c <x>", "a  c "),
+    ("2 < 4 > 1 <b>bold</b> <a <b>", "2 < 4 > 1 bold <a "),  # a `<` that no `>` closes stays text
+])
+def test_strip_html_tags_repeats_until_no_tag_is_left(raw, expected):
+    stripped = strip_html_tags(raw)
+    assert stripped == expected
+    assert strip_html_tags(stripped) == stripped  # nothing a second pass could still remove
+    assert "<script" not in clean_text(raw).lower()
+
+
 def test_repair_windows_1252_maps_raw_c1_controls():
     assert repair_windows_1252("It\x92s a \x93classic\x94 \x97 truly") == "It’s a “classic” — truly"
     assert repair_windows_1252("undefined\x81byte") == "undefinedbyte"
@@ -61,6 +76,22 @@ def test_repair_windows_1252_maps_raw_c1_controls():
 def test_remove_control_characters_keeps_whitespace_and_letters():
     assert remove_control_characters("Blue\x00 tutu\x07\u200b size\u00ad 4\ufeff\tok\n") == "Blue tutu size 4\tok\n"
     assert remove_control_characters("Niño café naïve") == "Niño café naïve"
+
+
+def test_bidi_controls_and_zero_width_characters_are_dropped():
+    """An RLO made "Gadget \u202eexe.tfig\u202c Organizer Box" show as "Gadget gift.exe Organizer Box", and typing
+    that found nothing: the title is stored, and shown, as its characters read."""
+    assert clean_text("Gadget \u202eexe.tfig\u202c Organizer Box") == "Gadget exe.tfig Organizer Box"
+    hidden = "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2060\ufeff\u061c"
+    assert clean_text(f"Blue{hidden} Tutu \U000e0041\U000e0042") == "Blue Tutu"  # tag characters: hidden ASCII
+    # every invisible format character (Unicode category Cf) but those of one script's own layout
+    import sys
+    import unicodedata
+    layout = {*"\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd",
+              *map(chr, [*range(0x13430, 0x13439), *range(0x1bca0, 0x1bca4), *range(0x1d173, 0x1d17b)])}
+    kept = [f"U+{ord(c):04X}" for c in map(chr, range(sys.maxunicode + 1))
+            if unicodedata.category(c) == "Cf" and c not in layout and remove_control_characters(f"a{c}b") != "ab"]
+    assert kept == []
 
 
 def test_normalize_unicode_composes_but_keeps_meaning():
@@ -140,6 +171,7 @@ def _huge(piece: str, chars: int = 3 * LONG_TEXT_CHARS) -> str:
     (_huge("word "), 300, True),
     (_huge("Caf\u00e9 e\u0301 \x92 done.Next \u200b tab\there "), 5000, True),
     ("<b " + _huge("x y ") + ">", 5000, False),  # one tag over the whole text: it cleans to nothing
+    ("<b <i> " + _huge("x y ") + ">", 5000, False),  # the same once the tag inside it is stripped
     (_huge(" ") + "short", 5000, False),  # whitespace: it cleans to one word
     (_huge("<br>" * 50 + " "), 5000, False),  # markup: it cleans to nothing
     (_huge("&lt;i " + "z " * 20), 5000, False),  # an entity opens a tag the rest may close

@@ -33,14 +33,38 @@ def decode_html_entities(text: str) -> str:
 
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _BLOCK_TAG = re.compile(r"<(?:br|/?p|/?div|/?li|/?ul|/?ol|/?h[1-6]|/?tr)\b[^<>]*>", re.IGNORECASE)
+_ANGLE = re.compile(r"[<>]")
 
 
 def strip_html_tags(text: str) -> str:
     """Remove markup such as `<br>`, `<b>` and `<p class=x>`; block tags become a space so words don't merge.
-    A lone `<` or `a < b > c` is not a tag and stays."""
+    A lone `<` or `a < b > c` is not a tag and stays.
+
+    Removing a tag can join the text around it into another (`<scr<b>ipt>`): the result holds no tag at all, as
+    if the removal were repeated until none is left. One pass does it: each `>` closes the latest `<` still open
+    when the text between them is a tag, and a `>` that closes none leaves every open `<` a plain character."""
     if "<" not in text:
         return text
-    return _TAG.sub("", _BLOCK_TAG.sub(" ", text))
+    pieces: list[str] = []  # the result so far
+    opens: list[int] = []  # where in `pieces` each `<` that may yet begin a tag is
+    end = 0
+    for angle in _ANGLE.finditer(text):
+        pieces.append(text[end:angle.start()])
+        end = angle.end()
+        if angle.group() == "<":
+            opens.append(len(pieces))
+            pieces.append("<")
+            continue
+        candidate = "".join(pieces[opens[-1]:]) + ">" if opens else ">"
+        block = _BLOCK_TAG.fullmatch(candidate) is not None
+        if block or _TAG.fullmatch(candidate):
+            del pieces[opens.pop():]
+            pieces.append(" " if block else "")
+        else:  # no tag spans a `>`: no `<` before this one can begin a tag any more
+            opens.clear()
+            pieces.append(">")
+    pieces.append(text[end:])
+    return "".join(pieces)
 
 
 # C1 control characters that raw text sometimes carries where Windows-1252 punctuation was meant.
@@ -62,12 +86,20 @@ def repair_windows_1252(text: str) -> str:
     return _C1_CHARS.sub(_cp1252_char, text)
 
 
-# Control and invisible format characters; tab, newline and carriage return are whitespace, handled later.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\ufeff\ufffe\uffff]")
+# Control characters and the invisible format characters (Unicode category Cf) that change how text shows or
+# compares but not what it says: soft hyphen, Arabic letter mark, Mongolian vowel separator, zero-width space,
+# non-joiner, joiner, the bidi marks, embeddings, overrides and isolates (an RLO shows "Gadget \u202eexe.tfig" as
+# "Gadget gift.exe"), word joiner and invisible operators, deprecated format characters, byte-order marks,
+# interlinear annotation marks and tag characters (hidden ASCII). The Cf characters of one script's own layout
+# stay (Arabic number signs, Egyptian hieroglyph and shorthand joiners, musical beams). Tab, newline and carriage
+# return are whitespace, handled later.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+                      "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ufffe\uffff\U000e0000-\U000e007f]")
 
 
 def remove_control_characters(text: str) -> str:
-    """Drop control characters, soft hyphens, zero-width spaces and stray byte-order marks."""
+    """Drop control characters, soft hyphens, bidi controls, zero-width characters and stray byte-order marks:
+    text shows as it is stored, and a title typed as it shows finds it."""
     if text.isprintable() or not _CONTROL.search(text):  # every character _CONTROL matches is unprintable
         return text
     return _CONTROL.sub("", text)
@@ -182,9 +214,10 @@ LONG_TEXT_CHARS = 1 << 16
 _SEAM_MARGIN = 1024
 
 
-def _open_tag_at_end(text: str) -> bool:
-    """A `<` with no `>` after it: a tag that the rest of the text may close, removing what lies between."""
-    return text.rfind("<") > text.rfind(">")
+def _open_tag_at_end(stripped: str) -> bool:
+    """A `<` with no `>` after it in a text whose tags are stripped: a tag that the rest of the text may close,
+    removing what lies between."""
+    return stripped.rfind("<") > stripped.rfind(">")
 
 
 def too_long_start(text: str, limit: int) -> str | None:
@@ -193,7 +226,7 @@ def too_long_start(text: str, limit: int) -> str | None:
     record; else None (clean it whole).
 
     The start ends before a space. No entity spans a space, so the entities decode there as in the whole
-    text; no tag does either once every `<` of the start meets a `>` within it; the other rules change a
+    text; no tag does either once no `<` of the start is left open by strip_html_tags; the other rules change a
     character or a bounded stretch (a boilerplate line) at a time. The whole text thus cleans to at least the
     cleaned start, less _SEAM_MARGIN."""
     window = max(LONG_TEXT_CHARS, 2 * (limit + _SEAM_MARGIN))
@@ -203,8 +236,7 @@ def too_long_start(text: str, limit: int) -> str | None:
     if cut < window // 2:  # no space near the window's end: clean it whole
         return None
     start = text[:cut]
-    decoded = decode_html_entities(start)
-    if _open_tag_at_end(decoded) or _open_tag_at_end(_BLOCK_TAG.sub(" ", decoded)):
+    if _open_tag_at_end(strip_html_tags(decode_html_entities(start))):
         return None
     return start if len(clean_text(start)) > limit + _SEAM_MARGIN else None
 

@@ -40,7 +40,7 @@ from product_qa.memory import peak_rss_mb
 if TYPE_CHECKING:
     from config import DataConfig
 
-PIPELINE_VERSION = 1  # bump when a change to cleaning, filters or examples changes the outputs
+PIPELINE_VERSION = 2  # bump when a change to cleaning, filters or examples changes the outputs
 REPORT_NAME = "prep_report.json"
 # Settings that change speed, not outputs, stay out of the fingerprint.
 _RUNTIME_ONLY = ("workers", "block_mb", "output_dir")
