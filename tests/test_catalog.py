@@ -2,6 +2,7 @@
 import dataclasses
 from collections import Counter
 
+import orjson
 import pytest
 
 from config import Config, TrainConfig
@@ -85,6 +86,37 @@ def test_views_file_is_reused_for_the_same_settings_and_replaced_for_others(tmp_
     other_cfg = dataclasses.replace(cfg, views=3)
     other = views_file(train, build_catalog(splits["train"], other_cfg), other_cfg)
     assert other != first and not first.exists() and len(read_examples(other)) == 3 * 11
+
+
+def write_examples(path, examples) -> None:
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in examples))
+
+
+def test_views_are_keyed_by_the_catalog_they_were_built_from_never_by_the_train_file_beside_them(tmp_path, splits):
+    """The red team's race: a training read its catalog from train.jsonl, `prepare_data.py --force` then put
+    other data in its place, and the training wrote its views: a later run on the new data reused them (0 of its
+    trained products in its own data). Views built from the old catalog never pass for the new one's."""
+    cfg = TrainConfig(max_train_products=10, views=1, epochs=1, context_views=0)
+    train = tmp_path / "train.jsonl"
+    old, new = splits["train"][:60], splits["train"][60:120]
+    write_examples(train, old)
+    read_by_the_training = build_catalog(read_examples(train), cfg)
+    write_examples(train, new)  # prepared anew while the training ran
+    views_file(train, read_by_the_training, cfg)
+    views = read_examples(views_file(train, build_catalog(read_examples(train), cfg), cfg))
+    assert {v["uid"] for v in views} <= {e["uid"] for e in new}
+
+
+def test_the_views_temp_file_of_a_killed_run_is_removed_by_the_next_runs(tmp_path, splits):
+    train = tmp_path / "train.jsonl"
+    write_examples(train, splits["train"])
+    cfg = TrainConfig(max_train_products=10, views=1, epochs=1, context_views=0)
+    (tmp_path / "views").mkdir()
+    for _ in range(2):  # the run that builds the views, and the one that reuses them
+        killed = tmp_path / "views" / "train-0123456789ab.jsonl.tmp-999999"  # its writer, process 999999, is gone
+        killed.write_text('{"uid": "half')
+        views_file(train, build_catalog(splits["train"], cfg), cfg)
+        assert not killed.exists()
 
 
 def test_recall_questions_ask_distinct_catalog_products_with_held_out_phrasings(splits):

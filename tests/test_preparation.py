@@ -140,10 +140,23 @@ def test_rerun_is_a_no_op_unless_forced_or_changed(tmp_path, data_config):
     # nothing left behind by the skipped run: no spool, no temp file, no half-built set beside the outputs
     assert sorted(p.name for p in Path(data_config.output_dir).iterdir()) == [
         "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "trn.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out", "trn.json"]  # the data folder's lock
     assert prepare(data_config, progress=False, force=True)["skipped"] is False
     data_config.min_title_chars = 4
     assert prepare(data_config, progress=False)["skipped"] is False
+
+
+def test_an_edit_that_keeps_the_length_and_the_mtime_is_prepared_anew(tmp_path, data_config):
+    """The up-to-date check compares the input's contents, not only its path, size and modification time."""
+    raw = write_jsonl(tmp_path / "trn.json", catalog(50))
+    data_config.raw_path = str(raw)
+    prepare(data_config, progress=False)
+    before = raw.stat()
+    raw.write_bytes(raw.read_bytes().replace(b"stainless steel", b"STAINLESS STEEL"))  # the same length
+    os.utime(raw, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert raw.stat().st_size == before.st_size and raw.stat().st_mtime_ns == before.st_mtime_ns
+    assert prepare(data_config, progress=False)["skipped"] is False
+    assert all("STAINLESS STEEL" in e["answer"] for e in read_split(data_config, "train"))
 
 
 def test_the_new_set_is_on_disk_before_it_replaces_the_old_one(tmp_path, data_config, monkeypatch):
