@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from product_qa.errors import UserError
-from product_qa.settings import SECTION_CHECKS, check_config, expected, fits
+from product_qa.settings import SECTION_CHECKS, check_config, expected, fits, shown
 
 if TYPE_CHECKING:
     from config import Config
@@ -80,11 +80,13 @@ def add_override_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, item: str) -> Any:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text  # a bare string such as outputs/data
+    except (RecursionError, MemoryError):  # thousands of nested operators ("-----...1"): Python's parser gives up
+        raise UserError(f"--set {shown(item)}: the value nests too deeply to read ({len(text):,} characters)") from None
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
@@ -92,23 +94,25 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise UserError(f"--set {item!r}: expected SECTION.FIELD=VALUE")
+            raise UserError(f"--set {shown(item)}: expected SECTION.FIELD=VALUE")
         *path, name = key.strip().split(".")
         target = config
         for part in path:
             if not dataclasses.is_dataclass(target) or not hasattr(target, part):
-                raise UserError(f"--set {item!r}: unknown section {part!r}; sections: {_field_names(config)}")
+                raise UserError(f"--set {shown(item)}: unknown section {shown(part)}; sections: "
+                                f"{_field_names(config)}")
             target = getattr(target, part)
         if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
-            raise UserError(f"--set {item!r}: unknown setting {name!r}; settings here: {_field_names(target)}")
+            raise UserError(f"--set {shown(item)}: unknown setting {shown(name)}; settings here: "
+                            f"{_field_names(target)}")
         annotation = typing.get_type_hints(type(target))[name]
-        value = _parse_value(raw.strip())
+        value = _parse_value(raw.strip(), item)
         if isinstance(value, int) and not isinstance(value, bool) and annotation is float:
             value = float(value)
         if not fits(annotation, value):
             quote = f" (a text that reads as a number: quote it, --set '{key.strip()}=\"{raw.strip()}\"')" if (
                 fits(annotation, raw.strip()) and not isinstance(value, str)) else ""
-            raise UserError(f"--set {item!r}: {value!r} is not {expected(annotation)}{quote}")
+            raise UserError(f"--set {shown(item)}: {shown(value)} is not {expected(annotation)}{quote}")
         setattr(target, name, value)
     if dataclasses.is_dataclass(config) and all(hasattr(config, s) for s in SECTION_CHECKS):
         check_config(config)  # ranges and rules between settings, before any work starts

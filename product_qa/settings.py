@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import reprlib
 import types
 import typing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from product_qa.data.examples import SPLITS
 from product_qa.data.prompts import PHRASING_LANGUAGES, view_phrasings
 from product_qa.errors import UserError
+from product_qa.io_utils import read_json
 from product_qa.runs import check_run_name
 
 if TYPE_CHECKING:
@@ -33,6 +36,26 @@ if TYPE_CHECKING:
 
 # the systems that answer questions (product_qa/answering/systems.py), as eval.systems names them
 ANSWERING_SYSTEMS = ("assistant", "base", "fine_tuned", "retrieval", "base_rag", "fine_tuned_rag")
+
+# Upper bounds of the settings that multiply the work (the training examples built in memory, the tokens of each,
+# the processes started). Far above any useful value, they turn a slip (train.epochs=1e6) into one line instead of
+# minutes of filling memory.
+MAX_EPOCHS = 100  # passes over the catalog: 6 memorize it (README_FINE_TUNING.md); each adds a round of views
+MAX_VIEWS_PER_PRODUCT = 100  # document and context views per product and round (the recipe uses 0 and 1)
+MAX_TOKENS = 32_768  # tokens of an example, an answer or a retrieved record: long-context models' windows
+MAX_SYSTEM_PROMPT_CHARS = 4_000  # a page of text: it is in every prompt, so every example and answer pays for it
+MAX_LORA_R = 1_024  # above the hidden size of the small models trained here: a larger rank only costs memory
+MAX_WORKERS = 1_024  # processes that parse, clean and tokenize: more than any machine's cores
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 120
+
+
+def shown(value: Any) -> str:
+    """A value as an error line quotes it: its repr, cut in the middle past 120 characters (a value can be a
+    megabyte long, and the line must stay one line a person reads)."""
+    return _SHORT_REPR.repr(value)
 
 
 def literal_choices(annotation: Any) -> tuple | None:
@@ -83,7 +106,7 @@ def check_types(section_name: str, section: Any) -> None:  # any section's datac
     for field in dataclasses.fields(section):
         value = getattr(section, field.name)
         if not fits(hints[field.name], value):
-            raise UserError(f"{section_name}.{field.name}={value!r} is not {expected(hints[field.name])}")
+            raise UserError(f"{section_name}.{field.name}={shown(value)} is not {expected(hints[field.name])}")
 
 
 def _at_least(section: str, values: dict[str, Any], minimum: float, *, none_ok: bool = False) -> None:
@@ -93,6 +116,12 @@ def _at_least(section: str, values: dict[str, Any], minimum: float, *, none_ok: 
         if value is None or value < minimum:
             allowed = f"at least {minimum}" + (" (or None)" if none_ok else "")
             raise UserError(f"{section}.{name} must be {allowed}, got {value!r}")
+
+
+def _at_most(section: str, values: dict[str, Any], maximum: float) -> None:
+    for name, value in values.items():
+        if value is not None and value > maximum:
+            raise UserError(f"{section}.{name} must be at most {maximum:,}, got {value!r}")
 
 
 def _fraction(section: str, name: str, value: float, *, low_open: bool = False, high_open: bool = True) -> None:
@@ -112,6 +141,7 @@ def check_data(data: DataConfig) -> None:
     _at_least("data", {"min_title_chars": data.min_title_chars, "min_content_chars": data.min_content_chars,
                        "workers": data.workers, "examples_per_reason": data.examples_per_reason}, 0)
     _at_least("data", {"block_mb": data.block_mb}, 1)
+    _at_most("data", {"workers": data.workers}, MAX_WORKERS)
     for low, high in (("min_title_chars", "max_title_chars"), ("min_content_chars", "max_content_chars")):
         if getattr(data, high) < getattr(data, low):
             raise UserError(f"data.{high} must be at least data.{low}, got {getattr(data, high)} < "
@@ -141,6 +171,14 @@ def check_train(train: TrainConfig) -> None:
                         "assistant_questions": train.assistant_questions,
                         "document_views": train.document_views, "context_views": train.context_views,
                         "context_products": train.context_products}, 0)
+    _at_most("train", {"epochs": train.epochs}, MAX_EPOCHS)
+    _at_most("train", {"document_views": train.document_views, "context_views": train.context_views},
+             MAX_VIEWS_PER_PRODUCT)
+    _at_most("train", {"max_length": train.max_length}, MAX_TOKENS)
+    _at_most("train", {"lora_r": train.lora_r}, MAX_LORA_R)
+    if train.system_prompt is not None and len(train.system_prompt) > MAX_SYSTEM_PROMPT_CHARS:
+        raise UserError(f"train.system_prompt must be at most {MAX_SYSTEM_PROMPT_CHARS:,} characters, got "
+                        f"{len(train.system_prompt):,}")
     _fraction("train", "unknown_share", train.unknown_share)
     _fraction("train", "distractor_share", train.distractor_share)
     if not (0 < train.eval_steps < 1 or (train.eval_steps >= 1 and train.eval_steps == int(train.eval_steps))):
@@ -173,6 +211,7 @@ def check_generation(generation: GenerationConfig) -> None:
     _at_least("generation", {"batch_size": generation.batch_size,
                              "max_question_chars": generation.max_question_chars}, 1)
     _at_least("generation", {"max_new_tokens": generation.max_new_tokens}, 1, none_ok=True)
+    _at_most("generation", {"max_new_tokens": generation.max_new_tokens}, MAX_TOKENS)
     _at_least("generation", {"no_repeat_ngram_size": generation.no_repeat_ngram_size}, 0)
     _fraction("generation", "min_confidence", generation.min_confidence)
     if not generation.repetition_penalty > 0:
@@ -188,6 +227,7 @@ def check_rag(rag: RagConfig) -> None:
         raise UserError(f"rag.index_splits={rag.index_splits!r}: name each of {', '.join(SPLITS)} at most once "
                         f"(comma-separated)")
     _at_least("rag", {"max_context_tokens": rag.max_context_tokens}, 1, none_ok=True)
+    _at_most("rag", {"max_context_tokens": rag.max_context_tokens}, MAX_TOKENS)
 
 
 def check_eval(evaluation: EvalConfig) -> None:
@@ -220,16 +260,81 @@ SECTION_CHECKS = {"data": check_data, "analysis": check_analysis, "train": check
                   "generation": check_generation, "rag": check_rag, "eval": check_eval, "app": check_app}
 
 
+def check_section(section_name: str, section: Any) -> None:  # any section's dataclass
+    """One section's types, choices and ranges: the command line's, and a run folder's config.json alike."""
+    check_types(section_name, section)
+    if not 0 <= getattr(section, "seed", 0) < 2**32:  # what numpy and torch seed with
+        raise UserError(f"{section_name}.seed must be in 0..{2**32 - 1}, got {section.seed}")
+    if section_name in SECTION_CHECKS:
+        SECTION_CHECKS[section_name](section)
+
+
 def check_config(cfg: Config) -> None:
     """Every section's choices and ranges; the first problem found is raised as a UserError."""
     for field in dataclasses.fields(cfg):
-        section = getattr(cfg, field.name)
-        check_types(field.name, section)
-        if not 0 <= getattr(section, "seed", 0) < 2**32:  # what numpy and torch seed with
-            raise UserError(f"{field.name}.seed must be in 0..{2**32 - 1}, got {section.seed}")
-        if field.name in SECTION_CHECKS:
-            SECTION_CHECKS[field.name](section)
+        check_section(field.name, getattr(cfg, field.name))
     check_output_folders(cfg)
+
+
+# ------------------------------------------------------------------------------------------ a run's report
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range of a number of a run's training_report.json."""
+
+    kind: type  # int or float (an int is a float too)
+    low: float = 0
+    high: float = math.inf
+    low_open: bool = False  # low itself is outside
+    none_ok: bool = False
+
+
+_FRACTION, _COUNT, _AMOUNT = Bounds(float, 0, 1), Bounds(int), Bounds(float)
+# The numbers of a run's report that the answering scripts and the model card use. The catalog's confidence floor
+# lowers the decline threshold: at 0 or below the gate would never decline, so it is above 0 (or None: no floor).
+RUN_REPORT_NUMBERS = {
+    "catalog_confidence_floor": Bounds(float, 0, 1, low_open=True, none_ok=True),
+    "decline_threshold": _FRACTION, "longest_answer_tokens": Bounds(int, 1, MAX_TOKENS),
+    "epochs": Bounds(float, 0, MAX_EPOCHS), "steps": _COUNT, "catalog_products": _COUNT, "declined_products": _COUNT,
+    "train_examples": _COUNT, "train_seconds": _AMOUNT, "tokens_per_second": _AMOUNT,
+    **{f"{name}_loss_{when}": _AMOUNT for name in ("validation", "catalog") for when in ("before", "after")},
+    "perplexity_before": _AMOUNT, "perplexity_after": _AMOUNT,
+    "recall.questions": _COUNT, "recall.base.rougeL": Bounds(float, 0, 1, none_ok=True),
+    "recall.fine_tuned.rougeL": Bounds(float, 0, 1, none_ok=True)}
+
+
+def read_run_report(run_dir: Path) -> dict:
+    """A run's training_report.json, its numbers checked (check_run_report); else one line naming the file."""
+    path = run_dir / "training_report.json"
+    report = read_json(path, "run's report")
+    try:
+        if not isinstance(report, dict):
+            raise UserError("not a report object")
+        check_run_report(report)
+    except UserError as err:
+        raise UserError(f"{path}: {err}; train the run again, or restore the file") from None
+    return report
+
+
+def check_run_report(report: dict) -> None:
+    """The report's numbers are numbers in their ranges, as a run writes them; a report may come from anywhere
+    (a run folder downloaded or edited), and a number a run writes is never left out of it, so a missing one is
+    only a run older than that number (its readers do without it)."""
+    for key, bounds in RUN_REPORT_NUMBERS.items():
+        *parents, name = key.split(".")
+        holder: Any = report
+        for parent in parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or name not in holder:
+            continue
+        value = holder[name]
+        if value is None and bounds.none_ok:
+            continue
+        number = isinstance(value, bounds.kind if bounds.kind is int else (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and (value > bounds.low if bounds.low_open else value >= bounds.low)
+                and value <= bounds.high):
+            interval = f"{'(' if bounds.low_open else '['}{bounds.low:g}, {bounds.high:g}]"
+            kind = "a whole number" if bounds.kind is int else "a number"
+            raise UserError(f"{key}={value!r} is not {kind} in {interval}" + (" (or null)" if bounds.none_ok else ""))
 
 
 def _real(folder: str) -> str:

@@ -85,10 +85,41 @@ def test_fingerprint_is_stable_and_sensitive():
     ("app.max_queue=-1", "app.max_queue must be at least 1"),
     ("app.port=70000", "app.port must be in 1..65535"),
     ("analysis.top_k=0", "analysis.top_k must be at least 1"),
+    # the settings that multiply the work have a ceiling: epochs=1e6 or 10^8 document views filled 3 GB of
+    # views in seconds, with no error
+    ("train.epochs=1e6", "train.epochs must be at most 100, got 1000000.0"),
+    ("train.document_views=100000000", "train.document_views must be at most 100, got 100000000"),
+    ("train.context_views=101", "train.context_views must be at most 100"),
+    ("train.max_length=1000000000000", "train.max_length must be at most 32,768"),
+    ("train.lora_r=100000", "train.lora_r must be at most 1,024"),
+    ("data.workers=100000", "data.workers must be at most 1,024"),
+    ("generation.max_new_tokens=1000000000", "generation.max_new_tokens must be at most 32,768"),
+    ("rag.max_context_tokens=1000000000", "rag.max_context_tokens must be at most 32,768"),
+    (f"train.system_prompt={'x' * 4001}", "train.system_prompt must be at most 4,000 characters, got 4,001"),
 ])
 def test_out_of_range_settings_are_refused_before_any_work(override, message):
     with pytest.raises(UserError, match=message):
         apply_overrides(Config(), [override])
+
+
+def test_the_ceilings_leave_room_for_real_runs():
+    cfg = apply_overrides(Config(), ["train.epochs=100", "train.document_views=100", "train.context_views=100",
+                                     "train.max_length=32768", "train.lora_r=1024",
+                                     f"train.system_prompt={'x' * 4000}"])
+    assert cfg.train.epochs == 100 and cfg.train.max_length == 32768
+
+
+@pytest.mark.parametrize("signs", [5_000, 100_000])
+def test_a_value_nested_past_what_python_parses_is_one_short_line(signs):
+    """Thousands of unary minus signs: Python's parser raised RecursionError (5,000) or MemoryError (100,000)."""
+    from conftest import run_script
+    with pytest.raises(UserError, match="nests too deeply to read") as refused:
+        apply_overrides(Config(), [f"train.seed={'-' * signs}1"])
+    assert len(str(refused.value)) < 300
+    result = run_script("fine_tuning_project.py", "--no-progress", "--set", f"train.seed={'-' * signs}1")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and "nests too deeply" in result.stderr
+    assert len(result.stderr) < 300
 
 
 def test_rules_between_settings_hold_whatever_the_order_of_the_overrides():

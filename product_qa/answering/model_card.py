@@ -16,6 +16,7 @@ from product_qa.answering.report import SUMMARY_COLUMNS, summary_cell
 from product_qa.io_utils import atomic_outputs, read_json
 from product_qa.modeling import PACKAGED_MODELS
 from product_qa.reporting import markdown_table
+from product_qa.settings import read_run_report
 
 CARD_NAME = "README.md"
 TAGS = ["text-generation", "product-qa", "amazon-titles", "catalog-knowledge"]
@@ -160,10 +161,10 @@ def card_text(report: dict, settings: dict, folder: str, evaluation: dict | None
 def write_model_cards(run_dir: Path, evaluation: dict | None = None) -> tuple[list[Path], str | None]:
     """merged/README.md and adapter/README.md (where the run has them), replacing peft's empty template; with
     the reason when none could be written (a run older than model cards, or a folder that cannot be written)."""
-    report = read_json(run_dir / "training_report.json", "training report")
+    report = read_run_report(run_dir)  # its numbers checked, or one line naming the file
     settings = read_json(run_dir / "config.json", "run settings")
-    if not isinstance(report, dict) or not isinstance(settings, dict):
-        return [], "the run's report or settings are not JSON objects"
+    if not isinstance(settings, dict):
+        return [], "the run's settings are not a JSON object"
     if missing := missing_facts(report, settings):
         return [], f"the run's files lack {', '.join(missing[:3])}: it was trained before model cards"
     written = []

@@ -42,7 +42,7 @@ from product_qa.errors import UserError
 from product_qa.io_utils import read_json
 from product_qa.modeling import load_inference_model, load_tokenizer, resolve_model_path
 from product_qa.runs import check_trained_data
-from product_qa.settings import ANSWERING_SYSTEMS, check_types
+from product_qa.settings import ANSWERING_SYSTEMS, check_section, read_run_report
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -97,15 +97,10 @@ def _run_config(run_dir: Path) -> dict:
     return saved
 
 
-def _run_report(run_dir: Path) -> dict:
-    report = read_json(run_dir / "training_report.json", "run's report")
-    return report if isinstance(report, dict) else {}
-
-
 def _run_section(current: Section, saved: dict, name: str, run_dir: Path) -> Section:
     """Config section `name` as the run saved it (`current`, today's, where the run saved none); settings added
-    or removed since then take today's defaults. Its types and choices are checked as the command line's are (a
-    run directory may come from anywhere)."""
+    or removed since then take today's defaults. Its types, choices and ranges are checked as the command line's
+    are (a run directory may come from anywhere)."""
     if name not in saved:
         return current
     if not isinstance(saved[name], dict):
@@ -113,7 +108,7 @@ def _run_section(current: Section, saved: dict, name: str, run_dir: Path) -> Sec
     names = {f.name for f in dataclasses.fields(current)}
     section = type(current)(**{key: value for key, value in saved[name].items() if key in names})
     try:
-        check_types(name, section)
+        check_section(name, section)
     except UserError as err:
         raise UserError(f"{run_dir / 'config.json'}: {err}") from None
     return section
@@ -136,14 +131,12 @@ class Answerer:
                                              cache_dir=cfg.model.cache_dir)
         self.train_cfg = _run_section(cfg.train, saved, "train", run_dir)
         # the answer cap follows the run's data (generation.max_new_tokens=None): its longest training answer
-        report = _run_report(run_dir) if run_dir else {}
-        longest = report.get("longest_answer_tokens")  # a number this version wrote, within the cap training had
-        self.decoding = with_answer_cap(cfg.generation, longest if isinstance(longest, int) and
-                                        0 < longest <= self.train_cfg.max_length else None)
+        report = read_run_report(run_dir) if run_dir else {}  # its numbers checked before any is used
+        longest = report.get("longest_answer_tokens")  # None in a run older than it; used within the run's cap
+        self.decoding = with_answer_cap(cfg.generation, longest if longest is not None and
+                                        longest <= self.train_cfg.max_length else None)
         # the fine-tuned model's decline threshold: the user's, lowered to what the run's own catalog reached
-        floor = report.get("catalog_confidence_floor")
-        self.min_confidence = decline_threshold(cfg.generation.min_confidence,
-                                                floor if isinstance(floor, (int, float)) else None)
+        self.min_confidence = decline_threshold(cfg.generation.min_confidence, report.get("catalog_confidence_floor"))
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
         self.template = resolve_template(self.tokenizer, self.train_cfg.prompt_template)
         self.encoder = ExampleEncoder(self.tokenizer, template=self.template,
