@@ -1,14 +1,17 @@
 """Outputs that belong together are replaced together: the writer is killed (SIGKILL) at every rename it makes
 and a reader then finds the old set or the new one, never a mix; the next run cleans up and completes."""
 import json
+import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from config import Config, TrainConfig
-from conftest import cli_overrides, run_script, tiny_run_overrides
+from conftest import REPO, RUN_SCRIPT_AS_MAIN, cli_overrides, run_script, tiny_run_overrides
 from product_qa.io_utils import recover_directory
 from product_qa.runs import find_run
 
@@ -120,8 +123,8 @@ def test_what_a_killed_preparation_spooled_is_removed_by_the_next_run_even_when_
     again = run_script("prepare_data.py", *args(300))
     assert again.returncode == 0, again.stderr[-2000:]
     assert snapshot(out) == kept  # up to date: nothing redone
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["data", *sorted(
-        f"data/{name}" for name in kept)]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [".data.lock", "data", *sorted(
+        f"data/{name}" for name in kept)]  # and the data folder's lock
 
 
 def test_analysis_report_and_plots_are_replaced_as_one_set(tmp_path, raw_sample):
@@ -182,6 +185,106 @@ def test_a_run_retrained_under_its_name_is_replaced_as_a_whole(tmp_path, tiny_mo
     now = snapshot(runs / "same")
     assert json.loads(now["config.json"])["train"]["seed"] == 2 and now["merged/model.safetensors"] != \
         old["merged/model.safetensors"]
+    assert leftovers(runs, "same") == []
+
+
+# Runs a script that kills itself (SIGKILL) just after the exchange of the run's swap: the new run is in place,
+# and what the exchange moved out (the previous run, checkpoints included) is not removed yet.
+KILLED_AFTER_EXCHANGE = """
+import os, signal
+import product_qa.io_utils as io_utils
+_exchange = io_utils._exchange
+def _exchanged_then_killed(first, second):
+    if _exchange(first, second):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return False
+io_utils._exchange = _exchanged_then_killed
+"""
+
+
+def test_a_kill_just_after_the_swap_leaves_nothing_that_resume_takes_for_the_new_run(tmp_path, tiny_model_dir,
+                                                                                      raw_sample):
+    """The red team's strace kill: the swap left the previous run in NAME.unfinished, and --resume continued it
+    and put it in the place of the newer run."""
+    runs = tmp_path / "runs"
+    def args(seed: int, *extra: str) -> list[str]:
+        return ["--no-progress", "--run-name", "same", *extra, *cli_overrides(tiny_run_overrides(
+            tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 2, "train.seed": seed}))]
+
+    first = run_script("fine_tuning_project.py", *args(1), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    killed = run_script("fine_tuning_project.py", *args(2), driver=KILLED_AFTER_EXCHANGE, timeout=600)
+    assert killed.returncode == -9, "no exchange to kill after: " + killed.stderr[-3000:]
+    newer = snapshot(runs / "same")
+    assert json.loads(newer["config.json"])["train"]["seed"] == 2
+    resumed = run_script("fine_tuning_project.py", *args(2, "--resume"), timeout=600)
+    assert resumed.returncode == 2 and "--resume: no checkpoint" in resumed.stderr, resumed.stderr[-3000:]
+    assert snapshot(runs / "same") == newer
+    assert leftovers(runs, "same") == []  # the previous run the kill left aside is gone
+
+
+# Runs a script that stops when it calls `module.function` until the file DRIVER_GO exists (it makes the file
+# DRIVER_PAUSED when it stops): another process can then be started at exactly that point.
+PAUSED_AT_CALL = """
+import importlib, os, time
+_module, _name = os.environ["DRIVER_PAUSED_AT"].rsplit(".", 1)
+_function = getattr(importlib.import_module(_module), _name)
+def _paused(*args, **kwargs):
+    open(os.environ["DRIVER_PAUSED"], "w").close()
+    while not os.path.exists(os.environ["DRIVER_GO"]):
+        time.sleep(0.05)
+    return _function(*args, **kwargs)
+setattr(importlib.import_module(_module), _name, _paused)
+"""
+
+
+def test_a_second_training_of_a_run_stops_in_one_line_and_a_preparation_waits_for_the_data_being_read(
+        tmp_path, tiny_model_dir, raw_sample):
+    """The red team's two trainings of one run name at once: the second one cleared the first one's work
+    directory, and the finished run held files of both. And `prepare_data.py --force` while a training read the
+    data left views of the old catalog under the new data's name."""
+    from product_qa.data.synthetic import generate_records, write_records
+    runs, paused, go, log = tmp_path / "runs", tmp_path / "paused", tmp_path / "go", tmp_path / "first.log"
+    def args(seed: int) -> list[str]:
+        return ["--no-progress", "--run-name", "same", *cli_overrides(tiny_run_overrides(
+            tiny_model_dir, raw_sample, tmp_path, **{"train.max_steps": 2, "train.seed": seed}))]
+
+    # the first training stops once it has read its catalog, as it writes the views: its work directory is there
+    with log.open("w") as first_log:
+        first = subprocess.Popen(
+            [sys.executable, "-c", PAUSED_AT_CALL + RUN_SCRIPT_AS_MAIN, str(REPO / "fine_tuning_project.py"),
+             *args(1)], cwd=REPO, env={**os.environ, "DRIVER_PAUSED_AT": "product_qa.training.workflow.views_file",
+                                       "DRIVER_PAUSED": str(paused), "DRIVER_GO": str(go)},
+            stdout=subprocess.DEVNULL, stderr=first_log)
+    preparing = None
+    try:
+        while not paused.exists():
+            assert first.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.05)
+        second = run_script("fine_tuning_project.py", *args(2), timeout=600)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert second.stderr.strip().splitlines() == [
+            f"error: {runs / 'same'}: another training of run 'same' is in progress; wait for it to end, or train "
+            "under another --run-name"]
+        other = tmp_path / "other.json"
+        write_records(str(other), generate_records(300, seed=6))
+        preparing = subprocess.Popen(
+            [sys.executable, str(REPO / "prepare_data.py"), "--no-progress", "--force", "--data", str(other),
+             "--set", f"data.output_dir={tmp_path / 'data'}", "--set", "data.workers=1"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert preparing.stderr.readline().startswith(f"waiting for another process that prepares or reads "
+                                                      f"{tmp_path / 'data'}")
+        assert preparing.poll() is None  # it waits for the training to be done with the data
+    finally:
+        go.touch()
+        first.wait()
+        if preparing is not None:
+            preparing.wait()
+    assert first.returncode == 0, log.read_text()[-3000:]
+    assert preparing.returncode == 0, preparing.stderr.read()[-3000:]
+    report = json.loads((runs / "same" / "training_report.json").read_text())
+    assert report["train_examples"] > 0 and json.loads((runs / "same" / "config.json").read_text())["train"][
+        "seed"] == 1
     assert leftovers(runs, "same") == []
 
 
