@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,35 @@ def test_an_empty_test_split_leaves_the_other_sets(tiny_run, tmp_path):
         check_eval(dataclasses.replace(cfg.eval, catalog_questions=0, indexed_questions=0, unknown_questions=0))
     with pytest.raises(UserError, match="eval.catalog_questions must be at least 0"):
         check_eval(dataclasses.replace(cfg.eval, catalog_questions=-1))
+
+
+def test_a_run_refuses_data_prepared_anew_since_it_was_trained(tiny_run, tmp_path):
+    """The red team prepared other data under a run: the evaluation scored "seen" questions of products the run
+    never learned, and ask.py and the demo searched the other data. A run records the fingerprint of the data it
+    was trained on: the same data (even copied elsewhere) is used, other data is one line naming both."""
+    import shutil
+
+    from product_qa.answering.systems import Answerer
+    data_dir, run = tmp_path / "data", tmp_path / "runs" / "moved"
+    shutil.copytree(apply_overrides(Config(), tiny_run["settings"]).data.output_dir, data_dir)
+    shutil.copytree(tiny_run["run_dir"], run)
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "data": {**saved["data"], "output_dir": str(data_dir)}}))
+    settings = [*tiny_run["settings"], f"train.output_dir={run.parent}"]
+    cfg = apply_overrides(Config(), settings)
+    assert Answerer(cfg, run).catalog.known  # the data it was trained on
+    train = data_dir / "train.jsonl"
+    train.write_bytes(b"".join(train.read_bytes().splitlines(keepends=True)[1:]))  # one product fewer
+    refusal = f"{data_dir}: not the data the run {run} was trained on (prepared anew since)"
+    with pytest.raises(UserError, match=re.escape(refusal)):
+        _ = Answerer(cfg, run).catalog
+    result = run_script("ask.py", "--run", "moved", "What is the Acme Kettle?", *cli_overrides(settings))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {refusal}; prepare it again with the settings in the run's config.json, or train a new run on it"]
+    report = json.loads((run / "training_report.json").read_text())
+    del report["data_fingerprint"]  # a run older than the fingerprint: used as before
+    (run / "training_report.json").write_text(json.dumps(report))
+    assert Answerer(cfg, run).catalog.known
 
 
 def test_a_run_saved_by_an_older_version_still_loads(tiny_run, tmp_path):
