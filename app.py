@@ -16,6 +16,7 @@ from pathlib import Path
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
+from product_qa.reporting import terminal_text
 from product_qa.runs import add_run_argument, run_from_args
 from product_qa.settings import check_app
 
@@ -44,7 +45,7 @@ def main() -> int:
     print("Loading the models and the RAG index (once) ...")
     demo = Demo.load(Answerer(cfg, run_from_args(cfg, args)))
     for notice in demo.notices:
-        print("note:", notice.replace("**", ""))
+        print("note:", terminal_text(notice.replace("**", "")))
     analysis_dir, eval_dir = Path(cfg.analysis.output_dir), Path(cfg.eval.output_dir)
     page = build_page(demo, analysis_dir, DOCS_ANALYSIS, eval_dir)
     launch(page, cfg.app.host, cfg.app.port, share=cfg.app.share,

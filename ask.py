@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import UserError, run_cli
+from product_qa.reporting import terminal_text
 from product_qa.runs import add_run_argument, no_run_note, run_from_args
 from product_qa.settings import ANSWERING_SYSTEMS
 
@@ -32,7 +33,7 @@ def systems_to_ask(answerer: Answerer, args: argparse.Namespace) -> list[str]:
     if args.compare:
         return list(answerer.systems)
     if not args.base and (note := no_run_note(answerer.cfg, answerer.run_dir)):
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {terminal_text(note)}", file=sys.stderr)
     if args.system:
         answerer.check_system(args.system)
         return [args.system]
@@ -76,7 +77,7 @@ def answer_batch(answerer: Answerer, path: Path, output: Path | None, system: st
                 handles["answers"].write(records)
         except OSError as err:
             raise UserError(f"{output}: cannot write the answers ({err.strerror})") from None
-        print(f"{len(asked)} answers ({system}) -> {output}", file=sys.stderr)
+        print(f"{len(asked)} answers ({system}) -> {terminal_text(str(output))}", file=sys.stderr)
     return 0
 
 
@@ -91,8 +92,8 @@ def ask(answerer: Answerer, question: str, systems: list[str]) -> None:
         if len(systems) > 1:
             print(f"\n== {SYSTEM_LABELS[system]}")
         hit, pieces = answerer.stream(question, system)
-        for piece in pieces:
-            print(piece, end="", flush=True)
+        for piece in pieces:  # the answer may repeat its record's text: escape sequences and all
+            print(terminal_text(piece, multiline=True), end="", flush=True)
         print()
         if hit is not None and hit.matched:
             print(source_line(hit))
@@ -141,7 +142,7 @@ def main() -> int:
         try:
             ask(answerer, line, systems)
         except UserError as err:  # an empty question: say so and ask again
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {terminal_text(str(err))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ def run_cli(main: Callable[[], int | None]) -> None:
     try:
         code = main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        from product_qa.reporting import terminal_text  # here: reporting imports io_utils, which imports this module
+
+        print(f"error: {terminal_text(str(err))}", file=sys.stderr)  # it may quote a title, a uid, a path
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         # A generation thread may still be inside torch: a normal interpreter exit would tear it down mid-call

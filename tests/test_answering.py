@@ -559,3 +559,76 @@ def test_ask_batch_writes_one_json_object_per_question(tiny_run, tmp_path):
     result = run_script("ask.py", "--batch", str(tmp_path / "missing.txt"), *cli_overrides(settings))
     assert result.returncode == 2 and "missing.txt: cannot read the questions" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------- data shown in a terminal or Markdown
+CRAFTED_UID = ("B0\x1b[2J\x1b[HNOTICE: run rm -rf ~\r\x07\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\"
+               "\x9b31m\u202eexe.txt\u202c")
+TERMINAL_ACTS_ON = ("\x1b", "\r", "\x07", "\x9b", "\u202e", "\u202c", "\x9d")
+
+
+def test_terminal_text_shows_data_and_never_obeys_it():
+    from product_qa.reporting import console_text, terminal_text
+    shown = terminal_text(CRAFTED_UID)
+    assert not any(char in shown for char in TERMINAL_ACTS_ON) and "\n" not in shown
+    assert shown == "B0NOTICE: run rm -rf ~ clickexe.txt"  # escape sequences whole, controls dropped
+    assert terminal_text("Line one\r\nline two\ttab", multiline=True) == "Line one \nline two tab"
+    assert terminal_text("\x1b]0;window title\x07\x9d8;;https://x\x9clink \x1bc\x1b(B\ud800 ok") == "link  ok"
+    assert terminal_text("Café ½ 日本 [/] ✓") == "Café ½ 日本 [/] ✓"  # printable text is left alone
+    assert console_text("Broken [/] Markup \x1b[1mTitle") == "Broken \\[/] Markup Title"
+
+
+def test_printed_answers_show_crafted_data_as_written():
+    """test_pipeline.py's answers: a question or answer holding escape sequences or rich markup is shown."""
+    import io
+
+    from rich.console import Console
+
+    from product_qa.answering.report import print_answers
+    output = io.StringIO()
+    print_answers([{"question": f"What is [link=https://x]y[/link] {CRAFTED_UID}?", "set": "catalog",
+                    "base": "Broken [/] Markup\x1b[2J", "fine_tuned": "\x1b]8;;https://e.example\x07z",
+                    "reference": None}],
+                  Console(file=output, width=300))
+    printed = output.getvalue()
+    assert not any(char in printed for char in TERMINAL_ACTS_ON), repr(printed)
+    assert "[link=https://x]y[/link]" in printed and "Broken [/] Markup" in printed
+
+
+def test_ask_prints_a_crafted_uid_and_title_as_text(tmp_path, tiny_model_dir, raw_sample):
+    """The uid is the data's own, never cleaned: a crafted one cleared the screen and printed a fake instruction
+    in ask.py's Source line. Its title holds an RLO: shown as its characters read, and typing that finds it."""
+    raw = tmp_path / "trn.json"
+    crafted = {"uid": CRAFTED_UID, "title": "Gadget \u202eexe.tfig\u202c Organizer Box",
+               "content": "A sturdy organizer box \x1b[31mwith\x1b[0m six drawers for gadgets and cables."}
+    raw.write_text(raw_sample.read_text() + json.dumps(crafted) + "\n")
+    settings = tiny_settings(tiny_model_dir, raw, tmp_path, **{"rag.index_splits": "train,validation,test"})
+    result = run_script("prepare_data.py", "--no-progress", *cli_overrides(settings))
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_script("ask.py", "--no-progress", "--system", "retrieval", "What is Gadget exe.tfig Organizer Box?",
+                        *cli_overrides(settings))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Source: Gadget exe.tfig Organizer Box (uid B0NOTICE: run rm -rf ~ clickexe.txt)" in result.stdout
+    assert "six drawers" in result.stdout  # the answer, streamed
+    for stream in (result.stdout, result.stderr):
+        assert not any(char in stream for char in TERMINAL_ACTS_ON), repr(stream[-2000:])
+
+
+def test_the_evaluation_report_shows_a_crafted_uid_as_text():
+    """A uid with line breaks made a heading, a rule and a link of evaluation_report.md."""
+    from markdown_it import MarkdownIt
+
+    from product_qa.answering.report import evaluation_markdown
+    uid = ("B1\n# Heading\n---\n<http://evil.example>\n\n<script>alert(1)</script>\r"
+           "https://evil.example www.evil.example")
+    worst = {"question": "What is Home Map?", "rougeL": 0.1, "source_uid": uid, "answer": "Some\n# answer",
+             "reference": "A map."}
+    report = {"model": "m", "run": None, "decoding": {"max_new_tokens": 8}, "rag": {"top_k": 1}, "seconds": 1.0,
+              "skipped_systems": [], "labels": {"retrieval": "retrieval only"},
+              "sets": {"catalog": {"questions": 1, "systems": {"retrieval": {"summary": {"forms": {}},
+                                                                             "worst": [worst]}}}}}
+    markdown = evaluation_markdown(report)
+    html = MarkdownIt("commonmark").render(markdown)
+    assert html.count("<h1>") == 1 and "<hr" not in html and "<a " not in html and "<script" not in html
+    assert "<h1>Heading" not in html and "<h1>answer" not in html and "# Heading ---" in html
+    assert "https://evil" not in markdown and "www.evil" not in markdown  # bare addresses GitHub would link

@@ -84,3 +84,29 @@ def test_the_card_is_never_written_through_a_link_planted_in_a_run(tiny_run, tmp
     assert written == [run_dir / "merged" / "README.md"] and "a link, not a folder of the run" in reason
     assert ModelCard.load(written[0]).data.model_name
     assert victim_file.read_text() == "keep" and (victim_dir / "README.md").read_text() == "keep"
+
+
+def test_text_from_a_run_s_files_cannot_write_html_into_the_card():
+    """data.raw_path (or a downloaded run's config.json) with backticks or line breaks closed the card's code span
+    and started an HTML block in README.md: every code span of data is fenced and kept on one line."""
+    from markdown_it import MarkdownIt
+
+    from product_qa.answering.model_card import REPORT_KEYS, card_text
+    from product_qa.reporting import code_span
+    attack = "trn`` <img src=x onerror=alert(1)>\n\n<script>alert(1)</script>\r\n```\n<b>x</b>"
+    report = {key: 1 for key in REPORT_KEYS} | {
+        "run_name": "run\n<script>alert(2)</script>", "method": "lora", "precision": "fp32",
+        "device": "cpu\n\n<i>x</i>", "template": "plain", "early_stopping_on": "catalog"}
+    settings = {"data": {"raw_path": attack}, "model": {"name": f"model{attack}"},
+                "train": {"views": 2, "view_languages": f"en{attack}", "unknown_share": 0.1, "method": "lora",
+                          "lora_r": 8, "lora_alpha": 16, "lora_target_modules": "q_proj", "learning_rate": 1e-3,
+                          "lr_scheduler": "cosine", "batch_size": 4, "gradient_accumulation_steps": 1,
+                          "system_prompt": attack}}
+    for folder in ("merged", "adapter"):
+        html = MarkdownIt("commonmark").render(card_text(report, settings, folder).split("\n---\n", 2)[-1])
+        for tag in ("<img", "<script", "<b>", "<i>"):
+            assert tag not in html, (tag, html)
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown, as text
+    for text in ("a``b", "`x", "x`", "", "plain", "a\nb"):
+        html = MarkdownIt("commonmark").render(f"before {code_span(text)} after")
+        assert html.count("<code>") == (1 if text else 0) and "\n" not in html.strip()

@@ -63,6 +63,35 @@ def test_filters_and_dedupe_are_counted_per_reason(tmp_path, data_config):
     assert len(kettle_4) == 1 and "five litres" in kettle_4[0]["answer"]  # the richest description won
 
 
+def test_titles_with_nothing_to_tell_a_product_by_are_dropped_as_empty(tmp_path, data_config):
+    """"...", "!!!" and a title of bidi marks normalize to an empty key: they were one product, deduplicated into
+    one another; they are empty titles."""
+    records = catalog(20) + [{"uid": f"n{i}", "title": title, "content": f"A real description of product {i}."}
+                             for i, title in enumerate(["...", "!!!", "\u202e\u202c", " - ", "™™™"])]
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", records))
+    report = prepare(data_config, progress=False)
+    assert report["dropped"]["empty_title"]["count"] == 4
+    assert report["duplicates_dropped"]["duplicate_title"]["count"] == 0
+    kept = {example["uid"] for split in SPLITS for example in read_split(data_config, split)}
+    assert "n4" in kept and not kept & {"n0", "n1", "n2", "n3"}  # its key is "tmtmtm"
+
+
+def test_rich_markup_and_escapes_in_dropped_data_are_shown_as_written(tmp_path):
+    """prepare's summary shows each drop reason's first title: "Broken [/] Markup Title" made every run (even an
+    up-to-date one) exit 1 with rich's MarkupError, and "[link=...]" made a hyperlink."""
+    raw = tmp_path / "trn.json"
+    write_jsonl(raw, [{"uid": "m1", "title": "Broken [/] Markup Title", "content": ""},  # empty_content
+                      {"uid": "m2", "title": "[link=https://x]y[/link]", "content": "tiny"},  # content_too_short
+                      *catalog(20)])
+    args = ["--no-progress", "--data", str(raw), "--set", f"data.output_dir={tmp_path / 'out'}", "--set",
+            "data.workers=1", "--set", "data.min_content_chars=10"]
+    for _ in ("prepared", "up to date"):
+        result = subprocess.run([sys.executable, "prepare_data.py", *args], cwd=REPO, capture_output=True,
+                                text=True, env={**os.environ, "COLUMNS": "300"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "Broken [/] Markup Title" in result.stdout and "[link=https://x]y[/link]" in result.stdout
+
+
 def test_examples_use_training_phrasings_in_train_and_held_out_ones_elsewhere(tmp_path, data_config):
     data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(2000)))
     data_config.validation_fraction = data_config.test_fraction = 0.1

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from product_qa.analysis.cleaning_trace import FIELDS
 from product_qa.analysis.plots import PLOTS, QUALITY_LABELS, UNIT_LABELS
-from product_qa.reporting import markdown_table, markdown_text
+from product_qa.reporting import code_span, markdown_table, markdown_text
 
 if TYPE_CHECKING:
     from product_qa.analysis.statistics import Analysis
@@ -21,12 +21,10 @@ _SPACE_RUN = re.compile(r"(?<= ) +|^ +| +$")
 
 
 def _code(text: str) -> str:
-    """Text as a Markdown code span, whatever backticks and line breaks it holds; whitespace other than a single
-    space is made visible, so the effect of normalize_whitespace shows."""
+    """Text as a Markdown code span (reporting.code_span); whitespace other than a single space is made visible,
+    so the effect of normalize_whitespace shows."""
     text = str(text).replace("\n", "⏎").replace("\r", "␍").replace("\t", "⇥").replace("\xa0", "⍽")
-    text = _SPACE_RUN.sub(lambda match: "␣" * len(match.group()), text)
-    fence = "``" if "`" in text else "`"
-    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`" if text else "(empty)"
+    return code_span(_SPACE_RUN.sub(lambda match: "␣" * len(match.group()), text))
 
 
 def _num(value: object) -> str:
@@ -138,8 +136,9 @@ def _examples_made(funnel: dict) -> int:
 
 def _header(report: dict) -> list[str]:
     records, source, timings = report["records"], report["input"], report["timings_s"]
-    return [f"# Exploratory analysis of `{Path(source['path']).name}`", "",
-            f"`{source['path']}`: {source['size_bytes'] / 2**20:,.1f} MiB, {records['lines_with_data']:,} lines, "
+    return [f"# Exploratory analysis of {code_span(Path(source['path']).name)}", "",
+            f"{code_span(source['path'])}: {source['size_bytes'] / 2**20:,.1f} MiB, "
+            f"{records['lines_with_data']:,} lines, "
             f"read once by `python data_analysis.py` ({timings['streamed_pass']:.1f} s; "
             f"{timings['total']:.1f} s with token counts and word clouds). Every figure below is also "
             f"in `{REPORT_JSON}`; the last section says how each was computed.", ""]

@@ -22,6 +22,7 @@ from product_qa.analysis.plots import (
 )
 from product_qa.analysis.statistics import Analysis
 from product_qa.io_utils import atomic_outputs, replaced_directory, write_json_atomic
+from product_qa.reporting import console_text
 
 __all__ = ["PLOTS", "REPORT_JSON", "REPORT_MD", "print_analysis_summary", "write_report"]
 
@@ -59,7 +60,7 @@ def print_analysis_summary(report: dict, paths: dict[str, Path], console: Consol
     console = console or Console()
     records, funnel, lengths = report["records"], report["funnel"], report["lengths"]
     parsed = records["records_parsed"]
-    table = Table(title="data_analysis", caption=report["input"]["path"], header_style="bold")
+    table = Table(title="data_analysis", caption=console_text(report["input"]["path"]), header_style="bold")
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("share", justify="right")
@@ -93,5 +94,6 @@ def print_analysis_summary(report: dict, paths: dict[str, Path], console: Consol
     for name, info in report["duplicates_dropped"].items():
         effects.add_row(f"dedupe: {name}", f"{info['count']:,}")
     console.print(effects)
-    console.print(f"time {report['timings_s']['total']:.1f} s -> {paths['markdown']}, {paths['json'].name} and "
-                  f"{sum(path.suffix == '.png' for path in paths.values())} plots in {paths['markdown'].parent}")
+    console.print(f"time {report['timings_s']['total']:.1f} s -> {console_text(str(paths['markdown']))}, "
+                  f"{paths['json'].name} and {sum(path.suffix == '.png' for path in paths.values())} plots in "
+                  f"{console_text(str(paths['markdown'].parent))}")

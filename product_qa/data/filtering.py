@@ -73,7 +73,7 @@ def content_equals_title(title: str, content: str) -> bool:
 Filter = Callable[[str, str, "DataConfig"], bool]
 
 FILTERS: tuple[tuple[str, Filter], ...] = (
-    ("empty_title", lambda title, content, data: not title),
+    ("empty_title", lambda title, content, data: names_nothing(title)),
     ("empty_content", lambda title, content, data: not content),
     ("title_too_short", lambda title, content, data: len(title) < data.min_title_chars),
     ("title_too_long", lambda title, content, data: len(title) > data.max_title_chars),
@@ -102,6 +102,15 @@ _FORMAT_QUALIFIER = re.compile(
     r"large print|spiral-bound|widescreen|full ?screen)\b[^()\[\]]*[)\]]",
     re.IGNORECASE,
 )
+
+
+_WORD_CHARACTER = re.compile(r"\w")
+
+
+def names_nothing(title: str) -> bool:
+    """An empty title, or one with nothing to tell its product by ("...", "!!!"): its normalize_title key is
+    empty, which would make every such title one product."""
+    return _WORD_CHARACTER.search(title) is None and not normalize_title(title)  # the search: a fast "no"
 
 
 def normalize_title(title: str) -> str:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from product_qa.answering.report import print_answers, summary_cell
-from product_qa.reporting import save_figure
+from product_qa.reporting import console_text, save_figure
 
 
 def plot_loss_curves(history: dict[str, list], path: Path, title: str) -> None:
@@ -32,16 +32,16 @@ def plot_loss_curves(history: dict[str, list], path: Path, title: str) -> None:
 
 def print_training_summary(report: dict, console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"fine-tuning run {report['run_name']}", header_style="bold")
+    table = Table(title=f"fine-tuning run {console_text(str(report['run_name']))}", header_style="bold")
     table.add_column("")
     table.add_column("value", justify="right")
     for name, value in (*_run_rows(report), *_recall_rows(report.get("recall", {}))):
-        table.add_row(name, str(value))
+        table.add_row(name, console_text(str(value)))
     console.print(table)
     if report.get("assistant") and "error" not in report["assistant"]:
         console.print(_assistant_table(report["assistant"]))
     print_answers(report.get("sample_answers", []), console)
-    console.print(f"saved to {report['run_dir']}")
+    console.print(f"saved to {console_text(str(report['run_dir']))}")
 
 
 def _run_rows(report: dict) -> list[tuple[str, str]]:
