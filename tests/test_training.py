@@ -239,6 +239,37 @@ def test_incomplete_checkpoints_are_skipped(tmp_path):
     assert not (checkpoints / "checkpoint-6").exists()
 
 
+class _RunsCode:
+    """A pickle that would call print when loaded: what torch.load(weights_only=True) refuses."""
+
+    def __reduce__(self):
+        return print, ("this ran",)
+
+
+@pytest.mark.parametrize("damaged", ["rng_state.pth", "scheduler.pt", "adapter_model.safetensors", "a pickle"])
+def test_a_damaged_checkpoint_on_resume_is_one_line_naming_the_file_and_the_fix(tiny_run, tmp_path, damaged):
+    """Truncated files of the checkpoint resumed from, or a pickle weights_only refuses, were tracebacks midway
+    through resuming; they are found before it starts, in one line naming the file and the way out."""
+    import pickle
+
+    finished = Path(tiny_run["run_dir"]) / "checkpoints"
+    source = max(finished.glob("checkpoint-*"), key=lambda folder: int(folder.name.split("-")[1]))
+    work_dir = tmp_path / "run.unfinished"
+    checkpoint = work_dir / "checkpoints" / source.name
+    shutil.copytree(source, checkpoint)
+    assert prepare_run_dir(work_dir, resume=True) == str(checkpoint)  # an intact checkpoint is resumed from
+    path = checkpoint / ("rng_state.pth" if damaged == "a pickle" else damaged)
+    if damaged == "a pickle":
+        path.write_bytes(pickle.dumps({"rng": _RunsCode()}, protocol=2))  # torch.save's protocol
+    else:
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    with pytest.raises(UserError, match=f"--resume: {re.escape(str(path))} is damaged .*; delete "
+                                        f"{re.escape(str(checkpoint))} to resume from the checkpoint before it, "
+                                        "or train again without --resume") as refused:
+        prepare_run_dir(work_dir, resume=True)
+    assert "\n" not in str(refused.value)
+
+
 def test_only_the_main_process_changes_the_work_directory(tmp_path):
     """The other ranks of a multi-process run read the checkpoint they resume from and remove nothing: not an
     incomplete checkpoint (the main process does that first), not the work directory of a fresh start."""

@@ -310,6 +310,31 @@ def latest_checkpoint(run_dir: Path, remove_incomplete: bool = True) -> str | No
     return None
 
 
+TRAINING_ARGS_FILE = "training_args.bin"  # a whole pickle the Trainer saves for people and never loads back
+
+
+def check_checkpoint_files(checkpoint: Path) -> None:
+    """Every file of the checkpoint loads as the Trainer loads it (tensors with weights_only=True and its allowed
+    globals, safetensors whole, JSON), before training resumes: a truncated rng_state.pth or adapter, or a pickle
+    weights_only refuses, is one line naming the file and the way out, not a traceback midway through resuming."""
+    from safetensors.torch import load_file
+    from transformers.trainer_pt_utils import safe_globals
+
+    for path in sorted(checkpoint.rglob("*")):
+        try:
+            if path.suffix in (".pt", ".pth", ".bin") and path.name != TRAINING_ARGS_FILE:
+                with safe_globals():
+                    torch.load(path, map_location="cpu", weights_only=True)
+            elif path.suffix == ".safetensors":
+                load_file(path, device="cpu")
+            elif path.suffix == ".json":
+                read_json(path, "checkpoint's settings")
+        except Exception as err:  # whatever a damaged file makes its loader raise (pickle, zip, safetensors)
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise UserError(f"--resume: {path} is damaged ({reason}); delete {checkpoint} to resume from the "
+                            "checkpoint before it, or train again without --resume") from None
+
+
 def prepare_run_dir(work_dir: Path, resume: bool, main: bool = True) -> str | None:
     """The checkpoint to resume from (None to start fresh). A fresh start clears what an unfinished run left.
     Only the main process changes the work directory; the other ranks of a multi-process run (called after the
@@ -318,6 +343,7 @@ def prepare_run_dir(work_dir: Path, resume: bool, main: bool = True) -> str | No
         if (checkpoint := latest_checkpoint(work_dir, remove_incomplete=main)) is None:
             raise UserError(f"--resume: no checkpoint in {work_dir / 'checkpoints'} to resume from (only a run "
                             "stopped before it finished can be resumed)")
+        check_checkpoint_files(Path(checkpoint))
         return checkpoint
     if main:
         shutil.rmtree(work_dir, ignore_errors=True)
