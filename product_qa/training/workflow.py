@@ -149,7 +149,8 @@ def _fine_tune(cfg: Config, state: PartialState, resume: bool, progress: bool) -
     if main and cfg.train.report_to == "tensorboard":
         trainer.add_callback(tensorboard_logs(work_dir / "logs"))
     questions = recall_questions(inputs.catalog, cfg.train.recall_questions, cfg.train.seed)
-    baseline = _baseline(trainer, inputs, questions, cfg.train, work_dir, main)  # 3. the base model's recall, losses
+    # 3. the base model's recall, losses
+    baseline = _baseline(trainer, inputs, questions, cfg.train, work_dir, cfg.data.output_dir, main)
     trained = _train(trainer, args, inputs.checkpoint, cfg.train.seed)  # 4. train
 
     # 5. Save and report (main process).
@@ -278,14 +279,15 @@ def _device_and_precision(train: TrainConfig, state: PartialState) -> tuple[str,
 
 # --------------------------------------------------------------------------------- 3. before, 4. training
 def _baseline(trainer: Trainer, inputs: RunInputs, questions: list[dict], train: TrainConfig, work_dir: Path,
-              main: bool) -> dict:
+              data_dir: str, main: bool) -> dict:
     """The base model's answers to the recall questions and its losses, measured before training, or read
     back from the work directory when the run resumes (its model is no longer the base one)."""
     baseline_path = work_dir / "baseline.json"
     if inputs.checkpoint is not None:
         baseline = read_json(baseline_path, "base model's measurements of the run being resumed")
         check_trained_data(baseline.get("data_fingerprint") if isinstance(baseline, dict) else None,
-                           inputs.data_fingerprint, work_dir, "prepare it as it was, or train again without --resume")
+                           inputs.data_fingerprint, data_dir, work_dir,
+                           "prepare it as it was, or train again without --resume")
         return baseline
     base_answers = ([a.text for a in _answers(trainer.model, inputs, questions, train.system_prompt)]
                     if main else [])
