@@ -11,13 +11,13 @@ import shutil
 import stat
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
 import orjson
 
-from product_qa.errors import UserError
+from product_qa.errors import DISK_ERRNOS, UserError
 
 TEMP_MARK = ".tmp-"
 OLD_MARK = ".old-"  # a replaced set, set aside for the moment of a swap where the two directories cannot trade
@@ -38,9 +38,11 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
     temps = {name: temp_path_for(path) for name, path in paths.items()}
     for path in paths.values():
         make_folder(path.parent)
-    handles = {name: _new_file(temp) for name, temp in temps.items()}
+    handles: dict[str, IO[bytes]] = {}
     journal = None
     try:
+        for name, temp in temps.items():
+            handles[name] = _new_file(temp)
         yield handles
         for handle in handles.values():
             handle.flush()
@@ -52,11 +54,24 @@ def atomic_outputs(paths: dict[str, Path]) -> Iterator[dict[str, IO[bytes]]]:
         if journal:
             journal.unlink()
             journal = None
+    except OSError as err:
+        raise_naming_folder(err, next(iter(paths.values())).parent)
+        raise
     finally:
         for name, temp in temps.items():
-            handles[name].close()
+            if name in handles:
+                with suppress(OSError):  # a full disk fails the flush of what is left: the temp goes all the same
+                    handles[name].close()
             if journal is None:  # else an error between two renames: the journal and its files finish the set
                 temp.unlink(missing_ok=True)
+
+
+def raise_naming_folder(err: OSError, folder: Path, *, always: bool = False) -> None:
+    """A full or read-only disk's error raised again naming `folder` where it names no file (a write to an open
+    file says only "No space left on device"), or `always` (the file was one of a staging folder the user never
+    set): the one line it becomes says where (errors.disk_problem)."""
+    if err.errno in DISK_ERRNOS and (always or err.filename is None):
+        raise OSError(err.errno, err.strerror, str(folder)) from err
 
 
 def make_folder(folder: Path, what: str = "folder", fix: str = "") -> None:
@@ -84,10 +99,14 @@ def _journal(temps: dict[str, Path], paths: dict[str, Path]) -> Path | None:
     folder = folders.pop()
     finish_renames(folder)  # an older set left half renamed goes in first, never over this one later
     journal = folder / f"sets{TEMP_MARK}{os.getpid()}{RENAMES_SUFFIX}"
-    with _new_file(journal) as handle:
-        handle.write(orjson.dumps([[temps[name].name, path.name] for name, path in paths.items()]))
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with _new_file(journal) as handle:
+            handle.write(orjson.dumps([[temps[name].name, path.name] for name, path in paths.items()]))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        journal.unlink(missing_ok=True)  # no rename happened yet: a half-written journal only takes space
+        raise
     return journal
 
 
@@ -210,6 +229,9 @@ def replaced_directory(target: Path, owner_file: str) -> Iterator[Path]:
     try:
         yield staging
         commit_directory(staging, target)
+    except OSError as err:
+        raise_naming_folder(err, target, always=True)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -1,5 +1,6 @@
 """Outputs that belong together are replaced together: the writer is killed (SIGKILL) at every rename it makes
 and a reader then finds the old set or the new one, never a mix; the next run cleans up and completes."""
+import errno
 import json
 import os
 import re
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from config import Config, TrainConfig
-from conftest import REPO, RUN_SCRIPT_AS_MAIN, cli_overrides, run_script, tiny_run_overrides
-from product_qa.io_utils import recover_directory
+from conftest import REPO, RUN_SCRIPT_AS_MAIN, cli_overrides, run_script, tiny_run_overrides, tiny_settings
+from product_qa.io_utils import TEMP_MARK, recover_directory
 from product_qa.runs import find_run
 
 # Runs a script with os.rename, os.replace and the directory exchange counted; at call `kill_at` whose
@@ -407,3 +408,116 @@ def test_an_error_between_renames_and_an_old_journal_never_leave_a_mixed_or_reve
         json.dumps([[f"{name}{io_utils.TEMP_MARK}{dead}", name] for name in names]))
     io_utils.finish_renames(folder)
     assert contents() == {"v2"}
+
+
+# ------------------------------------------------------------------------------------------ full or read-only disks
+# Runs a script on a disk that is full (or read-only) under DRIVER_FULL_UNDER: the files the atomic writers open
+# there are created, but no byte reaches them (an OSError with DRIVER_ERRNO that names no file, as a write says it).
+FULL_DISK = """
+import os
+import product_qa.io_utils as io_utils
+code, under = int(os.environ["DRIVER_ERRNO"]), os.path.abspath(os.environ["DRIVER_FULL_UNDER"]) + os.sep
+class FullDiskFile:
+    def __init__(self, handle):
+        self.handle = handle
+    def write(self, data):
+        raise OSError(code, os.strerror(code))
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.handle.close()
+real_new_file = io_utils._new_file
+def new_file(temp):
+    handle = real_new_file(temp)
+    return FullDiskFile(handle) if os.path.abspath(temp).startswith(under) else handle
+io_utils._new_file = new_file
+"""
+
+
+def temp_files(root: Path) -> list[str]:
+    return sorted(str(path) for path in root.rglob(f"*{TEMP_MARK}*"))
+
+
+def test_a_full_or_read_only_disk_is_one_line_naming_the_folder_and_leaves_no_temp_file(tmp_path, tiny_model_dir,
+                                                                                        raw_sample):
+    """Preparation, training and the evaluation on a full disk, and training on a read-only (up-to-date) data
+    folder: exit 2, one line naming the folder, no temp file left to fill the disk further, the previous outputs
+    as they were (tracebacks before; the evaluation left three *.tmp-PID files)."""
+    settings = tiny_settings(tiny_model_dir, raw_sample, tmp_path, **{"train.assistant_questions": 0})
+    args = ["--no-progress", *cli_overrides(settings)]
+    for script, extra in (("prepare_data.py", []), ("fine_tuning_project.py", []),
+                          ("test_pipeline.py", ["--evaluate"])):
+        done = run_script(script, *args, *extra, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+    data, runs, evaluation = tmp_path / "data", tmp_path / "runs", tmp_path / "evaluation"
+    finished = runs / "smollm2-lora"  # the run trained above (a failed training's work folder stays for --resume)
+    for script, extra, full, code, named, kept, words in (
+            ("prepare_data.py", ["--force"], tmp_path, errno.ENOSPC, data, data, "no space left on the device"),
+            ("test_pipeline.py", ["--evaluate"], evaluation, errno.ENOSPC, evaluation, evaluation, "no space left"),
+            ("fine_tuning_project.py", [], runs, errno.ENOSPC, runs, finished, "no space left"),
+            # data up to date but read-only: the views of other settings cannot be written beside it
+            ("fine_tuning_project.py", ["--set", "train.seed=7"], data, errno.EROFS, data, data,
+             "a read-only file system")):
+        before = snapshot(kept)
+        result = run_script(script, *args, *extra, driver=FULL_DISK, timeout=900,
+                            env={"DRIVER_FULL_UNDER": str(full), "DRIVER_ERRNO": str(code)})
+        assert result.returncode == 2, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after what it said
+        assert len(errors) == 1 and errors[0].startswith(f"error: {named}") and words in errors[0], result.stderr
+        assert result.stderr.strip().endswith(errors[0]) and "Traceback" not in result.stderr
+        assert temp_files(tmp_path) == []
+        after = snapshot(kept)
+        assert after == before, (script, sorted(k for k in {*after, *before} if after.get(k) != before.get(k)))
+
+
+def test_a_full_disk_inside_a_writer_removes_every_temp_file_and_keeps_the_old_files(tmp_path, monkeypatch):
+    """Three files written together (the evaluation's json, md and png): the disk fills during the writes, so
+    closing the temps fails too; every temp goes, the old files stay, and the error names the folder."""
+    from product_qa import io_utils
+    from product_qa.errors import disk_problem
+    paths = {name: tmp_path / f"report.{name}" for name in ("json", "md", "png")}
+    for path in paths.values():
+        path.write_text("old")
+    real_new_file = io_utils._new_file
+
+    class FullDiskFile:
+        def __init__(self, handle):
+            self.handle, self.pending = handle, b""
+
+        def write(self, data):  # buffered: the failure comes at the flush, as on a real full disk
+            self.pending += data
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self):
+            self.handle.close()
+            self.flush()
+
+    monkeypatch.setattr(io_utils, "_new_file", lambda temp: FullDiskFile(real_new_file(temp)))
+    with pytest.raises(OSError) as failed, io_utils.atomic_outputs(paths) as handles:
+        for handle in handles.values():
+            handle.write(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md", "report.png"]
+    assert all(path.read_text() == "old" for path in paths.values())
+    line = disk_problem(failed.value)
+    assert line.startswith(f"{tmp_path}: cannot write there (no space left on the device, ") and "MB free" in line
+
+
+def test_a_full_or_read_only_disk_is_found_however_a_library_wraps_it(tmp_path):
+    from product_qa.errors import disk_problem
+    try:
+        try:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "views" / "train-x.jsonl"))
+        except OSError as err:
+            raise RuntimeError("An error occurred while generating the dataset") from err  # as datasets does
+    except RuntimeError as wrapped:
+        assert disk_problem(wrapped) == (f"{tmp_path / 'views'}: cannot write there (a read-only file system): set "
+                                         "an output folder on a writable disk")
+    said_in_words = Exception("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                              "\"No space left on device\" })")  # safetensors
+    assert disk_problem(said_in_words).startswith("cannot write the outputs (no space left on the device)")
+    assert disk_problem(OSError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert disk_problem(ValueError("bad")) is None
