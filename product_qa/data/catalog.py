@@ -172,13 +172,14 @@ def views_file(train_path: Path, catalog: Catalog, train: TrainConfig) -> Path:
     remove_stale_temps(folder)
     if path.exists():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("train-*.jsonl"):
-        old.unlink(missing_ok=True)
-    shutil.rmtree(folder / TOKENIZED_DIR, ignore_errors=True)
     examples = training_views(catalog, train)
     with atomic_outputs({"views": path}) as handles:
         handles["views"].write(b"".join(orjson.dumps(e) + b"\n" for e in examples))
+    # the others only once this one is written: a run that cannot write it (a full or read-only disk) removes nothing
+    for old in folder.glob("train-*.jsonl"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    shutil.rmtree(folder / TOKENIZED_DIR, ignore_errors=True)
     return path
 
 
