@@ -98,6 +98,7 @@ class Trained:
     seconds: float  # wall time of trainer.train()
     eval_seconds: float  # the evaluations inside it
     runtime: float  # the Trainer's own train_runtime
+    resumed_at: int  # the optimizer steps done before this session (a resumed run's checkpoint), else 0
     history: dict[str, list]  # loss_history, the baseline's step 0 added before the report
     best: str | None  # the best checkpoint, when it was loaded back at the end
     after: dict[str, float | None]  # each evaluation set's loss after training
@@ -332,7 +333,7 @@ def _train(trainer: Trainer, args: TrainingArguments, checkpoint: str | None, se
     final_step = checkpoint_step(best) if best else trainer.state.global_step  # not the last logged loss's
     after = {name: next((loss for step, loss in reversed(history[name]) if step <= final_step), None)
              for name in EVAL_SETS}
-    return Trained(seconds, eval_seconds, result.metrics["train_runtime"], history, best, after)
+    return Trained(seconds, eval_seconds, result.metrics["train_runtime"], resumed_at, history, best, after)
 
 
 # ------------------------------------------------------------------------------------------- 5. the report
@@ -380,7 +381,10 @@ def _training_facts(train: TrainConfig, inputs: RunInputs, trainer: Trainer, tra
         "tokens_seen": round(sum(train_set["length"]) * passes_done),
         "train_seconds": round(trained.seconds, 1),
         "eval_seconds_in_training": round(trained.eval_seconds, 1),
-        "tokens_per_second": round(sum(train_set["length"]) * passes_done / trained.runtime, 1),
+        # this session's tokens over this session's time: a run resumed at step k did only the steps after it
+        "tokens_per_second": round(sum(train_set["length"]) * passes_done / trained.runtime
+                                   * max(trainer.state.global_step - trained.resumed_at, 0)
+                                   / max(trainer.state.global_step, 1), 1),
         "early_stopping_on": train.early_stopping_on, "best_checkpoint": _moved(trained.best, work_dir, run_dir),
         "resumed_from": _moved(inputs.checkpoint, work_dir, run_dir),
     }
