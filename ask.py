@@ -43,7 +43,7 @@ def systems_to_ask(answerer: Answerer, args: argparse.Namespace) -> list[str]:
     return [f"{model}_rag" if args.rag else model]
 
 
-def answer_batch(answerer: Answerer, path: Path, output: Path | None, system: str) -> int:
+def answer_batch(answerer: Answerer, path: Path, output: Path | None, system: str, progress: bool = True) -> int:
     """Every question of `path` (one a line, blank lines skipped) answered by `system`, batched; one JSON object a
     question, in order, to `output` (written whole, then renamed into place) or to stdout."""
     import orjson
@@ -60,7 +60,8 @@ def answer_batch(answerer: Answerer, path: Path, output: Path | None, system: st
     asked = [(number, *answerer.clean(line)) for number, line in enumerate(lines, 1) if line.strip()]
     if not asked:
         raise UserError(f"{path}: no questions (one question a line)")
-    answers = answerer.answer([question for _, question, _ in asked], system, progress=f"{system}: {path.name}")
+    answers = answerer.answer([question for _, question, _ in asked], system,
+                              progress=f"{system}: {path.name}" if progress else None)
     records = b"".join(orjson.dumps({
         "line": number, "question": question, "question_cut": cut, "answer": answer.text, "system": system,
         "route": answer.route,
@@ -126,7 +127,7 @@ def main() -> int:
     answerer = Answerer(cfg, run_from_args(cfg, args))
     systems = systems_to_ask(answerer, args)
     if args.batch is not None:
-        return answer_batch(answerer, args.batch, args.output, systems[0])
+        return answer_batch(answerer, args.batch, args.output, systems[0], progress=not args.no_progress)
     if args.question:  # an empty one is refused with a clear message
         ask(answerer, " ".join(args.question), systems)
         return 0

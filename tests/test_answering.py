@@ -549,6 +549,7 @@ def test_ask_batch_writes_one_json_object_per_question(tiny_run, tmp_path):
     result = run_script("ask.py", "--batch", str(questions), "--output", str(output), "--no-progress",
                         *cli_overrides(settings))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "answer/s" not in result.stderr  # --no-progress: no progress bar
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [row["line"] for row in rows] == [1, 3] and all(row["system"] == "assistant" for row in rows)
     assert {"question", "answer", "system", "source", "confidence", "route"} <= set(rows[0])
