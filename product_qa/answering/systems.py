@@ -144,6 +144,10 @@ class Answerer:
         self._models: dict[str, PreTrainedModel] = {}
         self._index: ProductIndex | None = None
         self._catalog: Catalog | None = None
+        # the fingerprint of the data the run was trained on (None: a run older than it), checked once, before
+        # the catalog or the index is first read
+        self._trained_on: object = report.get("data_fingerprint")
+        self._data_checked = run_dir is None
 
     @property
     def systems(self) -> tuple[str, ...]:
@@ -216,12 +220,12 @@ class Answerer:
     def _check_trained_data(self) -> None:
         """The run's prepared data is still the data it was trained on (the fingerprint its report recorded), so
         that its catalog, its index and its scores are about the products it was taught; else one line."""
-        if self.run_dir is None:
+        if self._data_checked:  # hashing the splits costs about 1.4 s at full size: once a process
             return
-        report = read_json(self.run_dir / "training_report.json", "run's report")
-        check_trained_data(report.get("data_fingerprint") if isinstance(report, dict) else None,
-                           prepared_data_fingerprint(self.data_cfg), self.data_cfg.output_dir, self.run_dir,
-                           "prepare it again with the settings in the run's config.json, or train a new run on it")
+        check_trained_data(self._trained_on, prepared_data_fingerprint(self.data_cfg), self.data_cfg.output_dir,
+                           self.run_dir, "prepare it again with the settings in the run's config.json, or train a "
+                           "new run on it")
+        self._data_checked = True
 
     def prompt(self, question: str, hit: Hit | None = None) -> str:
         """The prompt of `question`; with `hit`, its product's record comes first, cut as training's context
