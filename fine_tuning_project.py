@@ -10,18 +10,24 @@ trains, measures again, and saves the adapter, the merged model and a report und
 """
 from __future__ import annotations
 
+import argparse
+
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import run_cli
 from product_qa.runs import check_run_name
 
 
-def main() -> int:
-    parser = stage_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    # it prepares the data when needed, and after training asks the assistant (generation, rag) a few questions
+    parser = stage_parser(__doc__, sections=("data", "model", "train", "generation", "rag", "eval.seed"))
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--run-name", help="name of the run (default: train.run_name in config.py)")
-    args = parser.parse_args()
+    return parser
 
+
+def main() -> int:
+    args = build_parser().parse_args()
     cfg = config_from_args(Config(), args)
     if args.run_name:
         check_run_name(args.run_name, "--run-name")

@@ -7,6 +7,8 @@ Writes outputs/data/{train,validation,test}.jsonl and prep_report.json (see READ
 """
 from __future__ import annotations
 
+import argparse
+
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.data.preparation import prepare
@@ -14,12 +16,15 @@ from product_qa.data.report import print_prep_summary
 from product_qa.errors import run_cli
 
 
-def main() -> int:
-    parser = stage_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser(__doc__, sections=("data",))
     parser.add_argument("--strict", action="store_true", help="stop at the first bad line instead of skipping it")
     parser.add_argument("--force", action="store_true", help="redo even if the outputs are up to date")
-    args = parser.parse_args()
+    return parser
 
+
+def main() -> int:
+    args = build_parser().parse_args()
     cfg = config_from_args(Config(), args)
     report = prepare(cfg.data, strict=args.strict, force=args.force, progress=not args.no_progress)
     print_prep_summary(report)

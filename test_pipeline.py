@@ -13,6 +13,8 @@ The generation test writes outputs/evaluation/test_results.json; the evaluation 
 """
 from __future__ import annotations
 
+import argparse
+
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import UserError, run_cli
@@ -21,13 +23,20 @@ from product_qa.reporting import terminal_text
 from product_qa.runs import add_run_argument, no_run_note, run_from_args
 
 
-def main() -> int:
-    parser = stage_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    # a run's own data, model and train settings come from its config.json: these are where runs and data are found,
+    # and the model used before any run
+    parser = stage_parser(__doc__, sections=("eval", "generation", "rag", "model", "train.output_dir",
+                                             "data.output_dir"))
     parser.add_argument("questions", nargs="*", help="your own questions (default: eval.test_questions held-out "
                                                      "questions from the catalog and the unknown products)")
     add_run_argument(parser)
     parser.add_argument("--evaluate", action="store_true", help="score every system on the evaluation sets")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     cfg = config_from_args(Config(), args)
     if args.evaluate and args.questions:
         raise UserError("--evaluate asks the evaluation sets' questions; leave out your own questions (or --evaluate)")
