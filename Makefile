@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint install-gpu prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
+.PHONY: run test lint docs install-gpu prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
 	bench-tokenize bench-knowledge bench-generate bench-evaluate bench-app clean
 
 # The pinned wheels (numpy 2.4, torch 2.13) need Python 3.11 or newer; say so before pip fails on a missing wheel.
@@ -51,6 +51,10 @@ install-gpu: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(PY) -m ruff check .
+
+# README_FINE_TUNING.md's settings tables, generated anew from config.py's fields and comments
+docs: $(INSTALLED)
+	$(PY) -m product_qa.settings_doc --write
 
 bench-prepare: $(INSTALLED)
 	$(PY) -m benchmarks.bench_prepare

@@ -228,7 +228,7 @@ class AppConfig:
     """app.py: the web demo."""
 
     host: str = "127.0.0.1"  # this machine only; 0.0.0.0 lets other machines in; --host overrides
-    port: int = 7860  # --port overrides
+    port: int = 7860  # port to listen on; --port overrides
     share: bool = False  # a public gradio.live link (needs internet); off unless asked for; --share turns it on
     max_queue: int = 16  # questions waiting their turn (one is answered at a time); more are turned away
 

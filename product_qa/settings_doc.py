@@ -69,7 +69,7 @@ def _comments(source: str) -> tuple[dict[int, str], dict[int, str]]:
     return alone, trailing
 
 
-def _field_meanings(source: str) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+def field_meanings(source: str) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
     """Each class's docstring, and each annotated field's comments: the lines just above it, then its own."""
     alone, trailing = _comments(source)
     docstrings: dict[str, str] = {}
@@ -96,7 +96,7 @@ def config_sections() -> tuple[Section, ...]:
     """Every section of config.py's Config, its settings in the file's order with their defaults and meanings."""
     import config
 
-    docstrings, meanings = _field_meanings(Path(config.__file__).read_text(encoding="utf-8"))
+    docstrings, meanings = field_meanings(Path(config.__file__).read_text(encoding="utf-8"))
     sections = []
     for section_field in dataclasses.fields(config.Config):
         section_type = section_field.default_factory  # type: ignore[misc]  # every section is a dataclass
