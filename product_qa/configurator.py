@@ -150,12 +150,12 @@ def _assign(target: Any, name: str, annotation: Any, value: Any, where: str, hin
 def read_settings_file(path: Path) -> dict:
     """The sections of a settings file: a run's config.json (JSON), or a TOML file of [section] tables."""
     if path.suffix.lower() == ".json":
-        settings = read_json(path, "settings")
+        settings = read_json(path, "settings file")
     elif path.suffix.lower() == ".toml":
         try:
             settings = tomllib.loads(path.read_bytes().decode("utf-8"))
         except OSError as err:
-            raise UserError(f"{path}: cannot read the settings ({err.strerror})") from None
+            raise UserError(f"{path}: cannot read the settings file ({err.strerror})") from None
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
             raise UserError(f"{path}: not a TOML file ({str(err).splitlines()[0][:160]})") from None
     else:
