@@ -1,4 +1,5 @@
-"""Command-line overrides of config.py, in the spirit of nanoGPT's configurator: `--set data.seed=7`."""
+"""Command-line overrides of config.py, in the spirit of nanoGPT's configurator: `--set data.seed=7`, and
+settings files (`--config FILE`: a run's config.json or a TOML file of overrides)."""
 from __future__ import annotations
 
 import argparse
