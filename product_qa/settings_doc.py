@@ -142,9 +142,8 @@ def settings_help(keys: Iterable[str], width: int | None = None) -> str:
     meaning, wrapped to the terminal's width (argparse's, less its margin)."""
     width = max(40, min(width or shutil.get_terminal_size().columns - 2, 120))
     column = min(40, width * 2 // 5)  # where the meanings start
-    lines = ["settings this stage reads (defaults from config.py; change them with --set SECTION.FIELD=VALUE or "
-             "--config FILE):"]
-    lines = textwrap.wrap(lines[0], width)
+    lines = textwrap.wrap("settings this stage reads (defaults from config.py; change them with --set "
+                          "SECTION.FIELD=VALUE or --config FILE):", width)
     for section in selected(keys):
         lines.append("")
         lines.extend(textwrap.wrap(f"{section.name}: {section.meaning}", width, subsequent_indent="  "))
