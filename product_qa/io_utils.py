@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+import psutil
 
 from product_qa.errors import DISK_ERRNOS, UserError
 
@@ -191,13 +192,9 @@ def remove_stale_temps(directory: Path) -> None:
 
 
 def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether process `pid` still runs. Never os.kill(pid, 0): on Windows any signal but CTRL_C/CTRL_BREAK
+    terminates the process, so checking a stale temp file's pid would kill whatever program reused it."""
+    return psutil.pid_exists(pid)
 
 
 # ------------------------------------------------------------------------------------------ sets of outputs
