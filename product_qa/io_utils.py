@@ -157,8 +157,12 @@ def read_json(path: Path, what: str) -> object:
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
-    with atomic_outputs({"json": path}) as handles:
-        handles["json"].write(json_bytes(obj))
+    write_bytes_atomic(path, json_bytes(obj))
+
+
+def write_bytes_atomic(path: Path, content: bytes) -> None:
+    with atomic_outputs({"file": path}) as handles:
+        handles["file"].write(content)
 
 
 def prepare_output_dir(path: str | Path) -> Path:
