@@ -205,6 +205,15 @@ def test_the_splits_load_with_datasets_and_their_dataset_card_is_made_from_the_r
     assert report["duplicates_dropped"]["exact_duplicate"]["count"] == 5
     assert report["input"]["blake2b"] in card.text
 
+    from markdown_it import MarkdownIt
+
+    from product_qa.data.card import dataset_card
+    attack = "trn`` <img src=x onerror=alert(1)>\n\n<script>alert(1)</script>\n```\n<b>x</b>"
+    html = MarkdownIt("commonmark").render(dataset_card(
+        {**report, "input": {**report["input"], "path": attack}, "config": {**report["config"], "output_dir": attack}}
+    ).split("\n---\n", 1)[1])
+    assert not any(tag in html for tag in ("<img", "<script", "<b>"))  # a path in the settings is shown, as text
+
     before = prepared_data_fingerprint(data_config)
     (out / "README.md").write_text("edited by hand")
     assert prepared_data_fingerprint(data_config) == before

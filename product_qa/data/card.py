@@ -9,6 +9,7 @@ from pathlib import PurePath
 
 from product_qa.data.examples import SPLITS
 from product_qa.data.prompts import HELD_OUT_PHRASINGS, PHRASING_LANGUAGES, TRAINING_PHRASINGS
+from product_qa.reporting import code_span, markdown_table
 
 CARD_NAME = "README.md"
 SOURCE_LINK = "http://manikvarma.org/downloads/XC/XMLRepository.html"
@@ -61,20 +62,21 @@ def _funnel(report: dict) -> list[str]:
         rows.append(("dropped: sampling (data.max_records)", -sampled_out))
     rows.append(("kept", steps["after_sampling"]))
     rows += [(f"kept: {split}", steps[f"{split}_examples"]) for split in SPLITS]
-    return ["| step | records |", "|---|---:|", *(f"| {name} | {count:,} |" for name, count in rows)]
+    return markdown_table(["step", "records"], [[name, f"{count:,}"] for name, count in rows])
 
 
 def dataset_card(report: dict) -> str:
-    """The card of the split set `report` (prep_report.json) describes."""
+    """The card of the split set `report` (prep_report.json) describes. Paths from the settings are shown as code
+    spans and string literals on one line: no path can write markup or HTML into the card."""
     source, steps, config = report["input"], report["steps"], report["config"]
     folder = PurePath(config["output_dir"]).as_posix()
-    files = ", ".join(f'"{split}": "{folder}/{split}.jsonl"' for split in SPLITS)
+    files = ", ".join(f'"{split}": {json.dumps(f"{folder}/{split}.jsonl")}' for split in SPLITS)
     training = ", ".join(p.id for p in TRAINING_PHRASINGS)
     held_out = ", ".join(p.id for p in HELD_OUT_PHRASINGS)
-    counts = ["| split | examples | phrasings |", "|---|---:|---|",
-              f"| train | {steps['train_examples']:,} | training: {training} |",
-              *(f"| {split} | {steps[f'{split}_examples']:,} | held out: {held_out} |" for split in SPLITS[1:])]
-    fields = ["| column | meaning |", "|---|---|", *(f"| `{name}` | {meaning} |" for name, meaning in FIELDS)]
+    counts = markdown_table(["split", "examples", "phrasings"], [
+        [split, f"{steps[f'{split}_examples']:,}", f"training: {training}" if split == "train" else
+         f"held out: {held_out}"] for split in SPLITS], align="lrl")
+    fields = markdown_table(["column", "meaning"], [[f"`{name}`", meaning] for name, meaning in FIELDS], align="ll")
     return "\n".join([
         _yaml_header(report), "",
         "# AmazonTitles-1.3MM product questions", "",
@@ -82,7 +84,7 @@ def dataset_card(report: dict) -> str:
         "split by product (a product is in one split only). Written by `prepare_data.py` with the splits, from "
         "their report (`prep_report.json`): not edited by hand, replaced with the splits.", "",
         "## Source", "",
-        f"- file: `{PurePath(source['path']).as_posix()}` ({source['format']}"
+        f"- file: {code_span(PurePath(source['path']).as_posix())} ({source['format']}"
         f"{', compressed' if source['compressed'] else ''}, {source['size_bytes']:,} bytes)",
         f"- blake2b (16 bytes) of its contents: `{source.get('blake2b', 'not recorded')}`",
         f"- preparation fingerprint (pipeline version {report['pipeline_version']}, settings and contents): "
@@ -99,7 +101,7 @@ def dataset_card(report: dict) -> str:
         f"splits = load_dataset(\"json\", data_files={{{files}}})",
         "",
         "import pandas as pd",
-        f"train = pd.read_json(\"{folder}/train.jsonl\", lines=True)",
+        f"train = pd.read_json({json.dumps(f'{folder}/train.jsonl')}, lines=True)",
         "```", "",
         "## License", "",
         f"The titles and descriptions come from AmazonTitles-1.3MM of the Extreme Classification Repository "
