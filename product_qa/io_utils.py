@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+import psutil
 
 from product_qa.errors import DISK_ERRNOS, UserError
 
@@ -156,8 +157,12 @@ def read_json(path: Path, what: str) -> object:
 
 
 def write_json_atomic(path: Path, obj: object) -> None:
-    with atomic_outputs({"json": path}) as handles:
-        handles["json"].write(json_bytes(obj))
+    write_bytes_atomic(path, json_bytes(obj))
+
+
+def write_bytes_atomic(path: Path, content: bytes) -> None:
+    with atomic_outputs({"file": path}) as handles:
+        handles["file"].write(content)
 
 
 def prepare_output_dir(path: str | Path) -> Path:
@@ -191,13 +196,9 @@ def remove_stale_temps(directory: Path) -> None:
 
 
 def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether process `pid` still runs. Never os.kill(pid, 0): on Windows any signal but CTRL_C/CTRL_BREAK
+    terminates the process, so checking a stale temp file's pid would kill whatever program reused it."""
+    return psutil.pid_exists(pid)
 
 
 # ------------------------------------------------------------------------------------------ sets of outputs

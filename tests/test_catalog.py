@@ -15,9 +15,10 @@ from product_qa.data.catalog import (
     training_views,
     views_file,
 )
+from product_qa.data.encoding import ExampleEncoder
 from product_qa.data.examples import output_paths, read_examples
 from product_qa.data.preparation import prepare
-from product_qa.data.prompts import HELD_OUT_PHRASINGS, TRAINING_PHRASINGS
+from product_qa.data.prompts import HELD_OUT_PHRASINGS, PLAIN_TEMPLATE, TRAINING_PHRASINGS
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,11 @@ def splits(tmp_path_factory, raw_sample):
                                output_dir=str(tmp_path_factory.mktemp("catalog") / "data"))
     prepare(data, progress=False)
     return {name: read_examples(path) for name, path in output_paths(data).items()}
+
+
+@pytest.fixture(scope="module")
+def encoder(tokenizer):
+    return ExampleEncoder(tokenizer, template="chat", system_prompt=TrainConfig().system_prompt, max_length=256)
 
 
 def test_catalog_sizes_keep_the_declined_share_and_fit_the_split():
@@ -76,15 +82,16 @@ def test_one_view_one_epoch_trains_exactly_the_prepared_examples(splits):
         (e["uid"], e["question"], e["answer"]) for e in splits["train"])
 
 
-def test_views_file_is_reused_for_the_same_settings_and_replaced_for_others(tmp_path, splits):
+def test_views_file_is_reused_for_the_same_settings_and_replaced_for_others(tmp_path, splits, encoder):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(__import__("json").dumps(e) + "\n" for e in splits["train"]))
     cfg = TrainConfig(max_train_products=10, views=2, epochs=1, context_views=0)
-    first = views_file(train, build_catalog(splits["train"], cfg), cfg)
+    first = views_file(train, build_catalog(splits["train"], cfg), cfg, encoder)
     mtime = first.stat().st_mtime_ns
-    assert views_file(train, build_catalog(splits["train"], cfg), cfg) == first and first.stat().st_mtime_ns == mtime
+    again = views_file(train, build_catalog(splits["train"], cfg), cfg, encoder)
+    assert again == first and first.stat().st_mtime_ns == mtime
     other_cfg = dataclasses.replace(cfg, views=3)
-    other = views_file(train, build_catalog(splits["train"], other_cfg), other_cfg)
+    other = views_file(train, build_catalog(splits["train"], other_cfg), other_cfg, encoder)
     assert other != first and not first.exists() and len(read_examples(other)) == 3 * 11
 
 
@@ -92,7 +99,8 @@ def write_examples(path, examples) -> None:
     path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in examples))
 
 
-def test_views_are_keyed_by_the_catalog_they_were_built_from_never_by_the_train_file_beside_them(tmp_path, splits):
+def test_views_are_keyed_by_the_catalog_they_were_built_from_never_by_the_train_file_beside_them(tmp_path, splits,
+                                                                                                 encoder):
     """The red team's race: a training read its catalog from train.jsonl, `prepare_data.py --force` then put
     other data in its place, and the training wrote its views: a later run on the new data reused them (0 of its
     trained products in its own data). Views built from the old catalog never pass for the new one's."""
@@ -102,12 +110,12 @@ def test_views_are_keyed_by_the_catalog_they_were_built_from_never_by_the_train_
     write_examples(train, old)
     read_by_the_training = build_catalog(read_examples(train), cfg)
     write_examples(train, new)  # prepared anew while the training ran
-    views_file(train, read_by_the_training, cfg)
-    views = read_examples(views_file(train, build_catalog(read_examples(train), cfg), cfg))
+    views_file(train, read_by_the_training, cfg, encoder)
+    views = read_examples(views_file(train, build_catalog(read_examples(train), cfg), cfg, encoder))
     assert {v["uid"] for v in views} <= {e["uid"] for e in new}
 
 
-def test_the_views_temp_file_of_a_killed_run_is_removed_by_the_next_runs(tmp_path, splits):
+def test_the_views_temp_file_of_a_killed_run_is_removed_by_the_next_runs(tmp_path, splits, encoder):
     train = tmp_path / "train.jsonl"
     write_examples(train, splits["train"])
     cfg = TrainConfig(max_train_products=10, views=1, epochs=1, context_views=0)
@@ -115,7 +123,7 @@ def test_the_views_temp_file_of_a_killed_run_is_removed_by_the_next_runs(tmp_pat
     for _ in range(2):  # the run that builds the views, and the one that reuses them
         killed = tmp_path / "views" / "train-0123456789ab.jsonl.tmp-999999"  # its writer, process 999999, is gone
         killed.write_text('{"uid": "half')
-        views_file(train, build_catalog(splits["train"], cfg), cfg)
+        views_file(train, build_catalog(splits["train"], cfg), cfg, encoder)
         assert not killed.exists()
 
 
@@ -176,3 +184,48 @@ def test_context_views_read_a_record_are_deterministic_and_never_held_out(splits
     off = training_views(build_catalog(splits["train"], dataclasses.replace(cfg, context_views=0)),
                          dataclasses.replace(cfg, context_views=0))
     assert not any(v["context"] for v in off) and len(off) == len(views) - len(read) - len(distractors)
+
+
+def test_views_carry_the_chat_turns_the_encoder_trains_them_on_and_load_with_datasets(tmp_path, splits, tokenizer):
+    """Each view's `messages` (system prompt, user turn with its record cut as the encoder cuts it, answer) is
+    what the model is trained on: the chat template over them renders the encoder's token ids. A document view
+    is plain text, with no messages. datasets' JSON loader reads the column as it is, for TRL's SFTTrainer."""
+    from datasets import load_dataset
+
+    from product_qa.data.prompts import context_question
+    cfg = TrainConfig(max_train_products=6, unknown_share=0.2, views=2, epochs=1, document_views=1,
+                      context_views=1, context_products=4, distractor_share=0.5)
+    encoder = ExampleEncoder(tokenizer, template="chat", system_prompt=cfg.system_prompt, max_length=96)
+    train = tmp_path / "train.jsonl"
+    write_examples(train, splits["train"])
+    path = views_file(train, build_catalog(splits["train"], cfg), cfg, encoder)
+    rows = load_dataset("json", data_files={"train": str(path)}, cache_dir=str(tmp_path / "hf"))["train"]
+    assert len(rows) == len(read_examples(path)) and "messages" in rows.column_names
+    chats = [row for row in rows if not row["document"]]
+    assert all(row["messages"] is None for row in rows if row["document"]) and len(chats) < len(rows)
+    for row in chats:
+        system, user, assistant = row["messages"]
+        assert (system, assistant) == ({"role": "system", "content": cfg.system_prompt},
+                                       {"role": "assistant", "content": row["answer"]})
+        assert user["role"] == "user" and user["content"].endswith(row["question"])
+        encoded = encoder.encode([row])[0]
+        prompt = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False, add_generation_prompt=True)
+        whole = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        assert encoded["input_ids"][:encoded["prompt_length"]] == tokenizer(prompt, add_special_tokens=False)[
+            "input_ids"]
+        whole_ids = tokenizer(whole, add_special_tokens=False)["input_ids"]  # the answer, its EOS, then "\n"
+        assert whole_ids[:encoded["length"]] == encoded["input_ids"]
+        assert encoded["truncated"] or tokenizer.decode(whole_ids[encoded["length"]:]).strip() == ""
+    cut = [row for row in chats if row["context"] and row["messages"][1]["content"] != context_question(
+        row["question"], row["context"])]
+    assert cut, "max_length=96 leaves too little room for some records: they are cut, as the encoder cuts them"
+
+    plain = ExampleEncoder(tokenizer, template="plain", system_prompt=cfg.system_prompt, max_length=512)
+    plain_path = views_file(train, build_catalog(splits["train"], cfg), cfg, plain)
+    assert plain_path != path  # the turns depend on the encoder: its views are another file
+    for view in read_examples(plain_path):
+        if not view["document"]:  # the plain template has no system prompt: "Question: {user}\nAnswer: {answer}"
+            user, assistant = view["messages"]
+            encoded = plain.encode([view])[0]
+            assert tokenizer.decode(encoded["input_ids"]) == (PLAIN_TEMPLATE.format(question=user["content"]) + " "
+                                                              + assistant["content"] + tokenizer.eos_token)

@@ -410,6 +410,35 @@ def test_an_error_between_renames_and_an_old_journal_never_leave_a_mixed_or_reve
     assert contents() == {"v2"}
 
 
+def test_stale_temps_are_told_from_live_ones_without_signalling_any_process_as_on_windows(tmp_path, monkeypatch):
+    """On Windows os.kill(pid, 0) terminates the process: a pid is only ever looked up (psutil.pid_exists, which
+    asks OpenProcess there). On POSIX psutil itself sends signal 0, harmless there; here psutil's Windows lookup is
+    stood in for by a read of the process table, and any os.kill fails the test."""
+    import psutil
+
+    from product_qa import io_utils
+
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()  # its pid now names no process
+    dead, alive = finished.pid, os.getpid()
+
+    def no_signals(pid, sig):
+        raise AssertionError(f"os.kill({pid}, {sig}) called: on Windows it would terminate process {pid}")
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(os, "kill", no_signals)
+    monkeypatch.setattr(psutil, "pid_exists", lambda pid: pid in psutil.pids())  # /proc listed, no signal sent
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for pid in (dead, alive):
+        (folder / f"train.jsonl{TEMP_MARK}{pid}").write_text("partial")
+        (tmp_path / f"data{TEMP_MARK}{pid}").mkdir()  # a half-built set beside the folder
+    io_utils.remove_stale_temps(folder)
+    recover_directory(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [f"train.jsonl{TEMP_MARK}{alive}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", f"data{TEMP_MARK}{alive}"]
+
+
 # ------------------------------------------------------------------------------------------ full or read-only disks
 # Runs a script on a disk that is full (or read-only) under DRIVER_FULL_UNDER: the files the atomic writers open
 # there are created, but no byte reaches them (an OSError with DRIVER_ERRNO that names no file, as a write says it).

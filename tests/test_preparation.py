@@ -103,7 +103,7 @@ def test_examples_use_training_phrasings_in_train_and_held_out_ones_elsewhere(tm
     for split in ("validation", "test"):
         assert {e["phrasing"] for e in read_split(data_config, split)} == held_ids
     example = train[0]
-    assert set(example) == {"uid", "title", "question", "answer", "phrasing", "language"}
+    assert set(example) == {"uid", "title", "question", "answer", "phrasing", "language", "messages"}
     assert example["title"] in example["question"] and example["answer"].startswith("A stainless steel kettle")
     assert {e["language"] for e in train} == {"en", "pt"}
 
@@ -168,11 +168,55 @@ def test_rerun_is_a_no_op_unless_forced_or_changed(tmp_path, data_config):
     assert train.stat().st_mtime_ns == stamp
     # nothing left behind by the skipped run: no spool, no temp file, no half-built set beside the outputs
     assert sorted(p.name for p in Path(data_config.output_dir).iterdir()) == [
-        "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+        "README.md", "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out", "trn.json"]  # the data folder's lock
     assert prepare(data_config, progress=False, force=True)["skipped"] is False
     data_config.min_title_chars = 4
     assert prepare(data_config, progress=False)["skipped"] is False
+
+
+def test_the_splits_load_with_datasets_and_their_dataset_card_is_made_from_the_report(tmp_path, data_config):
+    """Each example carries its user and assistant turns (`messages`, TRL's chat form); the card written with the
+    splits has a YAML header the Hub's parser reads, and the report's counts. It is documentation, not data: the
+    prepared data's fingerprint, which every run checks, hashes the splits alone."""
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    from product_qa.data.examples import prepared_data_fingerprint
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", catalog(300) + catalog(20)[:5]))  # 5 duplicates
+    report = prepare(data_config, progress=False)
+    out = Path(data_config.output_dir)
+    splits = load_dataset("json", data_files={split: str(out / f"{split}.jsonl") for split in SPLITS},
+                          cache_dir=str(tmp_path / "hf"))
+    for split in SPLITS:
+        assert len(splits[split]) == report["steps"][f"{split}_examples"]
+        assert all(row["messages"] == [{"role": "user", "content": row["question"]},
+                                       {"role": "assistant", "content": row["answer"]}] for row in splits[split])
+
+    card = DatasetCard.load(out / "README.md")
+    header = card.data.to_dict()
+    assert header["configs"] == [{"config_name": "default", "data_files": [
+        {"split": split, "path": f"{split}.jsonl"} for split in SPLITS]}]
+    assert header["license"] == "other" and header["size_categories"] == ["n<1K"]
+    for split in SPLITS:
+        assert re.search(rf"^\| {split} \| {report['steps'][f'{split}_examples']:,} \|", card.text, re.MULTILINE)
+    assert f"| lines with data | {report['steps']['lines_with_data']:,} |" in card.text
+    assert f"| dropped: exact duplicate | -{report['duplicates_dropped']['exact_duplicate']['count']:,} |" in card.text
+    assert report["duplicates_dropped"]["exact_duplicate"]["count"] == 5
+    assert report["input"]["blake2b"] in card.text
+
+    from markdown_it import MarkdownIt
+
+    from product_qa.data.card import dataset_card
+    attack = "trn`` <img src=x onerror=alert(1)>\n\n<script>alert(1)</script>\n```\n<b>x</b>"
+    html = MarkdownIt("commonmark").render(dataset_card(
+        {**report, "input": {**report["input"], "path": attack}, "config": {**report["config"], "output_dir": attack}}
+    ).split("\n---\n", 1)[1])
+    assert not any(tag in html for tag in ("<img", "<script", "<b>"))  # a path in the settings is shown, as text
+
+    before = prepared_data_fingerprint(data_config)
+    (out / "README.md").write_text("edited by hand")
+    assert prepared_data_fingerprint(data_config) == before
 
 
 def test_an_edit_that_keeps_the_length_and_the_mtime_is_prepared_anew(tmp_path, data_config):
@@ -309,7 +353,7 @@ def test_a_failure_mid_write_leaves_previous_outputs_intact(tmp_path, data_confi
         prepare(data_config, progress=False, force=True)
     assert outputs_bytes(data_config) == before
     assert sorted(p.name for p in Path(data_config.output_dir).iterdir()) == [
-        "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
+        "README.md", "prep_report.json", "test.jsonl", "train.jsonl", "validation.jsonl"]
 
 
 def test_sigkill_mid_write_leaves_previous_outputs_intact(tmp_path):

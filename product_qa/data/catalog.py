@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from product_qa.configurator import fingerprint
-from product_qa.data.encoding import TOKENIZED_DIR
+from product_qa.data.encoding import TOKENIZED_DIR, ExampleEncoder
 from product_qa.data.examples import read_examples
 from product_qa.data.prompts import HELD_OUT_PHRASINGS, Phrasing, pick_phrasing, record_text, view_phrasings
 from product_qa.hashing import key_hash, mix64
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 UNKNOWN_ANSWER = "I don't know this product: it is not in my catalog."
 DOCUMENT_VIEW = "document"  # the phrasing id of a catalog-document view
-VIEWS_VERSION = 3  # bump when the views change: old view files are then rebuilt
+VIEWS_VERSION = 4  # bump when the views change: old view files are then rebuilt
 VIEWS_DIR = "views"  # under data.output_dir
 
 
@@ -158,15 +158,16 @@ def _context_views(catalog: Catalog, train: TrainConfig, pool: tuple[Phrasing, .
     return views
 
 
-def views_file(train_path: Path, catalog: Catalog, train: TrainConfig) -> Path:
-    """The training views of `catalog` (read from `train_path` with `train`) written beside the data, under a
+def views_file(train_path: Path, catalog: Catalog, train: TrainConfig, encoder: ExampleEncoder) -> Path:
+    """The training views of `catalog` (read from `train_path` with `train`) written beside the data, each with
+    the chat turns `encoder` trains it as (`messages`: system prompt, user turn with its record, answer), under a
     name keyed by the catalog's own products and the settings that shape them: a second run with the same
     catalog and settings reuses the file (and so its tokenized cache). Keyed by what they are built from, not by
     train.jsonl: a catalog read before the data was prepared anew never passes for the new one's. Files of other
     keys, and the temp files of killed runs, are removed."""
     key = fingerprint(VIEWS_VERSION, catalog.known, catalog.declined, catalog.reading, train.views,
                       train.document_views, train.context_views, train.distractor_share, train.view_languages,
-                      training_rounds(train.epochs), train.seed, UNKNOWN_ANSWER)
+                      training_rounds(train.epochs), train.seed, UNKNOWN_ANSWER, encoder.key())
     folder = train_path.parent / VIEWS_DIR
     path = folder / f"train-{key}.jsonl"
     remove_stale_temps(folder)
@@ -174,7 +175,8 @@ def views_file(train_path: Path, catalog: Catalog, train: TrainConfig) -> Path:
         return path
     examples = training_views(catalog, train)
     with atomic_outputs({"views": path}) as handles:
-        handles["views"].write(b"".join(orjson.dumps(e) + b"\n" for e in examples))
+        handles["views"].write(b"".join(orjson.dumps({**e, "messages": encoder.messages(e)}) + b"\n"
+                                        for e in examples))
     # the others only once this one is written: a run that cannot write it (a full or read-only disk) removes nothing
     for old in folder.glob("train-*.jsonl"):
         if old != path:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from product_qa.configurator import fingerprint
-from product_qa.data.prompts import answer_text, context_question, cut_to_tokens, prompt_text
+from product_qa.data.prompts import answer_text, chat_messages, context_question, cut_to_tokens, prompt_text
 from product_qa.errors import UserError
 from product_qa.io_utils import TEMP_MARK, remove_stale_temps
 
@@ -36,6 +36,8 @@ IGNORE_INDEX = -100  # label of tokens that do not count in the loss
 ENCODING_VERSION = 3  # bump when the encoding changes: old caches are then rebuilt
 TOKENIZED_DIR = "tokenized"  # under data.output_dir
 _QUESTION_SLOT = "\x00question\x00"
+# the columns an example is encoded from: a split's others (messages, phrasing...) are never read into Python
+ENCODED_FROM = ("uid", "question", "answer", "document", "context")
 
 
 # ----------------------------------------------------------------------------------------------- encoding
@@ -71,6 +73,19 @@ class ExampleEncoder:
             max_tokens = max(1, (self.max_length - rest) // 2)
         return context_question(question, cut_to_tokens(self.tokenizer, record, max_tokens))
 
+    def user_turn(self, question: str, record: str = "") -> str:
+        """What the model is asked: the question, after its record (cut to fit) for a context example."""
+        return self.with_context(question, record) if record else question
+
+    def messages(self, example: dict) -> list[dict[str, str]] | None:
+        """The chat turns `example` is trained as (prompts.chat_messages): the system prompt (chat template only:
+        the plain one has none), the user turn __call__ encodes, the answer. The model's chat template over them
+        renders the trained text, prompt and answer. None for a document example: plain text, not a chat."""
+        if example.get("document"):
+            return None
+        return chat_messages(self.user_turn(example["question"], example.get("context") or ""), example["answer"],
+                             self.system_prompt if self.template == "chat" else None)
+
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         """A batch of examples (columns uid, question, answer, and optionally document and context) -> input_ids,
         prompt_length, length, answer_tokens, truncated. A document example (catalog.training_views) is plain
@@ -80,7 +95,7 @@ class ExampleEncoder:
         tokenize = self.tokenizer
         count = len(batch["question"])
         documents = batch.get("document") or [False] * count
-        questions = [self.with_context(q, record) if record else q
+        questions = [self.user_turn(q, record)
                      for q, record in zip(batch["question"], batch.get("context") or [""] * count, strict=True)]
         kinds = list(zip(questions, batch["answer"], documents, strict=True))
         prompts = tokenize([f"{q}\n" if document else self.prompt(q) for q, _, document in kinds],
@@ -154,6 +169,7 @@ def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, 
     try:
         shutil.rmtree(staging, ignore_errors=True)
         raw = Dataset.from_json(str(path), cache_dir=str(staging / "json"), keep_in_memory=False)
+        raw = raw.select_columns([name for name in raw.column_names if name in ENCODED_FROM])
         # each worker process holds the tokenizer and one batch: a few hundred MB at most
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         workers = processes or min(cores, max(1, math.ceil(len(raw) / 20_000)))

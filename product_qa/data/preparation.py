@@ -24,6 +24,7 @@ import orjson
 from tqdm import tqdm
 
 from product_qa.configurator import config_dict, fingerprint
+from product_qa.data.card import CARD_NAME, dataset_card
 from product_qa.data.cleaning import clean_record, clean_text_within, within_limits
 from product_qa.data.examples import SPLITS, output_paths, split_paths
 from product_qa.data.filtering import FILTER_REASONS, drop_reason
@@ -33,14 +34,21 @@ from product_qa.data.scan import BlockJob, BlockResult, Scan
 from product_qa.data.selection import Selection, SurvivorColumns, Survivors, funnel_steps, select
 from product_qa.errors import UserError
 from product_qa.hashing import files_digest
-from product_qa.io_utils import TEMP_MARK, atomic_outputs, recover_directory, replaced_directory, write_json_atomic
+from product_qa.io_utils import (
+    TEMP_MARK,
+    atomic_outputs,
+    recover_directory,
+    replaced_directory,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from product_qa.locks import data_lock
 from product_qa.memory import peak_rss_mb
 
 if TYPE_CHECKING:
     from config import DataConfig
 
-PIPELINE_VERSION = 2  # bump when a change to cleaning, filters or examples changes the outputs
+PIPELINE_VERSION = 3  # bump when a change to cleaning, filters or examples changes the outputs (3: messages, card)
 REPORT_NAME = "prep_report.json"
 # Settings that change speed, not outputs, stay out of the fingerprint.
 _RUNTIME_ONLY = ("workers", "block_mb", "output_dir")
@@ -85,20 +93,21 @@ def drop_example(line: int, title: str, content: str, data: DataConfig) -> dict:
             "content": clean_text_within(content, data.max_content_chars)[:200]}
 
 
-def data_fingerprint(data: DataConfig, source: SourceInfo) -> str:
+def data_fingerprint(data: DataConfig, source: SourceInfo, content_digest: str) -> str:
     """What the outputs are made from: the settings, and the input's contents (its size and mtime are not
     enough: an edit that keeps the length, with the mtime put back, changes neither). Hashing costs about 0.15 s
-    per 100 MB, a fraction of reading the file to prepare it."""
+    per 100 MB, a fraction of reading the file to prepare it: `content_digest`, files_digest of it)."""
     settings = {k: v for k, v in config_dict(data).items() if k not in _RUNTIME_ONLY}
     stats = {"path": os.path.abspath(source.path), "size": source.size_bytes,
-             "blake2b": files_digest([Path(source.path)])}
+             "blake2b": content_digest}
     return fingerprint(PIPELINE_VERSION, settings, stats)
 
 
 def up_to_date(data: DataConfig, fp: str) -> dict | None:
     """The previous report if the outputs were made from the same input and settings, else None."""
     report_path = Path(data.output_dir) / REPORT_NAME
-    if not report_path.exists() or not all(p.exists() for p in output_paths(data).values()):
+    outputs = [*output_paths(data).values(), Path(data.output_dir) / CARD_NAME]
+    if not report_path.exists() or not all(p.exists() for p in outputs):
         return None
     try:
         report = orjson.loads(report_path.read_bytes())
@@ -110,7 +119,8 @@ def up_to_date(data: DataConfig, fp: str) -> dict | None:
 def prepare(data: DataConfig, *, strict: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Run the preparation stage; returns its report (also written to output_dir/prep_report.json)."""
     source = describe_source(data.raw_path)
-    fp = data_fingerprint(data, source)
+    content_digest = files_digest([Path(source.path)])
+    fp = data_fingerprint(data, source, content_digest)
     with data_lock(Path(data.output_dir)):  # a training reading the data finishes with it first, and vice versa
         recover_directory(Path(data.output_dir))  # what a killed run left: the old set back, half-built ones gone
         previous = None if force else up_to_date(data, fp)
@@ -118,11 +128,13 @@ def prepare(data: DataConfig, *, strict: bool = False, force: bool = False, prog
             return {**previous, "skipped": True}                                  # even one the outputs were made past
         # a fresh directory replaces output_dir as a whole: a reader never sees new splits beside an old report
         with replaced_directory(Path(data.output_dir), REPORT_NAME) as staging:
-            return _prepare_into(staging, data, source, fp, strict, progress)
+            return _prepare_into(staging, data, source, (fp, content_digest), strict, progress)
 
 
-def _prepare_into(out_dir: Path, data: DataConfig, source: SourceInfo, fp: str, strict: bool,
+def _prepare_into(out_dir: Path, data: DataConfig, source: SourceInfo, digests: tuple[str, str], strict: bool,
                   progress: bool) -> dict:
+    """The splits, their report and their dataset card, written into `out_dir`; `digests`: the preparation's
+    fingerprint and the input's content digest."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
     scan = Scan(source, data, strict=strict)
@@ -148,8 +160,12 @@ def _prepare_into(out_dir: Path, data: DataConfig, source: SourceInfo, fp: str, 
     finally:
         shutil.rmtree(spool_dir, ignore_errors=True)
     timings["total"] = time.perf_counter() - started
+    fp, content_digest = digests
     report = {"fingerprint": fp, **_report(scan, selection, split_counts, data, timings)}
+    report["input"]["blake2b"] = content_digest
     write_json_atomic(out_dir / REPORT_NAME, report)
+    # documentation of the splits, not data: outside prepared_data_fingerprint, which hashes the splits alone
+    write_bytes_atomic(out_dir / CARD_NAME, dataset_card(report).encode())
     return {**report, "skipped": False}
 
 

@@ -58,9 +58,21 @@ def pick_phrasing(pool: tuple[Phrasing, ...], product_hash: int, seed: int) -> P
 
 
 def build_example(uid: str, title: str, answer: str, phrasing: Phrasing) -> dict:
-    """One question->answer example; the chat template is applied later, by the training stage."""
-    return {"uid": uid, "title": title, "question": phrasing.question(title), "answer": answer,
-            "phrasing": phrasing.id, "language": phrasing.language}
+    """One question->answer example; the chat template is applied later, by the training stage. `messages` holds
+    its user and assistant turns (the system prompt is a training setting, added in the training views)."""
+    question = phrasing.question(title)
+    return {"uid": uid, "title": title, "question": question, "answer": answer,
+            "phrasing": phrasing.id, "language": phrasing.language, "messages": chat_messages(question, answer)}
+
+
+def chat_messages(question: str, answer: str | None = None, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """The chat turns of an example, in the {"role", "content"} form chat templates, TRL and LLaMA-Factory read:
+    the system prompt (if any), the question (which may hold a record: context_question), the answer (if any)."""
+    turns = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    turns.append({"role": "user", "content": question})
+    if answer is not None:
+        turns.append({"role": "assistant", "content": answer})
+    return turns
 
 
 PLAIN_TEMPLATE = "Question: {question}\nAnswer:"  # for base models without a chat template
@@ -101,9 +113,8 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, question: str, template: str
     """The text the model sees before its answer (`question` may hold a record: context_question)."""
     if template == "plain":
         return PLAIN_TEMPLATE.format(question=question)
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": question})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(chat_messages(question, system_prompt=system_prompt), tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def answer_text(answer: str, template: str) -> str:
