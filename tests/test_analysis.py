@@ -8,11 +8,12 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 
 from config import Config
 from conftest import REAL_RECORDS, REPO, run_script, write_jsonl
-from product_qa.analysis.report import PLOTS, REPORT_JSON, REPORT_MD, write_report
+from product_qa.analysis.report import PLOTS, REPORT_JSON, REPORT_MD, SAMPLE_TABLE, write_report
 from product_qa.analysis.sketches import HeavyHitters, LengthHistogram
 from product_qa.analysis.statistics import analyse
 from product_qa.analysis.text import word_count
@@ -92,6 +93,41 @@ def test_small_file_figures_are_exact(tmp_path, data_config):
     assert patterns["language_editions"] == {"Spanish": 1} and patterns["formats"] == {"VHS": 1}
     assert dict(patterns["qualifiers"]["top"]) == {"(Spanish Edition)": 1, "[VHS]": 1}
     assert report["funnel"]["after_filters"] == 5 and report["funnel"]["after_title_dedupe"] == 3
+
+
+def test_the_sample_table_holds_each_sampled_record_with_its_measures(tmp_path, data_config, packaged_tokenizer):
+    """sample.parquet: one row per record of the reservoir, in its order, with the lengths, tokens, quality issues,
+    copies and drop reason measured anew here; the same rows for the same seed."""
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", SMALL))
+    cfg = config_for(data_config, tmp_path, token_sample_size=8)
+    analysis = analyse(cfg, progress=False, tokenizer=packaged_tokenizer)
+    write_report(analysis, cfg.analysis.output_dir)
+    table = pd.read_parquet(Path(cfg.analysis.output_dir) / SAMPLE_TABLE)
+    assert sorted(table["uid"]) == [r["uid"] for r in SMALL] and table["line"].tolist() != sorted(table["line"])
+    assert table["line"].tolist() == [int(uid) for uid in table["uid"]]  # SMALL's uid is its line
+    rows = table.set_index("uid")
+
+    def tokens(text):
+        return len(packaged_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    for record in (SMALL[2], SMALL[7]):
+        row = rows.loc[record["uid"]]
+        for name in ("title", "content"):
+            assert row[name] == record[name] and row[f"{name}_chars"] == len(record[name])
+            assert row[f"{name}_words"] == len(record[name].split()) and row[f"{name}_tokens"] == tokens(record[name])
+    assert rows.loc["3", "question_answer_tokens"] > rows.loc["3", "content_tokens"] + rows.loc["3", "title_tokens"]
+    assert rows.loc["8", "clean_content"] == "Green teapot’s glaze. Holds a litre. The lid fits snugly."
+    issues = ["html_entities", "html_tags", "glued_sentences", "non_ascii", "non_english", "empty_title",
+              "empty_content"]
+    assert rows.loc["8", issues].tolist() == [True, True, True, False, False, False, False]
+    assert rows.loc["7", issues].tolist() == [False, False, False, True, True, False, False]
+    assert rows.loc["4", issues].tolist() == [False] * 5 + [True, False]
+    assert rows.loc["6", ["empty_title", "empty_content", "drop_reason"]].tolist() == [True, True, "empty_title"]
+    assert rows.loc[["1", "2", "3"], ["pair_copies", "title_copies"]].values.tolist() == [[2, 3], [2, 3], [1, 3]]
+    assert rows.loc[["4", "5"], "pair_copies"].isna().all() and rows.loc["8", "pair_copies"] == 1
+    assert rows["question_answer_tokens"].notna().tolist() == rows["drop_reason"].isna().tolist()
+    assert pd.read_parquet(Path(write_report(analyse(cfg, progress=False, tokenizer=packaged_tokenizer),
+                                             str(tmp_path / "again"))["sample"])).equals(table)
 
 
 def test_length_histogram_quantiles_are_within_the_stated_tolerance():
@@ -197,7 +233,7 @@ def test_results_do_not_depend_on_workers_or_compression(tmp_path, data_config):
         data_config.raw_path, data_config.workers = str(path), workers
         analysis = analyse(config_for(data_config, tmp_path, reservoir_size=300), progress=False)
         report = {key: value for key, value in analysis.report.items() if key not in ("timings_s", "config", "input")}
-        reports.append((json.dumps(report, sort_keys=True), analysis.cloud_words))
+        reports.append((json.dumps(report, sort_keys=True), analysis.cloud_words, analysis.sample.to_json()))
     assert reports[0] == reports[1] == reports[2]
 
 
@@ -249,8 +285,12 @@ def test_a_huge_description_is_neither_tokenized_nor_cleaned_whole(tmp_path, dat
     real_count = tokens.count_tokens
     monkeypatch.setattr(tokens, "count_tokens", lambda tokenizer, texts: tokenized.extend(map(len, texts))
                         or real_count(tokenizer, texts))
-    report = analyse(config_for(data_config, tmp_path, token_sample_size=100), progress=False,
-                     tokenizer=packaged_tokenizer).report
+    analysis = analyse(config_for(data_config, tmp_path, token_sample_size=100), progress=False,
+                       tokenizer=packaged_tokenizer)
+    report = analysis.report
+    row = analysis.sample.set_index("uid").loc["HUGE"]
+    assert (row["content_chars"], row["content_words"]) == (len(huge["content"]), 100_000)
+    assert row["drop_reason"] == "content_too_long" and row["content_tokens"] is pd.NA
     assert max(cleaned) < len(huge["content"]) and max(tokenized) < 1000
     assert report["sample_sizes"]["not_tokenized_too_long"] == {"title": 0, "content": 1}
     assert report["lengths"]["content"]["chars"]["max"] == len(huge["content"])  # measured whole

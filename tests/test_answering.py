@@ -148,6 +148,31 @@ def test_evaluation_runs_every_system_and_writes_the_report(tiny_run):
     assert set(check) == {"catalog", "indexed", "unknown"}
     assert all(set(result) == {"questions", "base", "assistant"} and result["questions"] == 4
                for result in check.values())
+    assert_answer_tables_hold_every_answer(report, paths)
+
+
+def assert_answer_tables_hold_every_answer(report: dict, paths: dict[str, Path]) -> None:
+    """evaluation_answers.parquet and .csv: one row per answer of the report, with its set, system and every field
+    of its row, the same values (a field a system's rows lack, such as a RAG system's source, is empty)."""
+    import pandas as pd
+    rows = [{"set": set_name, "system": system, **row} for set_name, result in report["sets"].items()
+            for system, entry in result["systems"].items() for row in entry["answers"]]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    assert {"set", "system", "uid", "title", "question", "form", "reference", "answer", "rougeL", "chrf",
+            "similarity", "source_uid", "right_product"} <= set(columns)
+    # CSV has no types: "" reads as a null, a uid of digits as a number, a bool column with gaps as text
+    for frame, is_csv in ((pd.read_parquet(paths["answers_parquet"]), False),
+                          (pd.read_csv(paths["answers_csv"]), True)):
+        assert list(frame.columns) == columns and len(frame) == len(rows)
+        for row, loaded in zip(rows, frame.to_dict("records"), strict=True):
+            for column in columns:
+                expected, value = row.get(column), loaded[column]
+                if expected is None or (is_csv and expected == ""):
+                    assert pd.isna(value), (column, value)
+                elif isinstance(expected, float):
+                    assert value == pytest.approx(expected, rel=1e-12), column
+                else:
+                    assert value == expected or (is_csv and str(value) == str(expected)), (column, value, expected)
 
 
 def test_generation_test_before_any_fine_tuning_uses_the_base_model(tmp_path, tiny_model_dir, raw_sample):

@@ -1,4 +1,5 @@
-"""The analysis stage's outputs: data_analysis_report.json, the PNG plots, report.md and the one-screen summary.
+"""The analysis stage's outputs: data_analysis_report.json, the PNG plots, report.md, the sample's table
+(sample.parquet) and the one-screen summary.
 
 Every file is written to a temporary file and renamed into place, and the set replaces the output folder whole.
 """
@@ -20,21 +21,23 @@ from product_qa.analysis.plots import (
     plot_token_lengths,
     plot_word_cloud,
 )
+from product_qa.analysis.sample_table import SAMPLE_TABLE
 from product_qa.analysis.statistics import Analysis
 from product_qa.io_utils import atomic_outputs, replaced_directory, write_json_atomic
 from product_qa.reporting import console_text
 
-__all__ = ["PLOTS", "REPORT_JSON", "REPORT_MD", "print_analysis_summary", "write_report"]
+__all__ = ["PLOTS", "REPORT_JSON", "REPORT_MD", "SAMPLE_TABLE", "print_analysis_summary", "write_report"]
 
 
 def write_report(analysis: Analysis, output_dir: str) -> dict[str, Path]:
-    """Write the JSON report, the plots and report.md, as one set that replaces `output_dir` whole (a reader, such
-    as the web demo's analysis tab, never sees new plots beside an old report); returns their paths."""
+    """Write the JSON report, the plots, report.md and sample.parquet, as one set that replaces `output_dir` whole
+    (a reader, such as the web demo's analysis tab, never sees new plots beside an old report); returns their
+    paths."""
     target = Path(output_dir)
     with replaced_directory(target, REPORT_JSON) as out:
         _write_report_files(analysis, out)
-    written = {name: target / filename for name, filename in PLOTS.items()} | {"json": target / REPORT_JSON,
-                                                                                "markdown": target / REPORT_MD}
+    written = {name: target / filename for name, filename in PLOTS.items()} | {
+        "json": target / REPORT_JSON, "markdown": target / REPORT_MD, "sample": target / SAMPLE_TABLE}
     return {name: path for name, path in written.items() if path.exists()}
 
 
@@ -51,6 +54,8 @@ def _write_report_files(analysis: Analysis, out: Path) -> None:
     for name, label in (("title", "titles"), ("content", "descriptions")):
         plot_word_cloud(analysis.cloud_words[name], f"Most frequent words in {label} (reservoir sample of "
                         f"{sample:,} records, stopwords removed)", seed, paths[f"cloud_{name}"])
+    with atomic_outputs({"sample": out / SAMPLE_TABLE}) as handles:
+        analysis.sample.to_parquet(handles["sample"], index=False)
     write_json_atomic(out / REPORT_JSON, report)
     with atomic_outputs({"md": out / REPORT_MD}) as handles:
         handles["md"].write(render_markdown(analysis).encode())
@@ -94,6 +99,7 @@ def print_analysis_summary(report: dict, paths: dict[str, Path], console: Consol
     for name, info in report["duplicates_dropped"].items():
         effects.add_row(f"dedupe: {name}", f"{info['count']:,}")
     console.print(effects)
+    plots = sum(path.suffix == ".png" for path in paths.values())
     console.print(f"time {report['timings_s']['total']:.1f} s -> {console_text(str(paths['markdown']))}, "
-                  f"{paths['json'].name} and {sum(path.suffix == '.png' for path in paths.values())} plots in "
+                  f"{paths['json'].name}, {paths['sample'].name} and {plots} plots in "
                   f"{console_text(str(paths['markdown'].parent))}")

@@ -7,7 +7,7 @@ re-implemented), the numbers its dedupe works on, and the records that may enter
 process merges the blocks in file order. After the pass it runs the preparation stage's own dedupe and sampling
 on those numbers, so the funnel ends on the numbers prepare() reports for the same file and settings, and it
 counts tokens on a sample with the model's tokenizer. findings.py turns it all into the report; report.py
-writes the plots and report.md.
+writes the plots, report.md and the sample's table (sample_table.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -29,6 +29,7 @@ from product_qa.analysis.cleaning_trace import (
     FieldPass,
     count_flags,
 )
+from product_qa.analysis.sample_table import sample_frame
 from product_qa.analysis.sketches import HeavyHitters, LengthHistogram, Reservoir
 from product_qa.analysis.text import title_patterns
 from product_qa.analysis.tokens import TokenFigures, cloud_terms, token_figures
@@ -41,9 +42,25 @@ from product_qa.hashing import key_hash, mix64
 from product_qa.modeling import load_tokenizer
 
 if TYPE_CHECKING:
+    import pandas as pd
     from transformers import PreTrainedTokenizerBase
 
     from config import Config, DataConfig
+
+
+class RecordMeasures(NamedTuple):
+    """What the pass measured of a sampled record (the sample table's columns, sample_table.py)."""
+
+    title_chars: int  # of the raw field, whole (0 when empty)
+    title_words: int
+    content_chars: int
+    content_words: int
+    title_rules: int = 0  # bit mask of the CLEANING_RULES that changed the field
+    content_rules: int = 0
+    title_issues: int = 0  # bit mask of TEXT_ISSUES
+    content_issues: int = 0
+    pair_key: int | None = None  # the dedupe hashes of the raw (title, content) and title: both fields only
+    title_key: int | None = None
 
 
 class SampledRecord(NamedTuple):
@@ -54,6 +71,7 @@ class SampledRecord(NamedTuple):
     clean_title: str  # after every cleaning rule (as prepare cleans it when the record is kept)
     clean_content: str
     drop_reason: str | None
+    measures: RecordMeasures
 
 
 @dataclass
@@ -87,6 +105,7 @@ class _BlockPass:
         self.raw_titles: list[str] = []
         self.seed_mix = mix64(cfg.analysis.seed)
         self.threshold = threshold  # reservoir priorities above it can no longer enter the sample
+        self.candidate_records: list[int] = []  # the block index of each candidate: finish() adds its flags
 
     def add(self, record: Record) -> None:
         stats, title, content = self.stats, record.title, record.content
@@ -94,12 +113,13 @@ class _BlockPass:
         clean_title, sampled_title = self.fields["title"].add(title, record.line, index) if title else (title, title)
         clean_content, sampled_content = (self.fields["content"].add(content, record.line, index) if content
                                           else (content, content))
-        pair_key = key_hash(f"{title}\x00{content}")
+        pair_key, title_key = key_hash(f"{title}\x00{content}"), None
         if title:
             self.raw_titles.append(title)
         if title and content:
+            title_key = key_hash(title)
             stats.raw_pair_keys.append(pair_key)
-            stats.raw_title_keys.append(key_hash(title))
+            stats.raw_title_keys.append(title_key)
         else:
             stats.empty["title"] += not title
             stats.empty["content"] += not content
@@ -113,8 +133,14 @@ class _BlockPass:
             stats.survivors.add(record.line, filtered_title, filtered_content, self.data)
         priority = pair_key ^ self.seed_mix  # blake2b bits are uniform already; the seed reorders them
         if priority <= self.threshold:
+            title_pass, content_pass = self.fields["title"], self.fields["content"]
+            measures = RecordMeasures(title_pass.chars[-1] if title else 0, title_pass.words[-1] if title else 0,
+                                      content_pass.chars[-1] if content else 0,
+                                      content_pass.words[-1] if content else 0,
+                                      pair_key=pair_key if title_key is not None else None, title_key=title_key)
             stats.candidates.append((priority, SampledRecord(record.line, record.uid, sampled_title, sampled_content,
-                                                             clean_title, clean_content, reason)))
+                                                             clean_title, clean_content, reason, measures)))
+            self.candidate_records.append(index)
 
     def finish(self, capacity: int) -> BlockStats:
         stats = self.stats
@@ -123,6 +149,10 @@ class _BlockPass:
             stats.lengths.update({f"{name}_{unit}": histogram for unit, histogram in figure.lengths.items()})
             stats.terms[name] = figure.terms
         title, content = figures["title"], figures["content"]
+        stats.candidates = [(priority, record._replace(measures=record.measures._replace(
+            title_rules=int(title.rules[index]), content_rules=int(content.rules[index]),
+            title_issues=int(title.issues[index]), content_issues=int(content.issues[index]))))
+            for (priority, record), index in zip(stats.candidates, self.candidate_records, strict=True)]
         stats.rule_counts = count_flags([name for name, _ in CLEANING_RULES], title.rules, content.rules)
         stats.text_issues = count_flags(TEXT_ISSUES, title.issues, content.issues)
         stats.title_formats, stats.language_editions, stats.qualifiers = title_patterns(self.raw_titles, capacity)
@@ -149,6 +179,7 @@ class Analysis:
     histograms: dict[str, LengthHistogram]  # "title_chars", "title_words", "content_chars", "content_words"
     token_lengths: dict[str, np.ndarray]  # "title", "content", "question_answer" (empty without a tokenizer)
     cloud_words: dict[str, list[tuple[str, int]]]  # per field, the reservoir's most frequent terms
+    sample: pd.DataFrame  # the reservoir sample, one row per record with its measures (sample_table.py)
 
 
 class Totals:
@@ -194,14 +225,26 @@ class Totals:
         for priority, record in stats.candidates:
             self.reservoir.offer(priority, record.line + offset, record)
 
+    @cached_property
+    def raw_key_counts(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per kind ("pairs", "titles"): the distinct raw keys of the records with both fields, sorted, and how
+        many records hold each."""
+        return {kind: np.unique(np.concatenate(keys), return_counts=True) for kind, keys in self.raw_keys.items()}
+
     def raw_duplicates(self) -> dict:
         """Exact duplicates and repeated titles among the records with both fields, before any cleaning."""
-        pairs = np.concatenate(self.raw_keys["pairs"])
-        distinct_pairs = len(np.unique(pairs))
-        distinct_titles = len(np.unique(np.concatenate(self.raw_keys["titles"])))
-        return {"records_with_both_fields": len(pairs), "distinct_pairs": distinct_pairs,
-                "distinct_titles": distinct_titles, "exact_duplicates": len(pairs) - distinct_pairs,
+        pairs, titles = self.raw_key_counts["pairs"], self.raw_key_counts["titles"]
+        records, distinct_pairs, distinct_titles = int(pairs[1].sum()), len(pairs[0]), len(titles[0])
+        return {"records_with_both_fields": records, "distinct_pairs": distinct_pairs,
+                "distinct_titles": distinct_titles, "exact_duplicates": records - distinct_pairs,
                 "duplicate_titles": distinct_pairs - distinct_titles}
+
+    def copies(self, kind: str, keys: list[int | None]) -> list[int | None]:
+        """How many records of the file hold each raw key of `kind` (None where a record has an empty field)."""
+        distinct, counts = self.raw_key_counts[kind]
+        known = np.array([key for key in keys if key is not None], dtype=np.uint64)
+        found = iter(counts[np.searchsorted(distinct, known)].tolist())
+        return [None if key is None else next(found) for key in keys]
 
 
 def funnel(scan: Scan, totals: Totals, data: DataConfig) -> tuple[dict, dict]:
@@ -235,7 +278,10 @@ def analyse(cfg: Config, *, progress: bool = True, tokenizer: PreTrainedTokenize
         tokens = token_figures(token_sample, tokenizer, cfg)
     cloud_words = cloud_terms(sample, cfg.analysis)
     timings["dedupe_tokens_clouds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sample_table = sample_frame(sample, tokens, totals)
+    timings["sample_table"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
 
     measured = findings.Measured(cfg, scan, totals, steps, duplicates_dropped, len(sample), tokens, timings)
-    return Analysis(findings.build_report(measured), totals.lengths, tokens.lengths, cloud_words)
+    return Analysis(findings.build_report(measured), totals.lengths, tokens.lengths, cloud_words, sample_table)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import compress
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +30,8 @@ class TokenFigures:
     max_length: dict  # the recommended max_length and what it covers
     not_tokenized: dict[str, int]  # per field: texts left out as too long
     sample_size: int = 0  # records whose tokens were counted
+    # per record of the token sample, as `lengths` (None: an empty or too long field; a dropped record's example)
+    per_record: dict[str, list[int | None]] = field(default_factory=dict)
 
     @classmethod
     def not_counted(cls, analysis: AnalysisConfig) -> TokenFigures:
@@ -75,15 +78,22 @@ def token_figures(sample: list[SampledRecord], tokenizer: PreTrainedTokenizerBas
     max_length that covers `analysis.max_length_coverage` of the latter (rounded up to a multiple of 8), and how
     many titles and contents were not tokenized: those that preparation drops as too long (one 50 MB description
     took gigabytes to tokenize)."""
-    qa, template = training_lengths([record for record in sample if record.drop_reason is None], tokenizer, cfg)
-    lengths, skipped = {}, {}
+    kept = [record.drop_reason is None for record in sample]
+    qa, template = training_lengths(list(compress(sample, kept)), tokenizer, cfg)
+    lengths, skipped, per_record = {}, {}, {"question_answer": _spread(qa, kept)}
     for name in FIELDS:
-        texts = [getattr(record, name) for record in sample if getattr(record, name)]
-        counted = [getattr(record, name) for record in sample
-                   if getattr(record, name) and not too_long(record, name, cfg.data)]
-        lengths[name], skipped[name] = count_tokens(tokenizer, counted), len(texts) - len(counted)
+        counted = [bool(getattr(record, name)) and not too_long(record, name, cfg.data) for record in sample]
+        lengths[name] = count_tokens(tokenizer, [getattr(record, name) for record in compress(sample, counted)])
+        skipped[name] = sum(bool(getattr(record, name)) for record in sample) - len(lengths[name])
+        per_record[name] = _spread(lengths[name], counted)
     lengths["question_answer"] = qa
-    return TokenFigures(lengths, max_length_choice(qa, template, cfg), skipped, len(sample))
+    return TokenFigures(lengths, max_length_choice(qa, template, cfg), skipped, len(sample), per_record)
+
+
+def _spread(values: np.ndarray, measured: list[bool]) -> list[int | None]:
+    """The values of the measured records in their places among all, None for the others."""
+    found = iter(values.tolist())
+    return [next(found) if was else None for was in measured]
 
 
 def max_length_choice(qa: np.ndarray, template: str, cfg: Config) -> dict:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from product_qa.answering import metrics
-from product_qa.answering.report import evaluation_markdown, plot_evaluation
+from product_qa.answering.report import answers_frame, evaluation_markdown, plot_evaluation
 from product_qa.answering.retrieval import Hit
 from product_qa.answering.systems import (
     MODEL_OF,
@@ -135,7 +135,8 @@ def score_answers(items: list[dict], answers: list[Answer], nearest: list[Hit], 
     for i, (item, answer) in enumerate(zip(items, answers, strict=True)):
         wrong = (nearest[i].uid != item["uid"] and not withheld(answer.text)
                  and other[i]["rougeL"] >= DESCRIBED and other[i]["rougeL"] > rouge[i]["rougeL"])
-        row = {"uid": item["uid"], "form": item["form"], "question": item["question"], "answer": answer.text,
+        row = {"uid": item["uid"], "title": item["title"], "form": item["form"], "question": item["question"],
+               "answer": answer.text,
                "reference": item["reference"], **rouge[i], "chrf": chrf[i], "similarity": similarity[i],
                "exact": float(rouge[i]["rougeL"] >= metrics.EXACT_ROUGE_L),
                # an answer that describes no product states no facts (the titles it suggests are the index's)
@@ -241,14 +242,19 @@ def _system_result(answerer: Answerer, system: str, set_name: str, items: list[d
 
 
 def write_evaluation(report: dict, output_dir: str) -> dict[str, Path]:
-    """evaluation_report.json (every answer and score), .md (tables, worst answers) and .png (bar chart)."""
+    """evaluation_report.json (every answer and score), .md (tables, worst answers), .png (bar chart), and the
+    answers as a table, one row each (evaluation_answers.parquet and .csv, for pandas)."""
     out = prepare_output_dir(output_dir)
     paths = {"json": out / "evaluation_report.json", "markdown": out / "evaluation_report.md",
-             "chart": out / "evaluation_report.png"}
-    with atomic_outputs(paths) as handles:  # all three written in full before any replaces the old one
+             "chart": out / "evaluation_report.png", "answers_parquet": out / "evaluation_answers.parquet",
+             "answers_csv": out / "evaluation_answers.csv"}
+    answers = answers_frame(report)
+    with atomic_outputs(paths) as handles:  # all written in full before any replaces the old one
         handles["json"].write(json_bytes(report))
         handles["markdown"].write(evaluation_markdown(report).encode())
-        plot_evaluation(report, handles["chart"])
+        answers.to_parquet(handles["answers_parquet"], index=False)
+        answers.to_csv(handles["answers_csv"], index=False)
+        plot_evaluation(report, answers, handles["chart"])
     return paths
 
 

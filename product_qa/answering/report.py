@@ -1,16 +1,26 @@
 """What the answering stages show: the generation test's answers side by side, the evaluation's tables
-(terminal, Markdown, and the web demo's tab) and its bar chart."""
+(terminal, Markdown, and the web demo's tab), its per-answer table and its bar chart."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from matplotlib.figure import Figure
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from product_qa.reporting import code_span, console_text, markdown_table, markdown_text, save_figure
+from product_qa.reporting import (
+    code_span,
+    console_text,
+    markdown_table,
+    markdown_text,
+    save_figure,
+    seaborn_style,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # (column, key in a system's summary, format); "-" where a system has no such number
 EVAL_COLUMNS = (("ROUGE-1", "rouge1", "{:.3f}"), ("ROUGE-2", "rouge2", "{:.3f}"), ("ROUGE-L", "rougeL", "{:.3f}"),
@@ -112,30 +122,39 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def plot_evaluation(report: dict, target: Path | IO[bytes]) -> None:
-    """Grouped bars: ROUGE-L, chrF/100 and similarity of every system, one panel per question set."""
-    import numpy as np
+def answers_frame(report: dict) -> pd.DataFrame:
+    """Every answer of the evaluation, one row each: its set and system, then the fields and scores of its row in
+    evaluation_report.json (a RAG system's source columns are empty for the others)."""
+    import pandas as pd  # here: the terminal summary and the web demo's tables need no pandas
 
-    shown = (("ROUGE-L", "rougeL", 1.0), ("chrF / 100", "chrf", 100.0), ("similarity", "similarity", 1.0))
+    return pd.DataFrame([{"set": set_name, "system": system, **row} for set_name, result in report["sets"].items()
+                         for system, entry in result["systems"].items() for row in entry["answers"]])
+
+
+def plot_evaluation(report: dict, answers: pd.DataFrame, target: Path | IO[bytes]) -> None:
+    """Bars: the mean ROUGE-L, chrF/100 and similarity of each system's answers (`answers_frame`), whiskers their
+    95% bootstrap confidence interval, one panel per question set (the figures themselves are in the tables)."""
+    shown = {"rougeL": "ROUGE-L", "chrf": "chrF / 100", "similarity": "similarity"}
+    scores = (answers.assign(chrf=answers["chrf"] / 100, system=answers["system"].map(report["labels"]))
+              .melt(id_vars=["set", "system"], value_vars=list(shown), var_name="score", value_name="value"))
+    scores["score"] = scores["score"].map(shown)
     sets = list(report["sets"].items())
-    fig = Figure(figsize=(6.5 * len(sets), 4.2), dpi=120)
-    axes = fig.subplots(1, len(sets), sharey=True, squeeze=False)
-    for ax, (set_name, result) in zip(axes[0], sets, strict=True):
-        systems = list(result["systems"])
-        x = np.arange(len(systems))
-        width = 0.8 / len(shown)
-        for k, (label, key, scale) in enumerate(shown):
-            values = [(result["systems"][s]["summary"].get(key) or 0.0) / scale for s in systems]
-            bars = ax.bar(x + (k - (len(shown) - 1) / 2) * width, values, width, label=label)
-            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-        ax.set_xticks(x, [report['labels'][s] for s in systems], rotation=20, ha="right")
-        ax.set_title(f"{SET_TITLES[set_name]}, n={result['questions']}", fontsize=10)
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("score against the reference description")
-    axes[0][0].legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    save_figure(fig, target)
+    with seaborn_style() as sns:
+        fig = Figure(figsize=(6.5 * len(sets), 4.6), dpi=120, layout="constrained")
+        axes = fig.subplots(1, len(sets), sharey=True, squeeze=False)[0]
+        for ax, (set_name, result) in zip(axes, sets, strict=True):
+            sns.barplot(data=scores[scores["set"] == set_name], x="system", y="value", hue="score",
+                        order=[report["labels"][s] for s in result["systems"]], hue_order=list(shown.values()),
+                        errorbar=("ci", 95), n_boot=1000, seed=0, capsize=0.15, err_kws={"linewidth": 1}, ax=ax)
+            ax.tick_params(axis="x", labelrotation=20)
+            ax.set_title(f"{SET_TITLES[set_name]}, n={result['questions']}", fontsize=10)
+            ax.set_xlabel("")
+            ax.set_ylim(0, 1.05)
+            if ax is not axes[0]:
+                ax.get_legend().remove()
+        axes[0].set_ylabel("score against the reference (0-1):\nmean per answer, 95% CI")
+        axes[0].legend(fontsize=8, loc="upper left")
+        save_figure(fig, target)
 
 
 def print_evaluation_summary(report: dict, outputs: list[str], console: Console | None = None) -> None:
