@@ -277,7 +277,7 @@ def test_parquet_bad_rows_are_counted_by_row_index_across_batches_and_row_groups
     path = write_parquet(tmp_path / "catalog.parquet", {"sku": list(range(n)), "name": titles,
                                                         "description": [f"About {i}." for i in range(n)]},
                          row_group_size=30)
-    from product_qa.data.tables import ParquetReader
+    from product_qa.data.parquet import ParquetReader
     reader = ParquetReader(describe_source(path, CATALOG_COLUMNS), CATALOG_COLUMNS, block_bytes=100)
     log = BadInputLog()
     records = list(iter_records(path, fields=CATALOG_COLUMNS, reader=reader, bad_log=log))

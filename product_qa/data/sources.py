@@ -1,5 +1,5 @@
-"""Which reader reads an input file, by its name: CSV (.csv, .csv.gz) and Parquet (.parquet) in tables.py, anything
-else as JSON in reading.py; and `iter_records`, every record of a file read in one process."""
+"""Which reader reads an input file, by its name: CSV (.csv, .csv.gz) in tables.py, Parquet (.parquet) in
+parquet.py, anything else as JSON in reading.py; and `iter_records`, every record of a file read in one process."""
 from __future__ import annotations
 
 import os
@@ -17,16 +17,10 @@ from product_qa.data.reading import (
     describe_json,
     strict_error,
 )
-from product_qa.data.tables import (
-    CSV_SUFFIXES,
-    PARQUET_SUFFIX,
-    CsvReader,
-    ParquetReader,
-    describe_csv,
-    describe_parquet,
-)
+from product_qa.data.tables import CSV_SUFFIXES, CsvReader, describe_csv
 
 DEFAULT_BLOCK_BYTES = 4 << 20
+PARQUET_SUFFIX = ".parquet"
 
 
 def describe_source(path: str | os.PathLike, fields: Fields = DEFAULT_FIELDS) -> SourceInfo:
@@ -35,6 +29,7 @@ def describe_source(path: str | os.PathLike, fields: Fields = DEFAULT_FIELDS) ->
     path = Path(path)
     name = path.name.lower()
     if name.endswith(PARQUET_SUFFIX):
+        from product_qa.data.parquet import describe_parquet  # pyarrow is loaded only for a Parquet file
         return describe_parquet(path, fields)
     if name.endswith(CSV_SUFFIXES):
         return describe_csv(path, fields)
@@ -44,6 +39,7 @@ def describe_source(path: str | os.PathLike, fields: Fields = DEFAULT_FIELDS) ->
 def open_reader(source: SourceInfo, fields: Fields = DEFAULT_FIELDS, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Reader:
     """The reader that cuts `source` into tasks of about `block_bytes` of text each."""
     if source.format == "parquet":
+        from product_qa.data.parquet import ParquetReader
         return ParquetReader(source, fields, block_bytes)
     if source.format == "csv":
         return CsvReader(source, fields, block_bytes)

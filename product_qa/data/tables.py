@@ -1,11 +1,11 @@
-"""Catalogs as tables: CSV (.csv, gzip .csv.gz) and Parquet (.parquet), with their own column names mapped by
-data.uid_field, title_field and content_field.
+"""Catalogs as tables: CSV (.csv, gzip .csv.gz) here and Parquet (.parquet) in parquet.py, with their own column
+names mapped by data.uid_field, title_field and content_field.
 
 Both stream in bounded memory, like the JSON reader. A CSV file is parsed in the main process by the stdlib csv
-module, the one parser here that tells each record's line (a quoted field may hold line breaks, so lines are
-no record boundaries); it sends the workers blocks of rows already cut to the mapped columns. A Parquet file is
-read with pyarrow a batch at a time, only the mapped columns; the workers turn a batch into Python values.
-A CSV record is numbered by the line it starts on (the header is line 1), a Parquet row by its index from 0.
+module, the one parser that tells each record's line (a quoted field may hold line breaks, so lines are no
+record boundaries; pyarrow's CSV reader parses faster but numbers rows, not lines); it sends the workers blocks
+of rows already cut to the mapped columns. A CSV record is numbered by the line it starts on (the header is
+line 1).
 """
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, TextIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from product_qa.data.reading import (
     DEFAULT_FIELDS,
@@ -35,8 +32,6 @@ from product_qa.data.reading import (
 from product_qa.errors import UserError
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
-PARQUET_SUFFIX = ".parquet"
-PARQUET_BUFFER_BYTES = 1 << 20  # pages are read through a buffer this size, not a whole row group at once
 _CUT_CHECK_ROWS = 256  # a CSV block's size is looked at every this many rows (a tell() per row costs)
 
 Mapped = tuple[str | None, str, str]  # the uid (None: ids are hashes), title and content columns
@@ -84,8 +79,6 @@ def _undecodable(values: tuple) -> bool:
                 return True
     return False
 
-
-# --- CSV ---------------------------------------------------------------------------------------------------------
 
 @contextmanager
 def _csv_text(path: str | Path, compressed: bool) -> Iterator[tuple[BinaryIO, BinaryIO, TextIO]]:
@@ -156,75 +149,3 @@ class CsvReader:
             self.bytes_read = raw.tell()
             if rows:
                 yield Rows(rows, end - first + 1)
-
-
-# --- Parquet -----------------------------------------------------------------------------------------------------
-
-def _is_text(kind: pa.DataType) -> bool:
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
-
-
-def _open_parquet(path: str | Path) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
-    except (pa.ArrowException, OSError) as err:
-        raise UserError(f"{path}: not a readable Parquet file ({err})") from None
-
-
-def describe_parquet(path: Path, fields: Fields) -> SourceInfo:
-    """Check the schema has the mapped columns, text (an integer uid too); else raise one clear UserError."""
-    stat, _ = checked_file(path)
-    schema = _open_parquet(path).schema_arrow
-    uid, title, content = mapped_columns(path, schema.names, fields)
-    for name, integer_too in ((uid, True), (title, False), (content, False)):
-        kind = schema.field(name).type if name is not None else pa.string()
-        if not (_is_text(kind) or (integer_too and pa.types.is_integer(kind))):
-            raise UserError(f"{path}: column {name!r} ({fields.setting(name)}) holds {kind}, expected text")
-    return SourceInfo(str(path), "parquet", False, stat.st_size, stat.st_mtime_ns)
-
-
-class ParquetBatch(NamedTuple):
-    batch: pa.RecordBatch  # only the mapped columns
-    columns: Mapped
-
-    def load(self) -> Rows:
-        """The batch's rows as Python values, numbered from 0."""
-        count = self.batch.num_rows
-        uid, title, content = (self.batch.column(name).to_pylist() if name is not None else [None] * count
-                               for name in self.columns)
-        return Rows(list(zip(range(count), uid, title, content, strict=True)), count)
-
-
-class ParquetReader:
-    """Batches of about `block_bytes` of text (by the file's own statistics), only the mapped columns read."""
-
-    def __init__(self, source: SourceInfo, fields: Fields, block_bytes: int):
-        self.source = source
-        self.fields = fields
-        self.block_bytes = block_bytes
-        self.bytes_read = 0
-
-    def tasks(self) -> Iterator[ParquetBatch]:
-        file = _open_parquet(self.source.path)
-        columns = mapped_columns(self.source.path, file.schema_arrow.names, self.fields)
-        wanted = list(dict.fromkeys(name for name in columns if name is not None))
-        total, done = file.metadata.num_rows, 0
-        batches = file.iter_batches(batch_size=self._rows_per_batch(file.metadata, wanted), columns=wanted)
-        while True:
-            try:
-                batch = next(batches, None)
-            except (pa.ArrowException, OSError) as err:
-                raise UserError(f"{self.source.path}: cannot read past row {done:,} ({err})") from None
-            if batch is None:
-                return
-            done += batch.num_rows
-            self.bytes_read = self.source.size_bytes * done // max(total, 1)
-            yield ParquetBatch(batch, columns)
-
-    def _rows_per_batch(self, metadata: pq.FileMetaData, wanted: list[str]) -> int:
-        text_bytes = sum(group.column(index).total_uncompressed_size
-                         for group in map(metadata.row_group, range(metadata.num_row_groups))
-                         for index in range(group.num_columns) if group.column(index).path_in_schema in wanted)
-        return max(1, self.block_bytes * metadata.num_rows // max(text_bytes, 1))
