@@ -1,5 +1,5 @@
 """Streaming reader for trn.json-style files: JSON Lines (.json/.jsonl), gzip, or one JSON array; and what every
-reader shares (tables.py reads CSV and Parquet, sources.py picks the reader of a file).
+reader shares (tables.py reads CSV, parquet.py Parquet, sources.py picks the reader of a file).
 
 Memory stays flat whatever the file size: a reader cuts the file into tasks (blocks of whole lines) that a
 worker process of data/scan.py loads and parses: `items` validates each record and sorts it into records or
@@ -43,7 +43,7 @@ BAD_INPUT_REASONS = (MALFORMED_JSON, INVALID_UTF8, NOT_AN_OBJECT, MISSING_FIELD,
 class Fields(NamedTuple):
     """The input's names for a record's fields or columns (data.uid_field, title_field, content_field)."""
 
-    uid: str = "uid"  # this default name may be missing (ids are then hashes); a name set in the config may not
+    uid: str = "uid"  # a table may lack this default column (ids are then hashes), not one the config names
     title: str = "title"
     content: str = "content"
 
