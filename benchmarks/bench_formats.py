@@ -4,8 +4,10 @@ Generates the catalog with the project's own generator (product_qa/data/syntheti
 distribution), writes it as JSON Lines (uid, title, content), CSV (sku, name, description) and Parquet
 (product_id, product_name, body, and a price column that is never read; one row group, as pandas writes it),
 prepares each with its columns mapped by --set data.*_field, at two sizes, and prints one JSON line per run:
-seconds, the ratio to JSON Lines at the same size, peak RSS (main process plus workers) and its ratio to the
-smaller size's (flat memory: about 1), and whether the splits are byte-identical to the JSON Lines ones.
+seconds and CPU seconds (the run and its workers) with their ratios to JSON Lines at the same size, peak RSS
+(main process plus workers) and its ratio to the smaller size's (flat memory: about 1), and whether the splits
+are byte-identical to the JSON Lines ones. On a machine shared with other work, compare the CPU seconds: a run
+with more busy processes (the CSV run parses in its main process too) gets a larger share of shared cores.
 
     python -m benchmarks.bench_formats [--records 1000000] [--small-records 250000]
 
@@ -18,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -80,6 +83,12 @@ def prepare_command(path: Path, kind: str, out_dir: Path) -> list[str]:
             "--set", f"data.output_dir={out_dir}", *[arg for setting in mapping for arg in ("--set", setting)]]
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU time of the finished child processes so far, their own finished children included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def splits(out_dir: Path) -> list[bytes]:
     return [(out_dir / f"{split}.jsonl").read_bytes() for split in SPLITS]
 
@@ -96,13 +105,17 @@ def main() -> None:
     for records in (args.small_records, args.records):
         paths = catalog_files(records)
         seconds: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         for kind, path in paths.items():
             out_dir = BENCH_DIR / f"formats_{kind}_{records}"
+            cpu_before = children_cpu_seconds()
             seconds[kind], peak = measure(prepare_command(path, kind, out_dir))
+            cpu[kind] = children_cpu_seconds() - cpu_before
             small_peaks.setdefault(kind, peak)
             print(json.dumps({
                 "bench": "formats", "format": kind, "records": records, "file_mib": round(path.stat().st_size / 2**20),
                 "seconds": round(seconds[kind], 1), "ratio_to_jsonl": round(seconds[kind] / seconds["jsonl"], 2),
+                "cpu_seconds": round(cpu[kind], 1), "cpu_ratio_to_jsonl": round(cpu[kind] / cpu["jsonl"], 2),
                 "peak_rss_mib": round(peak), "peak_rss_ratio_to_small": round(peak / small_peaks[kind], 2),
                 "same_splits_as_jsonl": splits(out_dir) == splits(BENCH_DIR / f"formats_jsonl_{records}"),
             }), flush=True)
