@@ -341,3 +341,13 @@ def test_cli_missing_column_exits_2_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: {path}: no column 'title' (data.title_field); its columns: 'sku', "
                                      "'name', 'description'")
+
+
+def test_an_unclosed_csv_quote_stops_at_its_line_not_all_the_memory(tmp_path, monkeypatch):
+    """An unclosed quote swallows the rest of the file into one field: past the line limit it is one error."""
+    import product_qa.data.tables as tables
+    monkeypatch.setattr(tables, "MAX_LINE_BYTES", 100)
+    path = tmp_path / "catalog.csv"
+    path.write_text('sku,name,description\n1,Kettle,A kettle.\n2,Mug,"A mug\n' + "more text\n" * 50)
+    with pytest.raises(UserError, match=r"catalog\.csv:3: malformed CSV \(field larger than field limit"):
+        list(iter_records(path, fields=CATALOG_COLUMNS))
