@@ -137,6 +137,11 @@ def check_data(data: DataConfig) -> None:
         _fraction("data", name, getattr(data, name))
     if data.validation_fraction + data.test_fraction >= 1:
         raise UserError("data.validation_fraction + data.test_fraction must leave room for training (< 1)")
+    for name in ("title_field", "content_field", "uid_field"):
+        if not getattr(data, name).strip():
+            raise UserError(f"data.{name} must name a field or column, got {getattr(data, name)!r}")
+    if data.title_field == data.content_field:
+        raise UserError(f"data.title_field and data.content_field must differ, both are {data.title_field!r}")
     _at_least("data", {"max_records": data.max_records}, 1, none_ok=True)
     _at_least("data", {"min_title_chars": data.min_title_chars, "min_content_chars": data.min_content_chars,
                        "workers": data.workers, "examples_per_reason": data.examples_per_reason}, 0)

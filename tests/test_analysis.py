@@ -346,3 +346,18 @@ def test_text_from_the_data_is_shown_in_the_markdown_reports_not_obeyed():
     assert re.sub(r"\\(.)", r"\1", shown.replace("&lt;", "<")) == title  # nothing lost: only escaped
     row = markdown_table(["issue", "records"], [["HTML tags (<br> …) | pipes", "**17**"]])[2]
     assert row == "| HTML tags (&lt;br> …) \\| pipes | **17** |"  # the code's own bold stays
+
+
+def test_a_parquet_catalog_with_mapped_columns_is_analysed_as_its_json_lines(tmp_path, data_config):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", SMALL))
+    expected = analyse(config_for(data_config, tmp_path), progress=False).report
+    path = tmp_path / "catalog.parquet"
+    pq.write_table(pa.table({"sku": [r["uid"] for r in SMALL], "name": [r["title"] for r in SMALL],
+                             "description": [r["content"] for r in SMALL]}), path)
+    data_config.raw_path, data_config.uid_field, data_config.title_field, data_config.content_field = (
+        str(path), "sku", "name", "description")
+    report = analyse(config_for(data_config, tmp_path), progress=False).report
+    assert report["records"] == expected["records"] and report["duplicates"] == expected["duplicates"]
+    assert report["funnel"] == expected["funnel"] and report["lengths"] == expected["lengths"]

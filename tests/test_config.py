@@ -46,6 +46,8 @@ def test_fingerprint_is_stable_and_sensitive():
     ("data.block_mb=0", "data.block_mb must be at least 1"),
     ("data.validation_fraction=-0.5", r"data.validation_fraction must be in \[0, 1\)"),
     ("data.max_records=0", "data.max_records must be at least 1"),
+    ("data.title_field=''", "data.title_field must name a field or column, got ''"),
+    ("data.content_field=title", "data.title_field and data.content_field must differ, both are 'title'"),
     ("train.method=lroa", "'lroa' is not one of: lora, full, qlora"),
     ("train.lr_scheduler=bogus", "'bogus' is not one of: linear, cosine"),
     ("train.batch_size=0", "train.batch_size must be at least 1"),

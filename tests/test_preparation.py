@@ -219,6 +219,49 @@ def test_the_splits_load_with_datasets_and_their_dataset_card_is_made_from_the_r
     assert prepared_data_fingerprint(data_config) == before
 
 
+@pytest.mark.parametrize("kind, workers", [("csv", 1), ("csv.gz", 1), ("parquet", 1), ("parquet", 2)])
+def test_csv_and_parquet_catalogs_prepare_to_the_examples_of_the_same_json_lines(tmp_path, data_config, kind,
+                                                                                 workers):
+    """The same records as a table with other column names, mapped in the config, give byte-identical splits."""
+    import csv
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    records = catalog(300) + [{"uid": "e1", "title": "Empty Box", "content": ""},
+                              {"uid": "q1", "title": 'Mug, "tall"', "content": "A tall mug,\nwith a lid and a handle."}]
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", records))
+    expected = prepare(data_config, progress=False)
+    json_outputs = outputs_bytes(data_config)
+
+    path = tmp_path / f"catalog.{kind}"
+    rows = [(r["uid"], r["title"], r["content"]) for r in records]
+    if kind == "parquet":
+        pq.write_table(pa.table({"product_id": [r[0] for r in rows], "product_name": [r[1] for r in rows],
+                                 "body": [r[2] for r in rows]}), path, row_group_size=100)
+        data_config.uid_field, data_config.title_field, data_config.content_field = "product_id", "product_name", "body"
+    else:
+        with (gzip.open(path, "wt", newline="") if kind.endswith(".gz") else open(path, "w", newline="")) as handle:
+            csv.writer(handle).writerows([("sku", "name", "description"), *rows])
+        data_config.uid_field, data_config.title_field, data_config.content_field = "sku", "name", "description"
+    data_config.raw_path, data_config.output_dir, data_config.workers = str(path), str(tmp_path / kind), workers
+    report = prepare(data_config, progress=False)
+    assert outputs_bytes(data_config) == json_outputs
+    assert report["steps"] == expected["steps"]
+    assert report["dropped"]["empty_content"]["count"] == 1
+
+
+def test_the_field_mapping_is_part_of_the_fingerprint(tmp_path, data_config):
+    records = [{**record, "name": record["title"].upper()} for record in catalog(50)]
+    data_config.raw_path = str(write_jsonl(tmp_path / "trn.json", records))
+    prepare(data_config, progress=False)
+    data_config.title_field = "name"
+    report = prepare(data_config, progress=False)
+    assert report["skipped"] is False
+    assert all(example["title"].isupper() for example in read_split(data_config, "train"))
+    assert prepare(data_config, progress=False)["skipped"] is True
+
+
 def test_an_edit_that_keeps_the_length_and_the_mtime_is_prepared_anew(tmp_path, data_config):
     """The up-to-date check compares the input's contents, not only its path, size and modification time."""
     raw = write_jsonl(tmp_path / "trn.json", catalog(50))

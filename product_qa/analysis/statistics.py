@@ -35,9 +35,10 @@ from product_qa.analysis.text import title_patterns
 from product_qa.analysis.tokens import TokenFigures, cloud_terms, token_figures
 from product_qa.data.cleaning import CLEANING_RULES, clean_record
 from product_qa.data.filtering import drop_reason
-from product_qa.data.reading import Record, describe_source
+from product_qa.data.reading import Fields, Record
 from product_qa.data.scan import BlockJob, BlockResult, Scan
 from product_qa.data.selection import SurvivorColumns, Survivors, funnel_steps, select
+from product_qa.data.sources import describe_source
 from product_qa.hashing import key_hash, mix64
 from product_qa.modeling import load_tokenizer
 
@@ -168,7 +169,7 @@ def analyse_block(cfg: Config, job: BlockJob) -> BlockStats:
     """Everything the analysis learns from one block of lines (in a worker process). Records whose reservoir
     priority is at or below the job's hint (the main process's current cut-off) are sent back whole."""
     block_pass = _BlockPass(cfg, job.hint)
-    for record in block_pass.stats.read(job.task):
+    for record in block_pass.stats.read(job.task, Fields.of(cfg.data)):
         block_pass.add(record)
     return block_pass.finish(cfg.analysis.counter_capacity)
 
@@ -260,7 +261,7 @@ def funnel(scan: Scan, totals: Totals, data: DataConfig) -> tuple[dict, dict]:
 def analyse(cfg: Config, *, progress: bool = True, tokenizer: PreTrainedTokenizerBase | None = None) -> Analysis:
     """Run the analysis of `cfg.data.raw_path` in one streamed pass. `tokenizer` defaults to the configured
     model's; with analysis.token_sample_size=0 no tokens are counted and no tokenizer is loaded."""
-    source = describe_source(cfg.data.raw_path)
+    source = describe_source(cfg.data.raw_path, Fields.of(cfg.data))
     started = time.perf_counter()
     scan, totals = Scan(source, cfg.data), Totals(cfg)
     for stats, offset in scan.results(analyse_block, cfg, desc="analyse", progress=progress,

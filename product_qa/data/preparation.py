@@ -29,9 +29,10 @@ from product_qa.data.cleaning import clean_record, clean_text_within, within_lim
 from product_qa.data.examples import SPLITS, output_paths, split_paths
 from product_qa.data.filtering import FILTER_REASONS, drop_reason
 from product_qa.data.prompts import SPLIT_PHRASINGS, build_example, pick_phrasing
-from product_qa.data.reading import SourceInfo, describe_source
+from product_qa.data.reading import Fields, SourceInfo
 from product_qa.data.scan import BlockJob, BlockResult, Scan
 from product_qa.data.selection import Selection, SurvivorColumns, Survivors, funnel_steps, select
+from product_qa.data.sources import describe_source
 from product_qa.errors import UserError
 from product_qa.hashing import files_digest
 from product_qa.io_utils import (
@@ -73,7 +74,7 @@ def process_block(state: tuple[DataConfig, Path], job: BlockJob) -> PrepBlock:
     result = PrepBlock(keep=data.examples_per_reason)
     clean = within_limits(data)
     spool = bytearray()  # one growing buffer: thousands of separate bytes objects cost more in allocation
-    for record in result.read(job.task):
+    for record in result.read(job.task, Fields.of(data)):
         title, content = clean_record(record.title, record.content, clean)
         reason = drop_reason(title, content, data)
         if reason is not None:
@@ -118,7 +119,7 @@ def up_to_date(data: DataConfig, fp: str) -> dict | None:
 
 def prepare(data: DataConfig, *, strict: bool = False, force: bool = False, progress: bool = True) -> dict:
     """Run the preparation stage; returns its report (also written to output_dir/prep_report.json)."""
-    source = describe_source(data.raw_path)
+    source = describe_source(data.raw_path, Fields.of(data))
     content_digest = files_digest([Path(source.path)])
     fp = data_fingerprint(data, source, content_digest)
     with data_lock(Path(data.output_dir)):  # a training reading the data finishes with it first, and vice versa

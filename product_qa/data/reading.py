@@ -1,8 +1,9 @@
-"""Streaming reader for trn.json-style files: JSON Lines (.json/.jsonl), gzip, or one JSON array.
+"""Streaming reader for trn.json-style files: JSON Lines (.json/.jsonl), gzip, or one JSON array; and what every
+reader shares (tables.py reads CSV, parquet.py Parquet, sources.py picks the reader of a file).
 
-Memory stays flat whatever the file size: the file is read in blocks of whole lines. A block is parsed by
-`parse_block`, which validates each line and sorts it into records or bad input by reason; preparation runs
-it in the worker processes of data/scan.py; `iter_records` reads a file in one process.
+Memory stays flat whatever the file size: a reader cuts the file into tasks (blocks of whole lines) that a
+worker process of data/scan.py loads and parses: `items` validates each record and sorts it into records or
+bad input by reason, numbering them from the block's start (`line_count` says how many lines it spans).
 """
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import ijson
 import orjson
 
 from product_qa.errors import UserError
+
+if TYPE_CHECKING:
+    from config import DataConfig
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -32,7 +36,27 @@ INVALID_UTF8 = "invalid_utf8"
 NOT_AN_OBJECT = "not_an_object"
 MISSING_FIELD = "missing_field"
 BAD_TYPE = "wrong_type"
-BAD_INPUT_REASONS = (MALFORMED_JSON, INVALID_UTF8, NOT_AN_OBJECT, MISSING_FIELD, BAD_TYPE)
+WRONG_FIELD_COUNT = "wrong_field_count"  # a CSV row with more or fewer fields than its header
+BAD_INPUT_REASONS = (MALFORMED_JSON, INVALID_UTF8, NOT_AN_OBJECT, MISSING_FIELD, BAD_TYPE, WRONG_FIELD_COUNT)
+
+
+class Fields(NamedTuple):
+    """The input's names for a record's fields or columns (data.uid_field, title_field, content_field)."""
+
+    uid: str = "uid"  # a table may lack this default column (ids are then hashes), not one the config names
+    title: str = "title"
+    content: str = "content"
+
+    @classmethod
+    def of(cls, data: DataConfig) -> Fields:
+        return cls(data.uid_field, data.title_field, data.content_field)
+
+    def setting(self, name: str) -> str:
+        """The config setting that maps the field or column `name`."""
+        return next(f"data.{kind}_field" for kind, mapped in self._asdict().items() if mapped == name)
+
+
+DEFAULT_FIELDS = Fields()
 
 
 class Record(NamedTuple):  # NamedTuple: millions are made, and they are cheap to create
@@ -48,6 +72,28 @@ class BadLine(NamedTuple):
     detail: str
 
 
+class Loaded(Protocol):
+    """A task's records, loaded in a worker: numbered from the task's start, `line_count` lines (or rows) long."""
+
+    @property
+    def line_count(self) -> int: ...
+
+    def items(self, fields: Fields) -> Iterator[Record | BadLine]: ...
+
+
+class Task(Protocol):
+    """What a reader hands a worker: something small to send, loaded there."""
+
+    def load(self) -> Loaded: ...
+
+
+class Reader(Protocol):
+    source: SourceInfo
+    bytes_read: int  # how far the tasks so far reach into the file, for progress bars
+
+    def tasks(self) -> Iterator[Task]: ...
+
+
 class Block(NamedTuple):
     data: bytes  # whole JSON Lines
     first_line: int
@@ -59,6 +105,9 @@ class Block(NamedTuple):
     def load(self) -> Block:
         """The same lines numbered from 1, as a worker numbers them (ByteRange.load's counterpart)."""
         return self._replace(first_line=1)
+
+    def items(self, fields: Fields) -> Iterator[Record | BadLine]:
+        return parse_block(self, fields)
 
 
 class ByteRange(NamedTuple):
@@ -79,7 +128,7 @@ class ByteRange(NamedTuple):
 @dataclass
 class SourceInfo:
     path: str
-    format: str  # "jsonl" or "json-array"
+    format: str  # "jsonl", "json-array", "csv" or "parquet"
     compressed: bool
     size_bytes: int
     mtime_ns: int
@@ -91,28 +140,32 @@ def stable_uid(title: str, content: str) -> str:
     return "h" + digest.hexdigest()
 
 
-def validate(obj: object, line: int) -> Record | BadLine:
-    """Check one decoded JSON value has a string title and content; tolerate extra fields and a missing uid."""
-    if not isinstance(obj, dict):
-        return BadLine(line, NOT_AN_OBJECT, f"expected an object, got {type(obj).__name__}")
-    title, content = obj.get("title", ...), obj.get("content", ...)
-    for name, value in (("title", title), ("content", content)):
+def check_fields(line: int, uid: object, title: object, content: object, fields: Fields) -> Record | BadLine:
+    """A record from one entry's values, whatever the format (`...`: the field is missing): a string title and
+    content, and a string or integer uid (a missing or empty one becomes a hash of the content)."""
+    for name, value in ((fields.title, title), (fields.content, content)):
         if value is ...:
             return BadLine(line, MISSING_FIELD, f"no {name!r} field")
         if not isinstance(value, str):
             kind = "null" if value is None else type(value).__name__
             return BadLine(line, BAD_TYPE, f"{name!r} is {kind}, expected a string")
-    uid = obj.get("uid")
     if uid is None or uid == "":
         uid = stable_uid(title, content)
     elif isinstance(uid, (str, int)) and not isinstance(uid, bool):
         uid = str(uid)
     else:
-        return BadLine(line, BAD_TYPE, f"'uid' is {type(uid).__name__}, expected a string")
+        return BadLine(line, BAD_TYPE, f"{fields.uid!r} is {type(uid).__name__}, expected a string")
     return Record(line, uid, title, content)
 
 
-def parse_line(raw: bytes, line: int) -> Record | BadLine | None:
+def validate(obj: object, line: int, fields: Fields) -> Record | BadLine:
+    """Check one decoded JSON value is an object with the record's fields; tolerate extra fields and no uid."""
+    if not isinstance(obj, dict):
+        return BadLine(line, NOT_AN_OBJECT, f"expected an object, got {type(obj).__name__}")
+    return check_fields(line, obj.get(fields.uid), obj.get(fields.title, ...), obj.get(fields.content, ...), fields)
+
+
+def parse_line(raw: bytes, line: int, fields: Fields) -> Record | BadLine | None:
     """Decode one JSON line; None for a blank line."""
     if not raw.strip():
         return None
@@ -123,26 +176,25 @@ def parse_line(raw: bytes, line: int) -> Record | BadLine | None:
         if "utf-8" in message.lower() or "surrogate" in message.lower():
             return BadLine(line, INVALID_UTF8, "not valid UTF-8")
         return BadLine(line, MALFORMED_JSON, message.split(": line")[0])
-    return validate(obj, line)
+    return validate(obj, line, fields)
 
 
-def parse_block(block: Block) -> Iterator[Record | BadLine]:
+def parse_block(block: Block, fields: Fields) -> Iterator[Record | BadLine]:
     """Records and bad lines of a block, in file order; blank lines are skipped."""
     line = block.first_line
     for raw in io.BytesIO(block.data):  # iterating frees each line as it goes: faster than split() on big blocks
-        parsed = parse_line(raw, line)
+        parsed = parse_line(raw, line, fields)
         if parsed is not None:
             yield parsed
         line += 1
 
 
-def describe_source(path: str | os.PathLike) -> SourceInfo:
-    """Check the file exists, is readable, non-empty JSON, and tell its format; else raise one clear UserError."""
-    path = Path(path)
+def checked_file(path: Path) -> tuple[os.stat_result, bool]:
+    """The stat of an existing, readable, non-empty file, and whether it is gzip; else one clear UserError."""
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a trn.json file")
+        raise UserError(f"{path}: is a directory, expected a catalog file")
     try:
         with path.open("rb") as handle:
             compressed = handle.read(2) == GZIP_MAGIC
@@ -151,7 +203,13 @@ def describe_source(path: str | os.PathLike) -> SourceInfo:
     stat = path.stat()
     if stat.st_size == 0:
         raise UserError(f"{path}: file is empty")
-    with _open_binary(path, compressed) as handle:
+    return stat, compressed
+
+
+def describe_json(path: Path) -> SourceInfo:
+    """Check the file is readable, non-empty JSON, and tell its format; else raise one clear UserError."""
+    stat, compressed = checked_file(path)
+    with open_binary(path, compressed) as handle:
         try:
             head = handle.read(65536)
         except (OSError, EOFError) as err:
@@ -165,11 +223,12 @@ def describe_source(path: str | os.PathLike) -> SourceInfo:
         fmt = "json-array"
     else:
         raise UserError(f"{path}: not JSON: expected JSON Lines (one object per line) or a JSON array, "
-                        f"found {head[:40]!r} at the start")
+                        f"found {head[:40]!r} at the start (CSV and Parquet are read by their name: .csv, .csv.gz, "
+                        ".parquet)")
     return SourceInfo(str(path), fmt, compressed, stat.st_size, stat.st_mtime_ns)
 
 
-def _open_binary(path: Path, compressed: bool) -> io.BufferedIOBase:
+def open_binary(path: Path, compressed: bool) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if compressed else path.open("rb")
 
 
@@ -188,6 +247,10 @@ class BlockReader:
             for block in blocks:
                 self.bytes_read = raw.tell()
                 yield block
+
+    def tasks(self) -> Iterator[Block | ByteRange]:
+        plain = self.source.format == "jsonl" and not self.source.compressed
+        return self.ranges() if plain else iter(self)
 
     def ranges(self) -> Iterator[ByteRange]:
         """Byte ranges of whole lines, for workers that read the file themselves (uncompressed JSON Lines only:
@@ -310,18 +373,3 @@ class BadInputLog(Tally):
 
 def strict_error(path: str, bad: BadLine) -> UserError:
     return UserError(f"{path}:{bad.line}: {bad.reason.replace('_', ' ')}: {bad.detail}")
-
-
-def iter_records(path: str | os.PathLike, *, strict: bool = False, bad_log: BadInputLog | None = None,
-                 reader: BlockReader | None = None) -> Iterator[Record]:
-    """Every valid record of a file, in order, in one process. Bad input is skipped and counted in `bad_log`,
-    or raises a UserError naming file:line and the reason when `strict`."""
-    reader = reader or BlockReader(describe_source(path))
-    for block in reader:
-        for item in parse_block(block):
-            if isinstance(item, Record):
-                yield item
-            elif strict:
-                raise strict_error(reader.source.path, item)
-            elif bad_log is not None:
-                bad_log.add_line(item)

@@ -34,15 +34,16 @@ def _drops_table(report: dict) -> Table:
     drops.add_column("reason")
     drops.add_column("count", justify="right")
     drops.add_column("first example")
+    line = "row" if report["input"]["format"] == "parquet" else "line"  # a Parquet row by its index
     for reason, info in report["bad_input"].items():
         # no first line kept with data.examples_per_reason=0
-        first = f"line {info['first_lines'][0]}: {info['example']}" if info["first_lines"] else ""
+        first = f"{line} {info['first_lines'][0]}: {info['example']}" if info["first_lines"] else ""
         drops.add_row(f"bad input: {reason}", f"{info['count']:,}", console_text(first))
     for group in ("dropped", "duplicates_dropped"):
         for reason, info in report[group].items():
             if info["count"]:
                 example = info["examples"][0] if info["examples"] else {}
-                shown = f"line {example.get('line')}: {example.get('title', '')[:50]!r}" if "title" in example else (
-                    f"line {example.get('line')} (kept line {example.get('kept_line')})" if example else "")
+                shown = f"{line} {example.get('line')}: {example.get('title', '')[:50]!r}" if "title" in example else (
+                    f"{line} {example.get('line')} (kept {line} {example.get('kept_line')})" if example else "")
                 drops.add_row(reason, f"{info['count']:,}", console_text(shown))
     return drops

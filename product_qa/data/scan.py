@@ -1,11 +1,12 @@
 """One streamed pass over an input file in blocks of lines: the pass the preparation and analysis stages share.
 
 The main process cuts the file into blocks of whole lines (byte ranges that the workers read themselves when
-the file is plain JSON Lines: the main process then reads a few bytes per block, not the whole file). Worker
-processes parse each block and do a stage's work on its records; their results come back in file order, with
-a bounded number in flight so memory stays flat (Pool.imap would read the whole file ahead). A worker numbers
-lines from its block's start; the scan turns them into the file's and merges the bad lines and the drops per
-reason, with a few examples of each. The same input gives the same results whatever the number of workers.
+the file is plain JSON Lines: the main process then reads a few bytes per block, not the whole file; blocks of
+rows for CSV and Parquet, data/tables.py). Worker processes parse each block and do a stage's work on its
+records; their results come back in file order, with a bounded number in flight so memory stays flat (Pool.imap
+would read the whole file ahead). A worker numbers lines from its block's start; the scan turns them into the
+file's and merges the bad lines and the drops per reason, with a few examples of each. The same input gives the
+same results whatever the number of workers.
 """
 from __future__ import annotations
 
@@ -18,18 +19,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tqdm import tqdm
 
-from product_qa.data.reading import (
-    BadInputLog,
-    BadLine,
-    Block,
-    BlockReader,
-    ByteRange,
-    Record,
-    SourceInfo,
-    Tally,
-    parse_block,
-    strict_error,
-)
+from product_qa.data.reading import BadInputLog, BadLine, Fields, Record, SourceInfo, Tally, Task, strict_error
+from product_qa.data.sources import open_reader
 from product_qa.errors import UserError
 
 if TYPE_CHECKING:
@@ -38,7 +29,7 @@ if TYPE_CHECKING:
 
 class BlockJob(NamedTuple):
     index: int  # the block's place in the file: 0, 1, ...
-    task: Block | ByteRange
+    task: Task
     hint: Any  # what the stage's `hint()` returned when the block was sent (None without one)
 
 
@@ -57,11 +48,11 @@ class BlockResult:
         self.bad = BadInputLog(keep=max(self.keep, 1))  # the first bad line is always kept: --strict names it
         self.drops = Tally(keep=self.keep)
 
-    def read(self, task: Block | ByteRange) -> Iterator[Record]:
+    def read(self, task: Task, fields: Fields) -> Iterator[Record]:
         """The block's valid records, in order; its bad lines are tallied on the way."""
         block = task.load()
         self.line_count = block.line_count
-        for item in parse_block(block):
+        for item in block.items(fields):
             if isinstance(item, BadLine):
                 self.bad.add_line(item)
             else:
@@ -106,22 +97,18 @@ class Scan:
 
     def __init__(self, source: SourceInfo, data: DataConfig, *, strict: bool = False):
         self.source = source
-        self.reader = BlockReader(source, data.block_mb << 20)
+        self.reader = open_reader(source, Fields.of(data), data.block_mb << 20)
         self.workers = data.workers or os.cpu_count() or 1
         self.strict = strict  # the first bad line raises a UserError naming file:line
         self.bad = BadInputLog(keep=data.examples_per_reason)
         self.drops = Tally(keep=data.examples_per_reason)
         self.records = self.lines = self.blocks = 0
 
-    def tasks(self) -> Iterator[Block | ByteRange]:
-        plain = self.source.format == "jsonl" and not self.source.compressed
-        return self.reader.ranges() if plain else iter(self.reader)
-
     def results(self, work: BlockWork, state: Any, *, desc: str, progress: bool,
                 hint: Callable[[], Any] = lambda: None) -> Iterator[tuple[BlockResult, int]]:
         """Each block's result in file order, with the offset that turns its line numbers into the file's. Its
         bad lines, drops and counts are merged into the scan first. `state` reaches every call of `work`."""
-        jobs = (BlockJob(index, task, hint()) for index, task in enumerate(self.tasks()))
+        jobs = (BlockJob(index, task, hint()) for index, task in enumerate(self.reader.tasks()))
         with tqdm(total=self.source.size_bytes, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
             for result in in_file_order(jobs, work, state, self.workers):
                 offset = self.lines
