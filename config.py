@@ -17,7 +17,7 @@ from typing import Literal
 class DataConfig:
     """prepare_data.py: read trn.json, clean, filter, dedupe, sample, split, build question->answer examples."""
 
-    raw_path: str = "sample_data.json"  # input: JSON Lines (.json/.jsonl), gzip, a JSON array; CSV, Parquet; --data overrides
+    raw_path: str = "sample_data.json"  # JSON Lines (.json/.jsonl), gzip, JSON array, CSV or Parquet; --data overrides
     title_field: str = "title"  # the field (JSON) or column (CSV, Parquet) holding the product title
     content_field: str = "content"  # the field or column holding its description, the answer to learn
     uid_field: str = "uid"  # the product id's field or column, text or integer; records without one get a hash id
