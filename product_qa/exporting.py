@@ -146,7 +146,7 @@ def _tensors(model_dir: Path, config: dict) -> dict[str, np.ndarray]:
     for path in files:
         try:
             with safe_open(str(path), framework="pt") as weights:  # pt: numpy has no bfloat16
-                for name in weights.keys():  # noqa: SIM118 (a safe_open handle is not a mapping)
+                for name in weights.keys():
                     if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and
                                                                 config.get("tie_word_embeddings")):
                         continue

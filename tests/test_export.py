@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from config import GenerationConfig
+from conftest import REPO, cli_overrides, run_script
 from product_qa.data.prompts import PLAIN_TEMPLATE, prompt_text
 from product_qa.errors import UserError
 from product_qa.exporting import (
@@ -19,7 +20,6 @@ from product_qa.exporting import (
     parse_quants,
     pre_tokenizer_name,
 )
-from tests.conftest import REPO, cli_overrides, run_script
 
 SYSTEM_PROMPT = "Answer with the product's description."
 QUESTIONS = ["What is the Girls Ballet Tutu Neon Pink?", "Describe Kestrel Art Easel for Kids Ages 5-11.",
