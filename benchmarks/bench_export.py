@@ -6,7 +6,7 @@ model's; q8_0 answers at mean ROUGE-L >= 0.98 against them. With llama-cpp-pytho
 from each file too (its own sampler set to greedy, the repetition penalty applied to the answer's tokens only, as
 the pipeline does).
 
-    python -m benchmarks.bench_export [--run smollm2-lora] [--questions 20] [--quant f16,q8_0]
+    python -m benchmarks.bench_export [--run smollm2-lora] [--questions 40] [--quant f16,q8_0]
 
 The export goes to a temporary folder: the run is only read. The last line is JSON.
 """
@@ -52,7 +52,7 @@ def llama_cpp_answers(path: Path, prompts: list[str], max_new_tokens: int, penal
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="the run to export (default: eval.run_name, else the latest run)")
-    parser.add_argument("--questions", type=positive_int, default=20)
+    parser.add_argument("--questions", type=positive_int, default=40)
     parser.add_argument("--quant", default="f16,q8_0")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args()
@@ -65,6 +65,7 @@ def main() -> None:
     from product_qa.answering.generation import generate_answers
     from product_qa.answering.metrics import rouge_scores
     from product_qa.answering.systems import Answerer
+    from product_qa.data.prompts import HELD_OUT_PHRASINGS
     from product_qa.exporting import export_model
     from product_qa.runs import find_run
 
@@ -73,11 +74,14 @@ def main() -> None:
         raise UserError(f"no fine-tuning run under {cfg.train.output_dir}; train one with `python "
                         "fine_tuning_project.py`")
     answerer = Answerer(cfg, run_dir)
-    examples = answerer.catalog.known[:args.questions]
-    prompts = [answerer.prompt(e["question"]) for e in examples]
+    # each catalog product asked as it was trained, then in the held-out phrasings the evaluation asks
+    questions = [question for e in answerer.catalog.known
+                 for question in (e["question"], *(p.question(e["title"]) for p in HELD_OUT_PHRASINGS))]
+    prompts = [answerer.prompt(question) for question in questions[:args.questions]]
     decoding = answerer.decoding
-    print(f"run {run_dir}: {len(prompts)} catalog questions, greedy, max_new_tokens={decoding.max_new_tokens}, "
-          f"repetition_penalty={decoding.repetition_penalty}; torch threads {torch.get_num_threads()}")
+    print(f"run {run_dir}: {len(prompts)} questions on {len(answerer.catalog.known)} catalog products, greedy, "
+          f"max_new_tokens={decoding.max_new_tokens}, repetition_penalty={decoding.repetition_penalty}; "
+          f"torch threads {torch.get_num_threads()}")
 
     def answers(model) -> list[str]:
         return [g.text for g in generate_answers(model, answerer.tokenizer, prompts, decoding)]

@@ -240,3 +240,24 @@ def test_default_model_answers_the_same_from_its_f16_gguf(packaged_checkpoint, t
     for title in titles:
         prompt = prompt_text(tokenizer, f"What is {title}?", "chat", SYSTEM_PROMPT)
         assert greedy(model, tokenizer, prompt, 8) == greedy(source, tokenizer, prompt, 8), title
+
+
+def test_llama_cpp_reads_the_gguf(tiny_model_dir, tiny_export, tokenizer):
+    """llama.cpp itself (llama-cpp-python, not a pinned requirement: skipped without it) tokenizes like the source
+    tokenizer, special tokens included, and computes the source's logits from each file."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoModelForCausalLM
+    folder, export = tiny_export
+    source = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompt = prompt_text(tokenizer, QUESTIONS[2], "chat", SYSTEM_PROMPT)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = source(torch.tensor([ids])).logits[0].numpy()
+    for path in export.files.values():
+        llama = llama_cpp.Llama(model_path=str(path), n_ctx=256, logits_all=True, verbose=False, seed=0)
+        for text in [*QUESTIONS, prompt]:
+            assert llama.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(
+                text, add_special_tokens=False)["input_ids"], (path.name, text)
+        llama.eval(ids)
+        got = llama.scores[:len(ids)]
+        assert abs(got - expected).max() < 0.03 * abs(expected).max(), path.name
