@@ -17,10 +17,11 @@ from pathlib import Path
 from config import Config
 from product_qa.configurator import config_from_args, stage_parser
 from product_qa.errors import UserError, run_cli
-from product_qa.exporting import DEFAULT_QUANTS, parse_quants
+from product_qa.exporting import DEFAULT_QUANTS, check_architecture, export_model, parse_quants
 from product_qa.hub import PUSHED_FOLDERS, add_push_arguments, check_hub_access
 from product_qa.reporting import terminal_text
 from product_qa.runs import add_run_argument, run_from_args
+from product_qa.settings import read_run_report
 
 
 def main() -> int:
@@ -43,12 +44,10 @@ def main() -> int:
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: no merged model in the run; train it again with `python "
                         f"fine_tuning_project.py --run-name {run_dir.name}`")
+    check_architecture(model_dir)  # an unsupported model is said before anything is read
 
     from product_qa.answering.systems import run_decoding, run_train_settings  # heavy imports after argument checks
-    from product_qa.exporting import check_architecture, export_model
-    from product_qa.settings import read_run_report
 
-    check_architecture(model_dir)  # an unsupported model is said before anything is read
     train_cfg = run_train_settings(cfg, run_dir)
     output_dir = args.output_dir or run_dir / "gguf"
     export = export_model(model_dir, output_dir, quants, run_dir.name, train_cfg.prompt_template,
