@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint docs install-gpu prepare analysis train generation-test evaluate ask app bench-prepare bench-analysis bench-train \
-	bench-tokenize bench-knowledge bench-generate bench-evaluate bench-app clean
+.PHONY: run test lint docs install-gpu prepare analysis train generation-test evaluate ask app export bench-prepare \
+	bench-analysis bench-train bench-tokenize bench-knowledge bench-generate bench-evaluate bench-app bench-export clean
 
 # The pinned wheels (numpy 2.4, torch 2.13) need Python 3.11 or newer; say so before pip fails on a missing wheel.
 PYTHON_CHECK := import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else \
@@ -42,6 +42,9 @@ ask: $(INSTALLED)
 
 app: $(INSTALLED)
 	$(PY) app.py
+
+export: $(INSTALLED)
+	$(PY) export_model.py
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q
@@ -79,6 +82,9 @@ bench-evaluate: $(INSTALLED)
 
 bench-app: $(INSTALLED)
 	$(PY) -m benchmarks.bench_app
+
+bench-export: $(INSTALLED)
+	$(PY) -m benchmarks.bench_export
 
 clean:
 	rm -rf outputs

@@ -17,6 +17,7 @@ from conftest import REPO
     (["bench_knowledge", "--set", "foo.bar=1"], "error: --set 'foo.bar=1': unknown section 'foo'"),
     (["bench_catalog", "--records", "0"], "argument --records: 0 is less than 1"),
     (["bench_formats", "--small-records", "0"], "argument --small-records: 0 is less than 1"),
+    (["bench_export", "--quant", "q4_k"], "--quant 'q4_k': choose among f32, f16, bf16, q8_0"),
 ])
 def test_a_wrong_benchmark_argument_is_one_line_not_a_traceback(args, message):
     """The red team's tracebacks (ValueError, ZeroDivisionError, KeyError, UserError) before any work."""

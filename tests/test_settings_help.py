@@ -22,7 +22,7 @@ from product_qa.errors import UserError
 STAGES = {"data_analysis.py": {"analysis", "data", "model"}, "prepare_data.py": {"data"},
           "fine_tuning_project.py": {"data", "model", "train", "generation", "rag"},
           "test_pipeline.py": {"eval", "generation", "rag", "model"}, "ask.py": {"generation", "rag", "model"},
-          "app.py": {"app", "generation", "rag", "model"}}
+          "app.py": {"app", "generation", "rag", "model"}, "export_model.py": {"generation"}}
 
 
 def section_keys(section: str) -> list[str]:

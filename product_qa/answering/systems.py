@@ -47,7 +47,7 @@ from product_qa.settings import ANSWERING_SYSTEMS, check_section, read_run_repor
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from config import Config
+    from config import Config, GenerationConfig, TrainConfig
 
 Section = TypeVar("Section")  # a config section: DataConfig, ModelConfig, TrainConfig
 
@@ -114,6 +114,19 @@ def _run_section(current: Section, saved: dict, name: str, run_dir: Path) -> Sec
     return section
 
 
+def run_train_settings(cfg: Config, run_dir: Path) -> TrainConfig:
+    """The training settings the run was trained with (its config.json: prompt template, system prompt), checked."""
+    return _run_section(cfg.train, _run_config(run_dir), "train", run_dir)
+
+
+def run_decoding(cfg: Config, train_cfg: TrainConfig, report: dict) -> GenerationConfig:
+    """The decoding settings a run answers with: today's, the answer cap following the run's data where
+    generation.max_new_tokens is None (its longest training answer, from its report, within its max_length)."""
+    longest = report.get("longest_answer_tokens")  # None in a run older than it
+    return with_answer_cap(cfg.generation, longest if longest is not None and longest <= train_cfg.max_length
+                           else None)
+
+
 # ------------------------------------------------------------------------------------------------ answerer
 class Answerer:
     """Answers questions with any of SYSTEMS. The run's own settings (data, base model, prompt) come from its
@@ -130,11 +143,8 @@ class Answerer:
         self.model_cfg = dataclasses.replace(self.model_cfg, trust_remote_code=cfg.model.trust_remote_code,
                                              cache_dir=cfg.model.cache_dir)
         self.train_cfg = _run_section(cfg.train, saved, "train", run_dir)
-        # the answer cap follows the run's data (generation.max_new_tokens=None): its longest training answer
         report = read_run_report(run_dir) if run_dir else {}  # its numbers checked before any is used
-        longest = report.get("longest_answer_tokens")  # None in a run older than it; used within the run's cap
-        self.decoding = with_answer_cap(cfg.generation, longest if longest is not None and
-                                        longest <= self.train_cfg.max_length else None)
+        self.decoding = run_decoding(cfg, self.train_cfg, report)
         # the fine-tuned model's decline threshold: the user's, lowered to what the run's own catalog reached
         self.min_confidence = decline_threshold(cfg.generation.min_confidence, report.get("catalog_confidence_floor"))
         self.tokenizer = load_tokenizer(self.model_cfg.name, self.model_cfg.cache_dir, self.model_cfg.trust_remote_code)
