@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from product_qa.data.reading import Fields, SourceInfo, checked_file
-from product_qa.data.tables import Mapped, Rows, mapped_columns
+from product_qa.data.tables import Mapped, Rows, TableReader, mapped_columns
 from product_qa.errors import UserError
 
 PARQUET_BUFFER_BYTES = 1 << 20  # pages are read through a buffer this size, not a whole row group at once
@@ -55,14 +55,8 @@ class ParquetBatch(NamedTuple):
         return Rows(list(zip(range(count), uid, title, content, strict=True)), count)
 
 
-class ParquetReader:
+class ParquetReader(TableReader):
     """Batches of about `block_bytes` of text (by the file's own statistics), only the mapped columns read."""
-
-    def __init__(self, source: SourceInfo, fields: Fields, block_bytes: int):
-        self.source = source
-        self.fields = fields
-        self.block_bytes = block_bytes
-        self.bytes_read = 0
 
     def tasks(self) -> Iterator[ParquetBatch]:
         file = _open_parquet(self.source.path)

@@ -14,6 +14,7 @@ import gzip
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, TextIO
 
@@ -119,14 +120,19 @@ def describe_csv(path: Path, fields: Fields) -> SourceInfo:
     return SourceInfo(str(path), "csv", compressed, stat.st_size, stat.st_mtime_ns)
 
 
-class CsvReader:
-    """Blocks of about `block_bytes` of rows, cut to the mapped columns, parsed here (see the module's doc)."""
+@dataclass
+class TableReader:
+    """A table file's reader: its source, the mapped fields, the size of its blocks and the bytes read so far
+    (the progress bar's)."""
 
-    def __init__(self, source: SourceInfo, fields: Fields, block_bytes: int):
-        self.source = source
-        self.fields = fields
-        self.block_bytes = block_bytes
-        self.bytes_read = 0
+    source: SourceInfo
+    fields: Fields
+    block_bytes: int
+    bytes_read: int = 0
+
+
+class CsvReader(TableReader):
+    """Blocks of about `block_bytes` of rows, cut to the mapped columns, parsed here (see the module's doc)."""
 
     def tasks(self) -> Iterator[Rows]:
         with _csv_text(self.source.path, self.source.compressed) as (raw, binary, text):
