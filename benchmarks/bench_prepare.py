@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,20 +50,23 @@ def naive_pandas_prepare(path: str, out_dir: str) -> None:
 
 
 def measure(command: list[str]) -> tuple[float, float]:
-    """Run a command; return its wall time (s) and peak RSS (MiB) summed over the process and its children."""
+    """Run a command; return its wall time (s) and peak RSS (MiB) summed over the process and its children,
+    sampled (a child's own peak, unlike ru_maxrss, which Linux carries from the parent through fork and exec)."""
     started = time.perf_counter()
-    process = psutil.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()}")
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a long run's warnings never fill it and block
+        process = psutil.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = 0
+        while process.poll() is None:
+            try:
+                tree = [process, *process.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        if process.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{errors.read().decode(errors='replace')[-3000:]}")
     return elapsed, peak / 2**20
 
 
