@@ -82,6 +82,23 @@ def test_answer_only_logits_give_the_same_loss_and_gradients_as_the_full_computa
     torch.testing.assert_close(results[True][1], own, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("template, system_prompt, framed", [("chat", SYSTEM, True), ("chat", None, True),
+                                                              ("plain", None, False)])
+def test_prompt_ids_from_the_token_frame_are_the_whole_prompt_tokenized(tokenizer, template, system_prompt, framed):
+    """The chat template's frame is tokenized once and only the question per example; the ids are those of the
+    whole prompt, for questions that start or end with spaces, newlines, digits, quotes or special tokens too. The
+    plain template's "Question: " joins the first word, so it has no token frame."""
+    encoder = ExampleEncoder(tokenizer, template=template, system_prompt=system_prompt, max_length=512)
+    assert (encoder._frame_ids is not None) == framed
+    questions = [*QUESTIONS, "\nWhat is X?", "What is X?\n", "42 pens", "'s quote'", "<|im_end|>Lamp<|im_start|>",
+                 "Lamp:", "ok.\n\n"]
+    encoded = encoder({"uid": [f"u{i}" for i in range(len(questions))], "question": questions,
+                       "answer": ["Steel."] * len(questions)})
+    for question, ids, prompt_length in zip(questions, encoded["input_ids"], encoded["prompt_length"], strict=True):
+        whole = tokenizer(prompt_text(tokenizer, question, template, system_prompt), add_special_tokens=False)
+        assert ids[:prompt_length] == whole["input_ids"], question
+
+
 def test_gradient_accumulation_divides_by_the_answer_tokens_of_the_accumulated_batch():
     logits = torch.randn(2, 5, 11)
     labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 5], [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX]])
@@ -91,10 +108,9 @@ def test_gradient_accumulation_divides_by_the_answer_tokens_of_the_accumulated_b
 
 
 def test_the_tokenization_cache_is_reused_and_invalidated(tmp_path, tokenizer, monkeypatch):
-    from datasets import Dataset
     split = write_split(tmp_path / "data" / "train.jsonl", examples(30))
     encoder = ExampleEncoder(tokenizer, template="chat", system_prompt=SYSTEM, max_length=96)
-    first = tokenized_split(split, encoder, processes=2, progress=False)
+    first = tokenized_split(split, encoder, progress=False)
     assert len(first) == 30 and first[3] == encoder.encode([examples(30)[3]])[0]
     cached = list((tmp_path / "data" / encoding.TOKENIZED_DIR).iterdir())
     assert len(cached) == 1
@@ -103,7 +119,7 @@ def test_the_tokenization_cache_is_reused_and_invalidated(tmp_path, tokenizer, m
         raise AssertionError("tokenized again although the cache fits")
 
     with monkeypatch.context() as patch:
-        patch.setattr(Dataset, "from_json", no_tokenizing)
+        patch.setattr(encoding, "_read_blocks", no_tokenizing)
         again = tokenized_split(split, encoder, progress=False)
     assert again["input_ids"] == first["input_ids"]
 
@@ -140,7 +156,7 @@ def test_no_half_written_cache_is_left_by_a_failed_tokenization(tmp_path, tokeni
     split = write_split(tmp_path / "train.jsonl", rows)
     with pytest.raises(encoding.UserError, match="shorter than the question"):
         tokenized_split(split, ExampleEncoder(tokenizer, template="chat", system_prompt=SYSTEM, max_length=64),
-                        processes=1, progress=False)
+                        progress=False)
     assert list((tmp_path / encoding.TOKENIZED_DIR).iterdir()) == []
 
 

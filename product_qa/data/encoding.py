@@ -5,10 +5,9 @@ Each example is the prompt (the question in the model's chat template) followed 
 token. Only the answer and its EOS count in the loss, and the EOS is labelled explicitly, so the model
 learns to stop even when the pad token is the EOS token.
 
-A split is tokenized with `datasets.map` (batched, in several processes) into an Arrow file under the
-data directory, keyed by the data file, the tokenizer, the template, the system prompt and max_length: a
-second run, or the other ranks under torchrun, memory-map it instead of tokenizing again, and memory stays
-flat in the number of examples.
+A split is tokenized block by block into an Arrow file under the data directory, keyed by the data file, the
+tokenizer, the template, the system prompt and max_length: a second run, or the other ranks under torchrun,
+memory-map it instead of tokenizing again, and memory stays flat in the number of examples.
 """
 from __future__ import annotations
 
@@ -28,14 +27,20 @@ from product_qa.errors import UserError
 from product_qa.io_utils import TEMP_MARK, remove_stale_temps
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from datasets import Dataset, Features
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from transformers.utils import ModelOutput
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss
-ENCODING_VERSION = 3  # bump when the encoding changes: old caches are then rebuilt
+ENCODING_VERSION = 4  # bump when the encoding changes: old caches are then rebuilt
 TOKENIZED_DIR = "tokenized"  # under data.output_dir
+ENCODED_FILE = "encoded.arrow"  # a split's token ids, in its folder under TOKENIZED_DIR
+BLOCK_BYTES = 8 << 20  # JSON read and encoded at a time: some ten thousand examples, work for every tokenizer thread
 _QUESTION_SLOT = "\x00question\x00"
+# questions the template frame is checked on: words, digits and punctuation at both ends
+_PROBES = ("What is Acme Kettle, Steel (2 L)?", "2024 Wall Calendar 12", "\"Ulysses\": a novel.", "¿Qué es X-1000?")
 # the columns an example is encoded from: a split's others (messages, phrasing...) are never read into Python
 ENCODED_FROM = ("uid", "question", "answer", "document", "context")
 
@@ -54,8 +59,29 @@ class ExampleEncoder:
                                                                               max_length)
         prefix, slot, suffix = prompt_text(tokenizer, _QUESTION_SLOT, template, system_prompt).partition(
             _QUESTION_SLOT)
-        probe = "What is Acme Kettle, Steel (2 L)?"
-        self._frame = (prefix, suffix) if slot and prefix + probe + suffix == self._rendered(probe) else None
+        self._frame = (prefix, suffix) if slot and all(prefix + probe + suffix == self._rendered(probe)
+                                                       for probe in _PROBES) else None
+        self._frame_ids = self._token_frame()
+
+    def _token_frame(self) -> tuple[list[int], list[int]] | None:
+        """The frame's own token ids, where a question's ids between them are its prompt's ids: the tokenizer then
+        encodes only the question (a third of a prompt's tokens with the system prompt). True where the template's
+        text around the question ends and starts on a token boundary (special tokens, a newline): checked on
+        questions that start and end with letters, digits and punctuation. None where it is not (plain: the
+        "Question: " space joins the question's first word)."""
+        if self._frame is None:
+            return None
+        prefix, suffix = (self._ids([text])[0] for text in self._frame)
+        fits = all(prefix + ids + suffix == whole for ids, whole in
+                   zip(self._ids(list(_PROBES)), self._ids([self.prompt(probe) for probe in _PROBES]), strict=True))
+        return (prefix, suffix) if fits else None
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        # the backend directly: the wrapper's BatchEncoding and attention masks cost a tenth more on 1.3M examples
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
 
     def _rendered(self, question: str) -> str:
         return prompt_text(self.tokenizer, question, self.template, self.system_prompt)
@@ -92,19 +118,16 @@ class ExampleEncoder:
         text: its "question" is the title, followed by a newline and the description, with no chat template. A
         context example shows its record (a non-empty `context`) before the question. An example longer than
         max_length loses the tail of its answer (and then has no EOS: the answer did not end there)."""
-        tokenize = self.tokenizer
         count = len(batch["question"])
         documents = batch.get("document") or [False] * count
         questions = [self.user_turn(q, record)
                      for q, record in zip(batch["question"], batch.get("context") or [""] * count, strict=True)]
-        kinds = list(zip(questions, batch["answer"], documents, strict=True))
-        prompts = tokenize([f"{q}\n" if document else self.prompt(q) for q, _, document in kinds],
-                           add_special_tokens=False)["input_ids"]
-        answers = tokenize([a if document else answer_text(a, self.template) for _, a, document in kinds],
-                           add_special_tokens=False)["input_ids"]
+        prompts = self._prompt_ids(questions, documents)
+        answers = self._ids([a if document else answer_text(a, self.template)
+                             for a, document in zip(batch["answer"], documents, strict=True)])
         out: dict[str, list] = {"input_ids": [], "prompt_length": [], "length": [], "answer_tokens": [],
                                 "truncated": []}
-        eos = tokenize.eos_token_id
+        eos = self.tokenizer.eos_token_id
         for uid, prompt_ids, answer_ids in zip(batch["uid"], prompts, answers, strict=True):
             room = self.max_length - len(prompt_ids)
             if room < 1:
@@ -118,6 +141,19 @@ class ExampleEncoder:
             out["answer_tokens"].append(len(kept))
             out["truncated"].append(len(answer_ids) > room)
         return out
+
+    def _prompt_ids(self, questions: list[str], documents: list) -> list[list[int]]:
+        """The prompts' token ids: a document's title and newline; a question inside the template, from the frame's
+        ids where the question is framed by token boundaries (no whitespace at its ends), else tokenized whole."""
+        framed = [self._frame_ids is not None and not document and q.strip() == q
+                  for q, document in zip(questions, documents, strict=True)]
+        texts = [q if frame else f"{q}\n" if document else self.prompt(q)
+                 for q, document, frame in zip(questions, documents, framed, strict=True)]
+        ids = self._ids(texts)
+        if any(framed):
+            prefix, suffix = self._frame_ids
+            ids = [prefix + one + suffix if frame else one for one, frame in zip(ids, framed, strict=True)]
+        return ids
 
     def encode(self, examples: list[dict]) -> list[dict]:
         """Examples (dicts with uid, question, answer) encoded one dict each, for a small list."""
@@ -143,12 +179,37 @@ def encoded_features() -> Features:
                      "length": Value("int32"), "answer_tokens": Value("int32"), "truncated": Value("bool")})
 
 
-def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, progress: bool = True) -> Dataset:
+def _read_blocks(path: Path) -> Iterator[dict[str, list]]:
+    """The split's examples in blocks of some ten thousand, as columns: pyarrow's JSON reader parses only the
+    columns an example is encoded from (the others are never read into Python)."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    schema = pa.schema([(name, pa.bool_() if name == "document" else pa.string()) for name in ENCODED_FROM])
+    reader = pa_json.open_json(path, read_options=pa_json.ReadOptions(block_size=BLOCK_BYTES),
+                               parse_options=pa_json.ParseOptions(explicit_schema=schema,
+                                                                  unexpected_field_behavior="ignore"))
+    for block in reader:
+        yield block.to_pydict()
+
+
+def _line_count(path: Path) -> int:
+    with path.open("rb") as lines:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: lines.read(1 << 24), b""))
+
+
+def tokenized_split(path: Path, encoder: ExampleEncoder, *, progress: bool = True) -> Dataset:
     """The split at `path` encoded, as a memory-mapped datasets.Dataset, from the cache when it is there.
 
-    The cache lives beside the data, in `tokenized/<split>-<key>/`, built in a temp folder and renamed, so a
-    killed run leaves no half-written cache; caches of the same split under other keys are removed."""
-    from datasets import Dataset, disable_progress_bars, enable_progress_bars, load_from_disk
+    One process streams the split through the encoder block by block into one Arrow file, and the tokenizer's own
+    threads use every core: worker processes would each tokenize on one core and copy every token through
+    pickles and an extra Arrow file (1.3M examples: 481 s then; benchmarks/bench_tokenize.py). Memory stays flat
+    in the number of examples. The cache lives beside the data, in `tokenized/<split>-<key>/`, built in a temp
+    folder and renamed, so a killed run leaves no half-written cache; caches of the same split under other keys
+    are removed."""
+    import pyarrow as pa
+    from datasets import Dataset
+    from tqdm.auto import tqdm
 
     if not path.exists():
         raise UserError(f"{path}: no prepared data; run `python prepare_data.py` first")
@@ -159,37 +220,33 @@ def tokenized_split(path: Path, encoder: ExampleEncoder, *, processes: int = 0, 
                       stat.st_ctime_ns)
     root = path.parent / TOKENIZED_DIR
     target = root / f"{path.stem}-{key}"
-    if (target / "dataset_info.json").exists():
-        return load_from_disk(str(target))
+    if (target / ENCODED_FILE).exists():
+        return Dataset.from_file(str(target / ENCODED_FILE))
     if stat.st_size == 0:
         raise UserError(f"{path}: no examples (is the input too small, or are the filters too strict?)")
     remove_stale_temps(root)  # left by a killed run
     staging = root / f".{target.name}{TEMP_MARK}{os.getpid()}"
-    (enable_progress_bars if progress else disable_progress_bars)()
+    schema = encoded_features().arrow_schema
     try:
         shutil.rmtree(staging, ignore_errors=True)
-        raw = Dataset.from_json(str(path), cache_dir=str(staging / "json"), keep_in_memory=False)
-        raw = raw.select_columns([name for name in raw.column_names if name in ENCODED_FROM])
-        # each worker process holds the tokenizer and one batch: a few hundred MB at most
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        workers = processes or min(cores, max(1, math.ceil(len(raw) / 20_000)))
-        encoded = raw.map(encoder, batched=True, batch_size=1000, num_proc=workers if workers > 1 else None,
-                          remove_columns=raw.column_names, features=encoded_features(),
-                          cache_file_name=str(staging / "map" / "encoded.arrow"), new_fingerprint=key,
-                          desc=f"tokenizing {path.name}")
-        encoded.save_to_disk(str(staging / "final"))
+        staging.mkdir(parents=True)
+        with (tqdm(total=_line_count(path) if progress else None, unit=" examples", desc=f"tokenizing {path.name}",
+                   disable=not progress) as bar,
+              pa.OSFile(str(staging / ENCODED_FILE), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer):
+            for block in _read_blocks(path):
+                writer.write_batch(pa.RecordBatch.from_pydict(encoder(block), schema=schema))
+                bar.update(len(block["question"]))
         for old in root.glob(f"{path.stem}-*"):
             if old != target:
                 shutil.rmtree(old, ignore_errors=True)
         try:
-            os.replace(staging / "final", target)
+            os.replace(staging, target)
         except OSError:  # another run with the same key got there first: its cache is the same
-            if not (target / "dataset_info.json").exists():
+            if not (target / ENCODED_FILE).exists():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        enable_progress_bars()
-    return load_from_disk(str(target))
+    return Dataset.from_file(str(target / ENCODED_FILE))
 
 
 # ------------------------------------------------------------------------------------------------ batches

@@ -240,9 +240,8 @@ def _prepare_inputs(cfg: Config, state: PartialState, work_dir: Path, resume: bo
                                  max_length=train.max_length)
         paths = output_paths(cfg.data)
         catalog = read_catalog(paths["train"], train)
-        views = tokenized_split(views_file(paths["train"], catalog, train, encoder), encoder,
-                                processes=cfg.data.workers, progress=progress)
-        validation = tokenized_split(paths["validation"], encoder, processes=cfg.data.workers, progress=progress)
+        views = tokenized_split(views_file(paths["train"], catalog, train, encoder), encoder, progress=progress)
+        validation = tokenized_split(paths["validation"], encoder, progress=progress)
     if not main:  # the checkpoint the main process kept, read only
         checkpoint = prepare_run_dir(work_dir, resume, main=False)
     rounds = training_rounds(train.epochs)
