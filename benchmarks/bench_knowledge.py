@@ -1,5 +1,9 @@
 """The knowledge curve (a benchmark, not a test): how many products the model learns, for how much training.
 
+Its headline is the learning speed: products learned per CPU-hour, the largest catalog a point recalls at
+ROUGE-L >= 0.9 (held-out phrasings) divided by its hours of training on this machine (all its cores), next to
+the same points trained with the previous defaults (PREVIOUS_DEFAULTS) in the same benchmark run.
+
 Each point is the main job (`fine_tuning_project.py`, a separate process) with a catalog of N products, each
 asked `views` ways per epoch for `epochs` epochs (exposures = views x epochs), and "I don't know" training
 off so that every trained product is a catalog product (the confidence gate off too: recall itself). A point's
@@ -11,10 +15,13 @@ from the project's own generator (`product_qa/data/synthetic.py`), prepared like
     python -m benchmarks.bench_knowledge                               # the default points (hours on 2 cores)
     python -m benchmarks.bench_knowledge --points 32x7x3 128x7x3       # N x views x epochs
     python -m benchmarks.bench_knowledge --set train.lora_r=16         # extra settings for every point
+    python -m benchmarks.bench_knowledge --points 8 --previous --data genuine   # N alone: the recipe's views x epochs
 
-Points already measured with the same settings are read back from outputs/bench/knowledge.json (a long curve
-can be run in pieces). Writes that file and docs/training/knowledge_curve.png, and prints a table with the
-training minutes of each point and the CPU it ran on.
+`--data genuine` trains on ../shared/data/real_trn_dev.jsonl (genuine trn.json records) instead of the sample;
+`--set train.context_views=0` leaves the context views out. Points already measured with the same data and
+settings are read back from outputs/bench/knowledge.json (a long curve can be run in pieces). Writes that
+file and docs/training/knowledge_curve.png, and prints a table with the training minutes of each point and the
+CPU it ran on, then the headline.
 """
 from __future__ import annotations
 
@@ -37,21 +44,37 @@ from product_qa.io_utils import write_json_atomic
 REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_POINTS = ("16x7x3", "32x7x3", "128x7x2", "512x7x2")  # the last one alone: about 2 hours on 2 cores
+# The recipe before issue 29 (learning speed), the baseline of the headline: set explicitly, so that it stays
+# what it was whatever config.py says now.
+PREVIOUS_DEFAULTS = ("train.views=7", "train.epochs=6.0", "train.learning_rate=0.001", "train.batch_size=8",
+                     "train.lora_r=64", "train.lora_alpha=128", "train.lr_scheduler=cosine",
+                     "train.context_products=40", "train.eval_steps=0.25")
+GENUINE = REPO.parent / "shared" / "data" / "real_trn_dev.jsonl"
+RECALLED = 0.9  # a catalog counts as learned when its held-out phrasings are answered at this ROUGE-L or more
 RESULTS = REPO / "outputs" / "bench" / "knowledge.json"
 PLOT = REPO / "docs" / "training" / "knowledge_curve.png"
 GENERATED = REPO / "outputs" / "bench" / "knowledge_catalog"  # a larger generated catalog, prepared once
 
 
-def parse_point(text: str) -> tuple[int, int, int]:
+def parse_point(text: str) -> tuple[int, int | None, int | None]:
+    """PRODUCTSxVIEWSxEPOCHS, or PRODUCTS alone (the views and epochs of the settings)."""
     try:
-        products, views, epochs = (int(part) for part in text.lower().split("x"))
+        parts = [int(part) for part in text.lower().split("x")]
     except ValueError:
-        raise UserError(f"--points: {text!r} is not PRODUCTSxVIEWSxEPOCHS, e.g. 128x7x3") from None
+        parts = []
+    if len(parts) not in (1, 3):
+        raise UserError(f"--points: {text!r} is not PRODUCTSxVIEWSxEPOCHS or PRODUCTS, e.g. 128x7x3 or 32")
+    products, views, epochs = parts if len(parts) == 3 else (parts[0], None, None)
     return products, views, epochs
 
 
-def data_settings(products: int, sample_products: int) -> list[str]:
-    """The bundled sample while it holds the catalog; past it, a generated file about twice as large."""
+def data_settings(products: int, sample_products: int, data: str) -> list[str]:
+    """The bundled sample while it holds the catalog; past it, a generated file about twice as large. Genuine:
+    the shared genuine records, prepared beside the benchmark's other outputs."""
+    if data == "genuine":
+        if not GENUINE.exists():
+            raise UserError(f"{GENUINE}: no genuine records here (--data genuine needs them)")
+        return [f"data.raw_path={GENUINE}", f"data.output_dir={GENERATED.parent / 'knowledge_genuine'}"]
     if products <= sample_products:
         return []
     from product_qa.data.synthetic import generate_records, write_records
@@ -64,10 +87,11 @@ def data_settings(products: int, sample_products: int) -> list[str]:
     return [f"data.raw_path={raw}", f"data.output_dir={GENERATED / f'data-{records}'}"]
 
 
-def run_point(products: int, views: int, epochs: int, extra: list[str], sample_products: int) -> dict:
-    name = f"knowledge-{products}x{views}x{epochs}"
-    settings = [*data_settings(products, sample_products), f"train.max_train_products={products}",
-                f"train.views={views}", f"train.epochs={epochs}", "train.unknown_share=0.0",
+def run_point(name: str, products: int, views: int | None, epochs: int | None, extra: list[str],
+              sample_products: int, data: str) -> dict:
+    recipe = [f"train.views={views}", f"train.epochs={epochs}"] if views is not None else []
+    settings = [*data_settings(products, sample_products, data), f"train.max_train_products={products}",
+                *recipe, "train.unknown_share=0.0",
                 "generation.min_confidence=0.0",  # recall itself: no answer replaced by a decline
                 f"train.recall_questions={min(products, 64)}", *extra]
     command = [sys.executable, "fine_tuning_project.py", "--no-progress", "--run-name", name,
@@ -80,11 +104,13 @@ def run_point(products: int, views: int, epochs: int, extra: list[str], sample_p
     cfg = apply_overrides(Config(), settings)
     report = json.loads((Path(cfg.train.output_dir) / name / "training_report.json").read_text())
     recall = report["recall"]
+    views, epochs = cfg.train.views, round(cfg.train.epochs)
     return {"products": products, "views": views, "epochs": epochs, "exposures": views * epochs,
             "settings": settings, "steps": report["steps"], "train_examples": report["train_examples"],
             "train_minutes": report["train_seconds"] / 60, "job_minutes": (time.perf_counter() - started) / 60,
             "recall_questions": recall["questions"], "base_rougeL": recall["base"]["rougeL"],
             "rougeL": recall["fine_tuned"]["rougeL"], "exact": recall["fine_tuned"]["exact"],
+            "context_views": cfg.train.context_views, "reading_products": report.get("reading_products", 0),
             "catalog_loss_after": report["catalog_loss_after"],
             "validation_loss_after": report["validation_loss_after"],
             "precision": report["precision"], "device": report["device"], "cpu": cpu_name(),
@@ -132,34 +158,66 @@ def plot(points: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def products_per_hour(points: list[dict]) -> float:
+    """The learning speed of a set of points: the most products per hour of training among those recalled at
+    RECALLED or more (0 where none was)."""
+    return max((p["products"] / (p["train_minutes"] / 60) for p in points if p["rougeL"] >= RECALLED), default=0.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", nargs="+", default=list(DEFAULT_POINTS), help="PRODUCTSxVIEWSxEPOCHS")
+    parser.add_argument("--points", nargs="+", default=list(DEFAULT_POINTS),
+                        help="PRODUCTSxVIEWSxEPOCHS, or PRODUCTS (the settings' views and epochs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="a setting for every point (repeatable)")
+    parser.add_argument("--data", choices=("sample", "genuine"), default="sample",
+                        help="the bundled sample, or the genuine records of ../shared/data")
+    parser.add_argument("--previous", action="store_true",
+                        help="also train every point with the previous defaults, for the headline's ratio")
     args = parser.parse_args()
     cfg = apply_overrides(Config(), args.overrides)
     prepare(cfg.data, progress=False)
     sample_products = len(read_examples(output_paths(cfg.data)["train"]))
 
+    groups = {"current": args.overrides}
+    if args.previous:  # the user's settings still win: they come after the previous defaults
+        groups["previous"] = [*PREVIOUS_DEFAULTS, *args.overrides]
     measured = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    for text in args.points:
-        products, views, epochs = parse_point(text)
-        if any(p["point"] == text and p["extra"] == args.overrides for p in measured):
-            print(f"{text}: measured before, read from {RESULTS}")
-            continue
-        point = run_point(products, views, epochs, args.overrides, sample_products)
-        measured.append({"point": text, "extra": args.overrides, **point})
-        write_json_atomic(RESULTS, measured)  # each point kept as soon as it is measured
 
-    points = [p for p in measured if p["point"] in args.points and p["extra"] == args.overrides]
-    plot(points, PLOT)
-    print(f"\n{'products':>9}{'views':>6}{'epochs':>7}{'steps':>7}{'train min':>10}{'base R-L':>10}{'recall R-L':>11}"
-          f"{'recalled':>9}")
-    for p in sorted(points, key=lambda p: (p["exposures"], p["products"])):
-        print(f"{p['products']:>9}{p['views']:>6}{p['epochs']:>7}{p['steps']:>7}{p['train_minutes']:>10.1f}"
-              f"{p['base_rougeL']:>10.3f}{p['rougeL']:>11.3f}{p['exact']:>9.0%}")
-    print(f"CPU: {points[0]['cpu']} ({points[0]['cpu_features']}), {points[0]['precision']}; plot: {PLOT}")
+    def same(p: dict, text: str, extra: list[str]) -> bool:
+        return p["point"] == text and p["extra"] == extra and p.get("data", "sample") == args.data
+
+    for text in args.points:  # each point with both recipes in turn, so that they share the machine alike
+        products, views, epochs = parse_point(text)
+        for group, extra in groups.items():
+            if any(same(p, text, extra) for p in measured):
+                print(f"{text} ({group}): measured before, read from {RESULTS}")
+                continue
+            name = f"knowledge-{args.data}-{text}" + ("-previous" if group == "previous" else "")
+            point = run_point(name, products, views, epochs, extra, sample_products, args.data)
+            measured.append({"point": text, "extra": extra, "data": args.data, **point})
+            write_json_atomic(RESULTS, measured)  # each point kept as soon as it is measured
+
+    chosen = {group: [p for text in args.points for p in measured if same(p, text, extra)]
+              for group, extra in groups.items()}
+    plot(chosen["current"], PLOT)
+    print(f"\n{'recipe':>9}{'products':>9}{'views':>6}{'epochs':>7}{'steps':>7}{'train min':>10}{'base R-L':>10}"
+          f"{'recall R-L':>11}{'recalled':>9}{'products/h':>11}")
+    for group, points in chosen.items():
+        for p in sorted(points, key=lambda p: (p["exposures"], p["products"])):
+            print(f"{group:>9}{p['products']:>9}{p['views']:>6}{p['epochs']:>7}{p['steps']:>7}"
+                  f"{p['train_minutes']:>10.1f}{p['base_rougeL']:>10.3f}{p['rougeL']:>11.3f}{p['exact']:>9.0%}"
+                  f"{products_per_hour([p]):>11.0f}")
+    first = chosen["current"][0]
+    print(f"data: {args.data}; context views: {first['context_views']}; CPU: {first['cpu']} ({first['cpu_features']}), "
+          f"{first['precision']}; plot: {PLOT}")
+    rate = products_per_hour(chosen["current"])
+    if args.previous:
+        before = products_per_hour(chosen["previous"])
+        ratio = f"{rate / before:.2f}x" if before else "n/a: none recalled"
+        print(f"products per CPU-hour at recall >= {RECALLED}: {rate:.0f} (previous defaults: {before:.0f}, {ratio})")
+    else:
+        print(f"products per CPU-hour at recall >= {RECALLED}: {rate:.0f}")
 
 
 if __name__ == "__main__":
