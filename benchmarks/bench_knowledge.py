@@ -48,7 +48,7 @@ DEFAULT_POINTS = ("16x7x3", "32x7x3", "128x7x2", "512x7x2")  # the last one alon
 # what it was whatever config.py says now.
 PREVIOUS_DEFAULTS = ("train.views=7", "train.epochs=6.0", "train.learning_rate=0.001", "train.batch_size=8",
                      "train.lora_r=64", "train.lora_alpha=128", "train.lr_scheduler=cosine",
-                     "train.context_products=40", "train.eval_steps=0.25")
+                     "train.context_products=40", "train.eval_steps=0.25", "train.learned_catalog_loss=None")
 GENUINE = REPO.parent / "shared" / "data" / "real_trn_dev.jsonl"
 RECALLED = 0.9  # a catalog counts as learned when its held-out phrasings are answered at this ROUGE-L or more
 RESULTS = REPO / "outputs" / "bench" / "knowledge.json"

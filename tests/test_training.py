@@ -414,3 +414,21 @@ def test_qlora_says_what_is_missing_in_one_line(monkeypatch):
         check_qlora_possible("cuda")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     check_qlora_possible("cuda")  # a GPU and bitsandbytes: nothing to say
+
+
+def test_the_run_stops_at_the_first_evaluation_whose_catalog_loss_says_it_is_learned(tmp_path, tiny_model_dir,
+                                                                                      raw_sample):
+    """train.learned_catalog_loss ends the run at the first evaluation at or below it (the report says where),
+    keeps that evaluation's checkpoint, and None trains every planned step."""
+    from product_qa.training.workflow import fine_tune
+    whole = fine_tune(fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path / "whole",
+                                    **{"train.learned_catalog_loss": None}), progress=False)
+    assert whole["steps"] == 6 and whole["learned_at_step"] is None
+    first_catalog_loss = whole["losses"]["catalog"][1]  # (step 2, loss): the first evaluation while training
+    assert first_catalog_loss[0] == 2
+    # a bound just above that loss: the same run, stopped at that evaluation
+    stopped = fine_tune(fine_tune_cfg(tiny_model_dir, raw_sample, tmp_path / "stopped",
+                                      **{"train.learned_catalog_loss": first_catalog_loss[1] + 1e-6}), progress=False)
+    assert stopped["steps"] == 2 and stopped["learned_at_step"] == 2
+    assert stopped["catalog_loss_after"] == pytest.approx(first_catalog_loss[1])
+    assert stopped["losses"]["train"] == [point for point in whole["losses"]["train"] if point[0] <= 2]

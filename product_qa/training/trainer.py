@@ -248,6 +248,21 @@ class FollowedSetEarlyStopping(EarlyStoppingCallback):
             super().on_evaluate(args, state, control, metrics, **kwargs)
 
 
+class StopWhenCatalogLearned(TrainerCallback):
+    """Ends the run at the first evaluation whose catalog loss (the catalog's descriptions asked with held-out
+    phrasings, nats per answer token) is `loss` or less: the catalog is learned, and the rest of the planned run
+    would cost time for no recall. The step it stopped at is kept for the report."""
+
+    def __init__(self, loss: float) -> None:
+        self.loss, self.stopped_at = loss, None
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float], **kwargs: Any) -> None:
+        if metrics.get("eval_catalog_loss", math.inf) <= self.loss and state.global_step < state.max_steps:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+
 @dataclass(frozen=True)
 class TrainingSets:
     """The tokenized examples a run trains on, in training order, and each of EVAL_SETS."""
@@ -271,6 +286,8 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, se
     callbacks = [LossProgressCallback(enabled=progress)]
     if train.early_stopping_patience is not None:
         callbacks.append(FollowedSetEarlyStopping(early_stopping_patience=train.early_stopping_patience))
+    if train.learned_catalog_loss is not None:
+        callbacks.append(StopWhenCatalogLearned(train.learned_catalog_loss))
     # a model whose forward has no logits_to_keep (some remote-code models) computes every position, as before
     base_forward = getattr(model, "get_base_model", lambda: model)().forward
     answer_only = train.answer_only_logits and "logits_to_keep" in inspect.signature(base_forward).parameters

@@ -50,6 +50,7 @@ from product_qa.training.report import plot_loss_curves
 from product_qa.training.trainer import (
     EVAL_SETS,
     ModelChoice,
+    StopWhenCatalogLearned,
     TrainingSets,
     TrainingStarted,
     build_trainer,
@@ -385,6 +386,8 @@ def _training_facts(train: TrainConfig, inputs: RunInputs, trainer: Trainer, tra
                                    * max(trainer.state.global_step - trained.resumed_at, 0)
                                    / max(trainer.state.global_step, 1), 1),
         "early_stopping_on": train.early_stopping_on, "best_checkpoint": _moved(trained.best, work_dir, run_dir),
+        "learned_at_step": next((c.stopped_at for c in trainer.callback_handler.callbacks
+                                 if isinstance(c, StopWhenCatalogLearned)), None),
         "resumed_from": _moved(inputs.checkpoint, work_dir, run_dir),
     }
 
