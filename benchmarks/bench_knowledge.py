@@ -200,7 +200,8 @@ def main() -> None:
 
     chosen = {group: [p for text in args.points for p in measured if same(p, text, extra)]
               for group, extra in groups.items()}
-    plot(chosen["current"], PLOT)
+    if len(chosen["current"]) > 1:  # a curve: one point would replace the documented one with a dot
+        plot(chosen["current"], PLOT)
     print(f"\n{'recipe':>9}{'products':>9}{'views':>6}{'epochs':>7}{'steps':>7}{'train min':>10}{'base R-L':>10}"
           f"{'recall R-L':>11}{'recalled':>9}{'products/h':>11}")
     for group, points in chosen.items():
@@ -210,7 +211,7 @@ def main() -> None:
                   f"{products_per_hour([p]):>11.0f}")
     first = chosen["current"][0]
     print(f"data: {args.data}; context views: {first['context_views']}; CPU: {first['cpu']} ({first['cpu_features']}), "
-          f"{first['precision']}; plot: {PLOT}")
+          f"{first['precision']}")
     rate = products_per_hour(chosen["current"])
     if args.previous:
         before = products_per_hour(chosen["previous"])
