@@ -125,15 +125,15 @@ def main() -> None:
     rows = []
     for path in (small, full):
         shutil.rmtree(path.parent / "tokenized", ignore_errors=True)
-        rows.append(("ours (datasets.map)", path, *run("ours", path)))
+        rows.append(("ours (stream, 1 process)", path, *run("ours", path)))
         rows.append(("ours, cache reused", path, *run("ours", path)))
     rows.insert(0, ("before (map, processes)", small, *run("before", small)))
     before_s, before_mib = rows[0][2], rows[0][3]
 
-    print(f"\n{'run':<22}{'examples':>11}{'seconds':>9}{'examples/s':>12}{'peak RSS MiB':>14}")
+    print(f"\n{'run':<26}{'examples':>11}{'seconds':>9}{'examples/s':>12}{'peak RSS MiB':>14}")
     for name, path, seconds, mib in rows:
         count = args.baseline_examples if path == small else args.examples
-        print(f"{name:<22}{count:>11,}{seconds:>9.1f}{count / seconds:>12,.0f}{mib:>14,.0f}")
+        print(f"{name:<26}{count:>11,}{seconds:>9.1f}{count / seconds:>12,.0f}{mib:>14,.0f}")
     ours_small, ours_full, reuse_full = rows[1], rows[3], rows[4]
     scale = args.examples / args.baseline_examples
     print(f"\nat {args.baseline_examples:,} examples: ours {before_s / ours_small[2]:.2f}x the old path's speed, "
