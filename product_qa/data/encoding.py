@@ -64,24 +64,19 @@ class ExampleEncoder:
         self._frame_ids = self._token_frame()
 
     def _token_frame(self) -> tuple[list[int], list[int]] | None:
-        """The frame's own token ids, where a question's ids between them are its prompt's ids: the tokenizer then
-        encodes only the question (a third of a prompt's tokens with the system prompt). True where the template's
-        text around the question ends and starts on a token boundary (special tokens, a newline): checked on
-        questions that start and end with letters, digits and punctuation. None where it is not (plain: the
-        "Question: " space joins the question's first word)."""
+        """The token ids of the frame's text before and after the question, so that only the question is tokenized
+        per example (about a third of a prompt's tokens with the system prompt). They hold where the frame ends and
+        starts on a token boundary (a special token, a newline), checked on questions that start and end with
+        letters, digits and punctuation; None where not (plain: "Question: " joins the question's first word)."""
         if self._frame is None:
             return None
-        prefix, suffix = (self._ids([text])[0] for text in self._frame)
+        prefix, suffix = self._ids(list(self._frame))
         fits = all(prefix + ids + suffix == whole for ids, whole in
                    zip(self._ids(list(_PROBES)), self._ids([self.prompt(probe) for probe in _PROBES]), strict=True))
         return (prefix, suffix) if fits else None
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
-        # the backend directly: the wrapper's BatchEncoding and attention masks cost a tenth more on 1.3M examples
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is None:
-            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def _rendered(self, question: str) -> str:
         return prompt_text(self.tokenizer, question, self.template, self.system_prompt)
@@ -202,11 +197,11 @@ def tokenized_split(path: Path, encoder: ExampleEncoder, *, progress: bool = Tru
     """The split at `path` encoded, as a memory-mapped datasets.Dataset, from the cache when it is there.
 
     One process streams the split through the encoder block by block into one Arrow file, and the tokenizer's own
-    threads use every core: worker processes would each tokenize on one core and copy every token through
-    pickles and an extra Arrow file (1.3M examples: 481 s then; benchmarks/bench_tokenize.py). Memory stays flat
-    in the number of examples. The cache lives beside the data, in `tokenized/<split>-<key>/`, built in a temp
-    folder and renamed, so a killed run leaves no half-written cache; caches of the same split under other keys
-    are removed."""
+    threads use every core: worker processes would each tokenize on one thread and copy every token through
+    pickles and an extra Arrow file (1.15x the time and 2.7x the memory; benchmarks/bench_tokenize.py). Memory
+    stays flat in the number of examples. The cache lives beside the data, in `tokenized/<split>-<key>/`, built
+    in a temp folder and renamed, so a killed run leaves no half-written cache; caches of the same split under
+    other keys are removed."""
     import pyarrow as pa
     from datasets import Dataset
     from tqdm.auto import tqdm
