@@ -26,6 +26,7 @@ CPU it ran on, then the headline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -87,13 +88,22 @@ def data_settings(products: int, sample_products: int, data: str) -> list[str]:
     return [f"data.raw_path={raw}", f"data.output_dir={GENERATED / f'data-{records}'}"]
 
 
-def run_point(name: str, products: int, views: int | None, epochs: int | None, extra: list[str],
-              sample_products: int, data: str) -> dict:
+def point_settings(products: int, views: int | None, epochs: int | None, extra: list[str], sample_products: int,
+                   data: str) -> list[str]:
     recipe = [f"train.views={views}", f"train.epochs={epochs}"] if views is not None else []
-    settings = [*data_settings(products, sample_products, data), f"train.max_train_products={products}",
-                *recipe, "train.unknown_share=0.0",
-                "generation.min_confidence=0.0",  # recall itself: no answer replaced by a decline
-                f"train.recall_questions={min(products, 64)}", *extra]
+    return [*data_settings(products, sample_products, data), f"train.max_train_products={products}",
+            *recipe, "train.unknown_share=0.0",
+            "generation.min_confidence=0.0",  # recall itself: no answer replaced by a decline
+            f"train.recall_questions={min(products, 64)}", *extra]
+
+
+def trained_with(settings: list[str]) -> dict:
+    """The training settings a point resolves to: config.py's defaults under its overrides. A point measured
+    under other defaults (config.py changed since) is measured again, not read back."""
+    return json.loads(json.dumps(dataclasses.asdict(apply_overrides(Config(), settings).train)))
+
+
+def run_point(name: str, products: int, settings: list[str]) -> dict:
     command = [sys.executable, "fine_tuning_project.py", "--no-progress", "--run-name", name,
                *sum((["--set", s] for s in settings), [])]
     print(f"running {name}: {' '.join(command[1:])}", flush=True)
@@ -113,6 +123,7 @@ def run_point(name: str, products: int, views: int | None, epochs: int | None, e
             "context_views": cfg.train.context_views, "reading_products": report.get("reading_products", 0),
             "catalog_loss_after": report["catalog_loss_after"],
             "validation_loss_after": report["validation_loss_after"],
+            "train_settings": trained_with(settings),
             "precision": report["precision"], "device": report["device"], "cpu": cpu_name(),
             "cpu_features": cpu_features(), "threads": os.cpu_count()}
 
@@ -184,22 +195,24 @@ def main() -> None:
         groups["previous"] = [*PREVIOUS_DEFAULTS, *args.overrides]
     measured = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
 
-    def same(p: dict, text: str, extra: list[str]) -> bool:
-        return p["point"] == text and p["extra"] == extra and p.get("data", "sample") == args.data
+    settings = {(text, group): point_settings(*parse_point(text), extra, sample_products, args.data)
+                for text in args.points for group, extra in groups.items()}
+
+    def same(p: dict, text: str, group: str) -> bool:
+        return (p["point"] == text and p["extra"] == groups[group] and p.get("data", "sample") == args.data
+                and p.get("train_settings") == trained_with(settings[text, group]))
 
     for text in args.points:  # each point with both recipes in turn, so that they share the machine alike
-        products, views, epochs = parse_point(text)
         for group, extra in groups.items():
-            if any(same(p, text, extra) for p in measured):
+            if any(same(p, text, group) for p in measured):
                 print(f"{text} ({group}): measured before, read from {RESULTS}")
                 continue
             name = f"knowledge-{args.data}-{text}" + ("-previous" if group == "previous" else "")
-            point = run_point(name, products, views, epochs, extra, sample_products, args.data)
+            point = run_point(name, parse_point(text)[0], settings[text, group])
             measured.append({"point": text, "extra": extra, "data": args.data, **point})
             write_json_atomic(RESULTS, measured)  # each point kept as soon as it is measured
 
-    chosen = {group: [p for text in args.points for p in measured if same(p, text, extra)]
-              for group, extra in groups.items()}
+    chosen = {group: [p for text in args.points for p in measured if same(p, text, group)] for group in groups}
     if len(chosen["current"]) > 1:  # a curve: one point would replace the documented one with a dot
         plot(chosen["current"], PLOT)
     print(f"\n{'recipe':>9}{'products':>9}{'views':>6}{'epochs':>7}{'steps':>7}{'train min':>10}{'base R-L':>10}"
