@@ -197,10 +197,11 @@ def main() -> None:
 
     settings = {(text, group): point_settings(*parse_point(text), extra, sample_products, args.data)
                 for text in args.points for group, extra in groups.items()}
+    resolved = {key: trained_with(point) for key, point in settings.items()}  # once, not per measured point
 
     def same(p: dict, text: str, group: str) -> bool:
         return (p["point"] == text and p["extra"] == groups[group] and p.get("data", "sample") == args.data
-                and p.get("train_settings") == trained_with(settings[text, group]))
+                and p.get("train_settings") == resolved[text, group])
 
     for text in args.points:  # each point with both recipes in turn, so that they share the machine alike
         for group, extra in groups.items():
